@@ -1,2 +1,67 @@
-//! placeholder
+//! # confide-audit: the Confide audit chain
+//!
+//! An append-only, replicated, cosigned log of who ran which job (design.md §6).
+//! The crate is sans-IO: the daemon carries [`Entry`]s, [`SignedCheckpoint`]s,
+//! [`Update`]s and [`Cosignature`]s between members and calls this API.
+//!
+//! * **Log**: an RFC 6962 Merkle tree (leaf = SHA-256(0x00‖entry), node =
+//!   SHA-256(0x01‖l‖r)) with inclusion and consistency proofs ([`merkle`]).
+//! * **Entries**: a fixed binary layout signed (Ed25519, `verify_strict`) by
+//!   the member that started the job ([`entry`]).
+//! * **Checkpoints**: C2SP signed notes, signed by the sequencer and cosigned
+//!   by members; final at the genesis quorum (a majority) ([`checkpoint`]).
+//! * **Storage**: redb, with the crash rules of design.md §6 ([`AuditStore`]).
+//! * **Proofs**: JSON bundles checked offline by [`verify_bundle`].
+//!
+//! ## Flow
+//!
+//! Sequencer: [`AuditStore::append_batch`] / [`AuditStore::append_signed`]
+//! (durable, returns [`InclusionPromise`]s at once) → [`AuditStore::checkpoint`]
+//! → send [`AuditStore::update_for`] to each member. Member:
+//! [`AuditStore::apply`] → [`Cosignature`] back. Sequencer:
+//! [`AuditStore::add_cosignature`] → final checkpoint at quorum → broadcast;
+//! members [`AuditStore::record_final`].
+//!
+//! ## What the chain leaks, to whom
+//!
+//! Every member holds the full log, and anyone given a proof bundle sees one
+//! entry. An entry shows: the log id, the time, which member started a job,
+//! its kind, its job id, which members served it, and a fingerprint. The
+//! fingerprint is SHA-256 over a random 32-byte salt, the job request (parties,
+//! dataset content hashes, parameters) and the result: without the salt, which
+//! stays with the job's parties, it reveals nothing testable about the request
+//! or result (no dictionary attack on record IDs). So members learn the
+//! *metadata* of every job (who, when, what kind, how often: e.g. the query
+//! rate of each member), never dataset contents, IDs or answers. Callers must
+//! not put record IDs (or unsalted hashes of them) into job ids. Checkpoints
+//! reveal only the log size and root. Signing keys never leave the store and
+//! are redacted from `Debug`; `ed25519_dalek::SigningKey` zeroizes on drop.
+//!
+//! ## Trust
+//!
+//! A final checkpoint needs a majority of genesis members, each of which
+//! cosigns only entries it holds durably, whose signatures and root it checked,
+//! and which are consistent with what it cosigned before. A sequencer that signs
+//! two inconsistent checkpoints is caught by any member holding the earlier one:
+//! the member stores [`Equivocation`] evidence (checkable by anyone with the
+//! genesis) and stops cosigning for good.
 #![forbid(unsafe_code)]
+
+pub mod bundle;
+pub mod checkpoint;
+mod codec;
+pub mod entry;
+pub mod error;
+pub mod genesis;
+pub mod merkle;
+pub mod store;
+
+pub use bundle::{MemberSummary, ProofBundle, VerifiedBundle, summarize, verify_bundle};
+pub use checkpoint::{
+    Checkpoint, Cosignature, Equivocation, InclusionPromise, NoteSignature, SignedCheckpoint,
+};
+pub use entry::{Entry, EntryBody, JobKind, JobRequest, fingerprint, new_salt};
+pub use error::{AuditError, Result};
+pub use genesis::{Genesis, Member};
+pub use merkle::Hash;
+pub use store::{AuditStore, Update, VerifyReport};

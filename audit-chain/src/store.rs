@@ -1,0 +1,822 @@
+//! Durable audit store (redb) with the sequencer and member roles.
+//!
+//! Crash rules (design.md §6):
+//! 1. entries are committed (redb, `Durability::Immediate`) before any
+//!    checkpoint over them is signed;
+//! 2. the (size, root) a store signs or cosigns is committed before the
+//!    signature leaves the store;
+//! 3. on open the root of the stored entries is recomputed; if it disagrees
+//!    with the last signed checkpoint the store refuses to sign or cosign.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::fmt;
+use std::path::Path;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use ed25519_dalek::{SigningKey, VerifyingKey};
+use rayon::prelude::*;
+use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use serde::{Deserialize, Serialize};
+
+use crate::bundle::{MemberSummary, ProofBundle, summarize};
+use crate::checkpoint::{
+    Checkpoint, Cosignature, Equivocation, InclusionPromise, NoteSignature, SignedCheckpoint,
+};
+use crate::codec::hex_hashes;
+use crate::entry::{Entry, EntryBody};
+use crate::error::{AuditError, Result};
+use crate::genesis::Genesis;
+use crate::merkle::{Hash, MerkleTree, verify_consistency};
+
+/// Entries by index.
+pub const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+/// Store metadata (genesis, last signed note, final note, halt evidence).
+pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+/// Checkpoints the sequencer signed, by size (for catch-up in steps).
+pub const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
+
+const META_GENESIS: &str = "genesis";
+const META_SIGNED: &str = "signed";
+const META_FINAL: &str = "final";
+const META_HALT: &str = "halt";
+
+/// What a member needs to catch up to a checkpoint: the missing entries, the
+/// sequencer-signed checkpoint, and a consistency proof from the member's size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Update {
+    /// Entries from the member's size up to the checkpoint size.
+    pub entries: Vec<Entry>,
+    /// The sequencer-signed checkpoint.
+    pub checkpoint: SignedCheckpoint,
+    /// Consistency proof from (member size, member root) to the checkpoint.
+    #[serde(with = "hex_hashes")]
+    pub proof: Vec<Hash>,
+}
+
+/// Result of [`AuditStore::verify_all`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifyReport {
+    /// Entries checked.
+    pub entries: u64,
+    /// Root of all entries.
+    pub root: Hash,
+    /// Size of the latest final checkpoint, if any.
+    pub final_size: Option<u64>,
+}
+
+/// One party's copy of the audit log.
+pub struct AuditStore {
+    db: Database,
+    genesis: Genesis,
+    keys: HashMap<String, VerifyingKey>,
+    log_id: Hash,
+    origin: String,
+    me: String,
+    key: SigningKey,
+    tree: MerkleTree,
+    seen: HashSet<Hash>,
+    jobs: HashMap<String, Vec<u64>>,
+    signed: Option<SignedCheckpoint>,
+    final_cp: Option<SignedCheckpoint>,
+    pending: BTreeMap<u64, SignedCheckpoint>,
+    halt: Option<Equivocation>,
+    fault: Option<String>,
+}
+
+impl fmt::Debug for AuditStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AuditStore")
+            .field("me", &self.me)
+            .field("origin", &self.origin)
+            .field("size", &self.tree.size())
+            .field("signing_key", &"<redacted>")
+            .field("halted", &self.halt.is_some())
+            .field("fault", &self.fault)
+            .finish_non_exhaustive()
+    }
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn note_from_db(bytes: &[u8]) -> Result<SignedCheckpoint> {
+    let s = std::str::from_utf8(bytes)
+        .map_err(|_| AuditError::malformed("stored note", "not UTF-8"))?;
+    SignedCheckpoint::from_note(s)
+}
+
+impl AuditStore {
+    /// Open (or create) the store at `path` for member `my_name` with its key.
+    /// Recomputes the root of the stored entries; on disagreement with the last
+    /// signed checkpoint the store opens but refuses to sign ([`Self::fault`]).
+    pub fn open(
+        path: impl AsRef<Path>,
+        genesis: Genesis,
+        my_name: &str,
+        my_signing_key: SigningKey,
+    ) -> Result<Self> {
+        genesis.validate()?;
+        let keys = genesis.keys()?;
+        let mine = keys
+            .get(my_name)
+            .ok_or_else(|| AuditError::UnknownMember(my_name.to_string()))?;
+        if *mine != my_signing_key.verifying_key() {
+            return Err(AuditError::Genesis(format!(
+                "signing key does not match the genesis key of {my_name:?}"
+            )));
+        }
+        let db = Database::create(path.as_ref())?;
+        let canon = genesis.canonical_bytes();
+        let txn = db.begin_write()?;
+        {
+            let mut meta = txn.open_table(META)?;
+            let stored = meta.get(META_GENESIS)?.map(|g| g.value().to_vec());
+            match stored {
+                None => {
+                    meta.insert(META_GENESIS, canon.as_slice())?;
+                }
+                Some(g) if g == canon => {}
+                Some(_) => {
+                    return Err(AuditError::Genesis(
+                        "the store belongs to a different genesis".into(),
+                    ));
+                }
+            }
+            txn.open_table(ENTRIES)?;
+            txn.open_table(CHECKPOINTS)?;
+        }
+        txn.commit()?;
+
+        let log_id = genesis.log_id();
+        let mut store = AuditStore {
+            db,
+            origin: genesis.origin(),
+            genesis,
+            keys,
+            log_id,
+            me: my_name.to_string(),
+            key: my_signing_key,
+            tree: MerkleTree::new(),
+            seen: HashSet::new(),
+            jobs: HashMap::new(),
+            signed: None,
+            final_cp: None,
+            pending: BTreeMap::new(),
+            halt: None,
+            fault: None,
+        };
+        store.load()?;
+        Ok(store)
+    }
+
+    fn load(&mut self) -> Result<()> {
+        let rtx = self.db.begin_read()?;
+        let entries = rtx.open_table(ENTRIES)?;
+        for (i, row) in entries.iter()?.enumerate() {
+            let (k, v) = row?;
+            if k.value() != i as u64 {
+                self.fault = Some(format!("entry {i} is missing from the store"));
+                break;
+            }
+            match Entry::from_bytes(v.value()) {
+                Ok(e) => self.index_entry(i as u64, &e),
+                Err(e) => {
+                    self.fault = Some(format!("stored entry {i}: {e}"));
+                    break;
+                }
+            }
+        }
+        let meta = rtx.open_table(META)?;
+        if let Some(v) = meta.get(META_HALT)? {
+            self.halt = Some(
+                serde_json::from_slice(v.value())
+                    .map_err(|e| AuditError::malformed("stored halt evidence", e.to_string()))?,
+            );
+        }
+        if let Some(v) = meta.get(META_SIGNED)? {
+            let sc = note_from_db(v.value())?;
+            let cp = &sc.checkpoint;
+            if self.tree.root_at(cp.size) != Some(cp.root) {
+                self.fault.get_or_insert(format!(
+                    "stored entries ({}) do not match the last signed checkpoint (size {})",
+                    self.tree.size(),
+                    cp.size
+                ));
+            } else if !self.is_sequencer() && cp.size != self.tree.size() {
+                self.fault.get_or_insert(format!(
+                    "stored entries ({}) extend past the last cosigned checkpoint (size {})",
+                    self.tree.size(),
+                    cp.size
+                ));
+            }
+            self.signed = Some(sc);
+        } else if !self.is_sequencer() && self.tree.size() > 0 {
+            self.fault = Some("entries stored without a cosigned checkpoint".into());
+        }
+        if let Some(v) = meta.get(META_FINAL)? {
+            let sc = note_from_db(v.value())?;
+            let ok = sc.verify_quorum(&self.genesis, &self.keys).is_ok()
+                && self.tree.root_at(sc.checkpoint.size) == Some(sc.checkpoint.root);
+            if !ok {
+                self.fault
+                    .get_or_insert("stored final checkpoint does not match the entries".into());
+            }
+            self.final_cp = Some(sc);
+        }
+        Ok(())
+    }
+
+    fn index_entry(&mut self, index: u64, e: &Entry) {
+        let h = e.leaf_hash();
+        self.tree.push(h);
+        self.seen.insert(h);
+        self.jobs
+            .entry(e.body().job_id.clone())
+            .or_default()
+            .push(index);
+    }
+
+    // ---------------------------------------------------------------- state
+
+    /// This member's name.
+    pub fn name(&self) -> &str {
+        &self.me
+    }
+    /// The genesis.
+    pub fn genesis(&self) -> &Genesis {
+        &self.genesis
+    }
+    /// The log id.
+    pub fn log_id(&self) -> Hash {
+        self.log_id
+    }
+    /// Whether this member is the sequencer.
+    pub fn is_sequencer(&self) -> bool {
+        self.genesis.sequencer == self.me
+    }
+    /// Number of entries held.
+    pub fn size(&self) -> u64 {
+        self.tree.size()
+    }
+    /// Root of all entries held.
+    pub fn root(&self) -> Hash {
+        self.tree.root()
+    }
+    /// The latest checkpoint this store signed (sequencer) or cosigned (member),
+    /// with the sequencer's signature.
+    pub fn latest_signed(&self) -> Option<&SignedCheckpoint> {
+        self.signed.as_ref()
+    }
+    /// The latest final (quorum-cosigned) checkpoint known.
+    pub fn latest_final(&self) -> Option<&SignedCheckpoint> {
+        self.final_cp.as_ref()
+    }
+    /// Why this store refuses to sign, if it does.
+    pub fn fault(&self) -> Option<&str> {
+        self.fault.as_deref()
+    }
+    /// Equivocation evidence that stopped cosigning, if any.
+    pub fn halt_evidence(&self) -> Option<&Equivocation> {
+        self.halt.as_ref()
+    }
+
+    fn ensure_can_sign(&self) -> Result<()> {
+        if self.halt.is_some() {
+            return Err(AuditError::Halted);
+        }
+        if let Some(f) = &self.fault {
+            return Err(AuditError::Fault(f.clone()));
+        }
+        Ok(())
+    }
+
+    fn require_sequencer(&self) -> Result<()> {
+        if self.is_sequencer() {
+            Ok(())
+        } else {
+            Err(AuditError::WrongRole("only the sequencer does this"))
+        }
+    }
+
+    fn key_of(&self, name: &str) -> Result<&VerifyingKey> {
+        self.keys
+            .get(name)
+            .ok_or_else(|| AuditError::UnknownMember(name.to_string()))
+    }
+
+    fn check_entry(&self, e: &Entry) -> Result<()> {
+        if e.log_id() != &self.log_id {
+            return Err(AuditError::InvalidEntry("entry is for another log".into()));
+        }
+        e.verify(self.key_of(&e.body().member)?)
+    }
+
+    // ----------------------------------------------------------- sequencer
+
+    /// Sequencer: sign `body` as this member and append it. Returns at once
+    /// (after the durable commit) with the signed inclusion promise.
+    pub fn append(&mut self, body: EntryBody) -> Result<(Entry, InclusionPromise)> {
+        let mut v = self.append_batch(vec![body])?;
+        Ok(v.pop().expect("one entry appended"))
+    }
+
+    /// Sequencer: sign and append several bodies of this member in one transaction.
+    pub fn append_batch(
+        &mut self,
+        bodies: Vec<EntryBody>,
+    ) -> Result<Vec<(Entry, InclusionPromise)>> {
+        self.require_sequencer()?;
+        let entries = bodies
+            .into_par_iter()
+            .map(|b| {
+                if b.member != self.me {
+                    return Err(AuditError::InvalidEntry(format!(
+                        "{} cannot sign an entry for {:?}; send a signed entry",
+                        self.me, b.member
+                    )));
+                }
+                Entry::create(b, &self.log_id, &self.key)
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let promises = self.commit_appends(&entries)?;
+        Ok(entries.into_iter().zip(promises).collect())
+    }
+
+    /// Sequencer: append entries signed by any members (signatures verified),
+    /// all in one transaction; returns one promise per entry, in order.
+    pub fn append_signed(&mut self, entries: &[Entry]) -> Result<Vec<InclusionPromise>> {
+        self.require_sequencer()?;
+        entries.par_iter().try_for_each(|e| self.check_entry(e))?;
+        self.commit_appends(entries)
+    }
+
+    fn commit_appends(&mut self, entries: &[Entry]) -> Result<Vec<InclusionPromise>> {
+        if let Some(f) = &self.fault {
+            return Err(AuditError::Fault(f.clone()));
+        }
+        let mut batch = HashSet::new();
+        for e in entries {
+            let h = e.leaf_hash();
+            if self.seen.contains(&h) || !batch.insert(h) {
+                return Err(AuditError::InvalidEntry(format!(
+                    "entry of job {:?} already in the log",
+                    e.body().job_id
+                )));
+            }
+        }
+        let start = self.tree.size();
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(ENTRIES)?;
+            for (i, e) in entries.iter().enumerate() {
+                t.insert(start + i as u64, e.as_bytes())?;
+            }
+        }
+        txn.commit()?;
+        for (i, e) in entries.iter().enumerate() {
+            self.index_entry(start + i as u64, e);
+        }
+        let ts = now_ms();
+        let (log_id, me, key) = (self.log_id, self.me.as_str(), &self.key);
+        Ok(entries
+            .par_iter()
+            .enumerate()
+            .map(|(i, e)| {
+                InclusionPromise::sign(start + i as u64, e.leaf_hash(), log_id, ts, me, key)
+            })
+            .collect())
+    }
+
+    /// Sequencer: sign a checkpoint over all committed entries (persisting it
+    /// first). Returns the existing one when the size has not changed.
+    pub fn checkpoint(&mut self) -> Result<SignedCheckpoint> {
+        self.require_sequencer()?;
+        self.ensure_can_sign()?;
+        let size = self.tree.size();
+        if let Some(sc) = &self.signed
+            && sc.checkpoint.size == size
+        {
+            return Ok(sc.clone());
+        }
+        let checkpoint = Checkpoint {
+            origin: self.origin.clone(),
+            size,
+            root: self.tree.root(),
+        };
+        let sc = SignedCheckpoint {
+            signatures: vec![checkpoint.sign(&self.me, &self.key)],
+            checkpoint,
+        };
+        let note = sc.to_note();
+        let txn = self.db.begin_write()?;
+        {
+            txn.open_table(META)?.insert(META_SIGNED, note.as_bytes())?;
+            txn.open_table(CHECKPOINTS)?.insert(size, note.as_bytes())?;
+        }
+        txn.commit()?;
+        self.signed = Some(sc.clone());
+        self.pending.insert(size, sc.clone());
+        if self.genesis.quorum == 1 {
+            self.finalize(sc.clone())?;
+        }
+        Ok(sc)
+    }
+
+    /// Entries with index in `[from, to)`.
+    pub fn entries_range(&self, from: u64, to: u64) -> Result<Vec<Entry>> {
+        let to = to.min(self.tree.size());
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(ENTRIES)?;
+        t.range(from..to)?
+            .map(|row| {
+                let (_, v) = row?;
+                Entry::from_bytes(v.value())
+            })
+            .collect()
+    }
+
+    /// Entries with index ≥ `n`.
+    pub fn entries_since(&self, n: u64) -> Result<Vec<Entry>> {
+        self.entries_range(n, self.tree.size())
+    }
+
+    /// One entry.
+    pub fn entry(&self, index: u64) -> Result<Entry> {
+        self.entries_range(index, index + 1)?
+            .pop()
+            .ok_or_else(|| AuditError::NotFound(format!("entry {index}")))
+    }
+
+    /// Consistency proof between sizes `from` ≤ `to` of the local log.
+    pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
+        self.tree
+            .consistency_proof(from, to)
+            .ok_or_else(|| AuditError::NotFound(format!("consistency proof {from}..{to}")))
+    }
+
+    /// Sequencer: what a member at `member_size` needs to catch up, at most
+    /// about `max_entries` entries at a time (stepping through earlier signed
+    /// checkpoints when the gap is larger; the member calls `apply` per step).
+    pub fn update_for(&self, member_size: u64, max_entries: u64) -> Result<Update> {
+        self.require_sequencer()?;
+        let latest = self
+            .signed
+            .clone()
+            .ok_or_else(|| AuditError::NotFound("no checkpoint signed yet".into()))?;
+        let mut checkpoint = latest;
+        if checkpoint.checkpoint.size > member_size.saturating_add(max_entries) {
+            let rtx = self.db.begin_read()?;
+            let t = rtx.open_table(CHECKPOINTS)?;
+            let limit = member_size.saturating_add(max_entries.max(1));
+            if let Some(row) = t.range(member_size + 1..=limit)?.next_back() {
+                checkpoint = note_from_db(row?.1.value())?;
+            } else if let Some(row) = t.range(member_size + 1..)?.next() {
+                checkpoint = note_from_db(row?.1.value())?;
+            }
+        }
+        let size = checkpoint.checkpoint.size;
+        Ok(Update {
+            entries: self.entries_range(member_size, size)?,
+            proof: self.consistency_proof(member_size.min(size), size)?,
+            checkpoint,
+        })
+    }
+
+    /// Sequencer: record a member's cosignature. Returns the final checkpoint
+    /// (all signatures so far, at least a quorum) when this one completes it.
+    pub fn add_cosignature(&mut self, cosig: &Cosignature) -> Result<Option<SignedCheckpoint>> {
+        self.require_sequencer()?;
+        let size = cosig.size;
+        if self
+            .final_cp
+            .as_ref()
+            .is_some_and(|f| f.checkpoint.size >= size)
+        {
+            return Ok(None);
+        }
+        if !self.pending.contains_key(&size) {
+            let rtx = self.db.begin_read()?;
+            let t = rtx.open_table(CHECKPOINTS)?;
+            let note = t
+                .get(size)?
+                .ok_or_else(|| AuditError::NotFound(format!("no checkpoint at size {size}")))?;
+            let sc = note_from_db(note.value())?;
+            self.pending.insert(size, sc);
+        }
+        let sig: &NoteSignature = &cosig.signature;
+        let key = *self.key_of(&sig.name)?;
+        let sc = self.pending.get_mut(&size).expect("inserted above");
+        if sc.checkpoint.root != cosig.root {
+            return Err(AuditError::RootMismatch {
+                size,
+                why: format!("{} cosigned another root", sig.name),
+            });
+        }
+        if sc.signatures.iter().any(|s| s.name == sig.name) {
+            return Ok(None);
+        }
+        sig.verify(&sc.checkpoint.text(), &key)?;
+        sc.signatures.push(sig.clone());
+        if sc.signatures.len() >= self.genesis.quorum {
+            let sc = sc.clone();
+            self.finalize(sc.clone())?;
+            return Ok(Some(sc));
+        }
+        Ok(None)
+    }
+
+    fn finalize(&mut self, sc: SignedCheckpoint) -> Result<()> {
+        sc.verify_quorum(&self.genesis, &self.keys)?;
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?
+            .insert(META_FINAL, sc.to_note().as_bytes())?;
+        txn.commit()?;
+        let size = sc.checkpoint.size;
+        self.pending.retain(|&s, _| s > size);
+        self.final_cp = Some(sc);
+        Ok(())
+    }
+
+    // -------------------------------------------------------------- member
+
+    /// Member: take the entries after the local log up to the sequencer-signed
+    /// `checkpoint`, check every entry's signature, recompute the root, check
+    /// the consistency proof from the last cosigned checkpoint, store durably
+    /// (entries and the new cosigned state in one transaction), and only then
+    /// return this member's cosignature.
+    pub fn apply(
+        &mut self,
+        entries: &[Entry],
+        checkpoint: &SignedCheckpoint,
+        consistency_proof: &[Hash],
+    ) -> Result<Cosignature> {
+        if self.is_sequencer() {
+            return Err(AuditError::WrongRole(
+                "the sequencer does not apply updates",
+            ));
+        }
+        self.ensure_can_sign()?;
+        let cp = &checkpoint.checkpoint;
+        if cp.origin != self.origin {
+            return Err(AuditError::BadSignature(
+                "checkpoint is for another log".into(),
+            ));
+        }
+        let seq = self.genesis.sequencer.clone();
+        checkpoint.verify_signer(&seq, self.key_of(&seq)?)?;
+        let have = self.tree.size();
+        if cp.size <= have {
+            self.check_not_equivocating(checkpoint)?;
+            if cp.size < have {
+                return Err(AuditError::Stale { got: cp.size, have });
+            }
+            return Ok(self.cosign(cp));
+        }
+        if entries.len() as u64 != cp.size - have {
+            return Err(AuditError::InvalidEntry(format!(
+                "expected entries {have}..{}, got {}",
+                cp.size,
+                entries.len()
+            )));
+        }
+        entries.par_iter().try_for_each(|e| self.check_entry(e))?;
+        let mut batch = HashSet::new();
+        if entries
+            .iter()
+            .any(|e| !batch.insert(e.leaf_hash()) || self.seen.contains(&e.leaf_hash()))
+        {
+            return Err(AuditError::InvalidEntry("duplicate entry in update".into()));
+        }
+        let old_root = self.tree.root();
+        for e in entries {
+            self.tree.push(e.leaf_hash());
+        }
+        let result = self.commit_applied(entries, checkpoint, have, &old_root, consistency_proof);
+        if let Err(e) = result {
+            self.tree.truncate(have);
+            return Err(e);
+        }
+        for (i, e) in entries.iter().enumerate() {
+            let idx = have + i as u64;
+            self.seen.insert(e.leaf_hash());
+            self.jobs
+                .entry(e.body().job_id.clone())
+                .or_default()
+                .push(idx);
+        }
+        self.signed = Some(checkpoint.clone());
+        Ok(self.cosign(cp))
+    }
+
+    fn commit_applied(
+        &mut self,
+        entries: &[Entry],
+        checkpoint: &SignedCheckpoint,
+        have: u64,
+        old_root: &Hash,
+        proof: &[Hash],
+    ) -> Result<()> {
+        let cp = &checkpoint.checkpoint;
+        if self.tree.root() != cp.root {
+            return Err(AuditError::RootMismatch {
+                size: cp.size,
+                why: "the entries received do not hash to the checkpoint root".into(),
+            });
+        }
+        if !verify_consistency(have, cp.size, old_root, &cp.root, proof) {
+            return Err(AuditError::InvalidProof(
+                "consistency proof from the last cosigned checkpoint",
+            ));
+        }
+        let note = checkpoint.to_note();
+        let txn = self.db.begin_write()?;
+        {
+            let mut t = txn.open_table(ENTRIES)?;
+            for (i, e) in entries.iter().enumerate() {
+                t.insert(have + i as u64, e.as_bytes())?;
+            }
+            txn.open_table(META)?.insert(META_SIGNED, note.as_bytes())?;
+        }
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn cosign(&self, cp: &Checkpoint) -> Cosignature {
+        Cosignature {
+            size: cp.size,
+            root: cp.root,
+            signature: cp.sign(&self.me, &self.key),
+        }
+    }
+
+    /// A sequencer-signed checkpoint at a size this member already holds must
+    /// match the local root there; otherwise record the evidence and halt.
+    fn check_not_equivocating(&mut self, checkpoint: &SignedCheckpoint) -> Result<()> {
+        let cp = &checkpoint.checkpoint;
+        let mine = self
+            .tree
+            .root_at(cp.size)
+            .expect("size within the local log");
+        if mine == cp.root {
+            return Ok(());
+        }
+        let Some(prev) = self.signed.clone() else {
+            return Err(AuditError::RootMismatch {
+                size: cp.size,
+                why: "sequencer-signed root differs from the empty log".into(),
+            });
+        };
+        let ev = Equivocation {
+            note_a: prev.to_note(),
+            size_a: prev.checkpoint.size,
+            note_b: checkpoint.to_note(),
+            size_b: cp.size,
+            alt_root: mine,
+            proof: self.consistency_proof(cp.size, prev.checkpoint.size)?,
+        };
+        let json = serde_json::to_vec(&ev).expect("evidence serializes");
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?.insert(META_HALT, json.as_slice())?;
+        txn.commit()?;
+        self.halt = Some(ev.clone());
+        Err(AuditError::Equivocation(Box::new(ev)))
+    }
+
+    /// Member: record a final checkpoint broadcast by the sequencer (quorum
+    /// checked, root checked against the local log; a sequencer-signed one that
+    /// contradicts the local log is handled as equivocation).
+    pub fn record_final(&mut self, fin: &SignedCheckpoint) -> Result<()> {
+        fin.verify_quorum(&self.genesis, &self.keys)?;
+        let cp = &fin.checkpoint;
+        if self
+            .final_cp
+            .as_ref()
+            .is_some_and(|f| f.checkpoint.size >= cp.size)
+        {
+            return Ok(());
+        }
+        if cp.size > self.tree.size() {
+            return Err(AuditError::NotFound(format!(
+                "final checkpoint at {} is beyond the local log ({}); catch up first",
+                cp.size,
+                self.tree.size()
+            )));
+        }
+        if self.tree.root_at(cp.size) != Some(cp.root) {
+            if !self.is_sequencer()
+                && fin
+                    .signatures
+                    .iter()
+                    .any(|s| s.name == self.genesis.sequencer)
+            {
+                self.check_not_equivocating(fin)?;
+            }
+            return Err(AuditError::RootMismatch {
+                size: cp.size,
+                why: "final checkpoint contradicts the local log".into(),
+            });
+        }
+        let txn = self.db.begin_write()?;
+        txn.open_table(META)?
+            .insert(META_FINAL, fin.to_note().as_bytes())?;
+        txn.commit()?;
+        self.final_cp = Some(fin.clone());
+        Ok(())
+    }
+
+    // ---------------------------------------------------------- everywhere
+
+    /// Re-read every stored entry, check layout, log id and signature, and
+    /// recompute the root; check the last signed and final checkpoints against it.
+    pub fn verify_all(&self) -> Result<VerifyReport> {
+        if let Some(f) = &self.fault {
+            return Err(AuditError::Fault(f.clone()));
+        }
+        let entries = self.entries_since(0)?;
+        entries.par_iter().try_for_each(|e| self.check_entry(e))?;
+        let mut tree = MerkleTree::new();
+        for e in &entries {
+            tree.push(e.leaf_hash());
+        }
+        if tree.root() != self.tree.root() {
+            return Err(AuditError::RootMismatch {
+                size: tree.size(),
+                why: "stored entries changed since open".into(),
+            });
+        }
+        for sc in self.signed.iter().chain(&self.final_cp) {
+            if tree.root_at(sc.checkpoint.size) != Some(sc.checkpoint.root) {
+                return Err(AuditError::RootMismatch {
+                    size: sc.checkpoint.size,
+                    why: "checkpoint does not match the stored entries".into(),
+                });
+            }
+        }
+        let seq = &self.genesis.sequencer;
+        if let Some(sc) = &self.signed {
+            sc.verify_signer(seq, self.key_of(seq)?)?;
+        }
+        if let Some(f) = &self.final_cp {
+            f.verify_quorum(&self.genesis, &self.keys)?;
+        }
+        Ok(VerifyReport {
+            entries: tree.size(),
+            root: tree.root(),
+            final_size: self.final_cp.as_ref().map(|f| f.checkpoint.size),
+        })
+    }
+
+    /// Offline proof bundle for entry `index` against the latest final checkpoint.
+    pub fn prove(&self, index: u64) -> Result<ProofBundle> {
+        let fin = self
+            .final_cp
+            .as_ref()
+            .filter(|f| f.checkpoint.size > index)
+            .ok_or_else(|| {
+                AuditError::NotFound(format!("no final checkpoint covers entry {index} yet"))
+            })?;
+        let size = fin.checkpoint.size;
+        let path = self
+            .tree
+            .inclusion_proof(index, size)
+            .ok_or_else(|| AuditError::NotFound(format!("entry {index}")))?;
+        Ok(ProofBundle::new(
+            self.log_id,
+            self.entry(index)?,
+            index,
+            size,
+            path,
+            fin.clone(),
+        ))
+    }
+
+    /// Indexes of the entries of a job, in log order.
+    pub fn job_entries(&self, job_id: &str) -> &[u64] {
+        self.jobs.get(job_id).map_or(&[], |v| v.as_slice())
+    }
+
+    /// Proof bundle for the first entry of `job_id`.
+    pub fn prove_job(&self, job_id: &str) -> Result<ProofBundle> {
+        let idx = *self
+            .job_entries(job_id)
+            .first()
+            .ok_or_else(|| AuditError::NotFound(format!("job {job_id:?}")))?;
+        self.prove(idx)
+    }
+
+    /// All entries, oldest first, with their indexes.
+    pub fn log(&self) -> Result<Vec<(u64, Entry)>> {
+        Ok((0..).zip(self.entries_since(0)?).collect())
+    }
+
+    /// Per-member counts of jobs started and served.
+    pub fn summary(&self) -> Result<BTreeMap<String, MemberSummary>> {
+        Ok(summarize(&self.genesis, &self.entries_since(0)?))
+    }
+}
