@@ -1,0 +1,82 @@
+//! The CLI's connection to its own party daemon (mutual TLS with the party's own
+//! certificate: a daemon takes control calls only from itself).
+
+use std::time::Duration;
+
+use confide_proto::audit_client::AuditClient;
+use confide_proto::control_client::ControlClient;
+use tonic::transport::Channel;
+
+use crate::config::PartyConfig;
+use crate::daemon::links::{MAX_MESSAGE, endpoint};
+use crate::error::{DaemonError, status_line};
+use crate::tls::TlsMaterial;
+
+/// The address to dial for a listen address (a wildcard listen means loopback).
+pub fn dial_address(listen: &str) -> String {
+    if let Some(port) = listen.strip_prefix("0.0.0.0:") {
+        format!("127.0.0.1:{port}")
+    } else if let Some(port) = listen.strip_prefix("[::]:") {
+        format!("[::1]:{port}")
+    } else {
+        listen.to_string()
+    }
+}
+
+/// Connects to this party's daemon.
+pub async fn connect(cfg: &PartyConfig) -> Result<Channel, DaemonError> {
+    let tls = TlsMaterial::load(cfg)?;
+    let address = dial_address(&cfg.party.listen);
+    let unreachable = |message: String| DaemonError::Peer {
+        peer: cfg.party.name.clone(),
+        address: address.clone(),
+        message,
+    };
+    let ep = endpoint(&address, tls.client(&cfg.party.name)).map_err(unreachable)?;
+    match tokio::time::timeout(Duration::from_secs(5), ep.connect()).await {
+        Ok(Ok(c)) => Ok(c),
+        Ok(Err(e)) => Err(unreachable(format!(
+            "cannot reach the daemon (is `confide serve` running?): {}",
+            error_chain(&e)
+        ))),
+        Err(_) => Err(unreachable("no answer within 5 s".into())),
+    }
+}
+
+/// A Control client to this party's daemon.
+pub async fn control(cfg: &PartyConfig) -> Result<ControlClient<Channel>, DaemonError> {
+    Ok(ControlClient::new(connect(cfg).await?)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+/// An Audit client to this party's daemon.
+pub async fn audit(cfg: &PartyConfig) -> Result<AuditClient<Channel>, DaemonError> {
+    Ok(AuditClient::new(connect(cfg).await?)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}
+
+/// A status as a DaemonError naming this party's daemon.
+pub fn daemon_error(cfg: &PartyConfig, s: &tonic::Status) -> DaemonError {
+    DaemonError::Peer {
+        peer: cfg.party.name.clone(),
+        address: dial_address(&cfg.party.listen),
+        message: status_line(s),
+    }
+}
+
+/// "a: b: c" from an error and its sources, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s.replace('\n', " ")
+}

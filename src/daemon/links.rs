@@ -1,0 +1,298 @@
+//! Connections to peers and the per-job streams between them.
+//!
+//! For every job and pair of parties there is one `Peer.Stream`, opened by the party whose
+//! name sorts first. Both ends are pumped into the bounded channels of a
+//! [`confide_mpc::Link`], so protocols see a [`confide_mpc::ChannelTransport`]. A stream
+//! that breaks (peer crashed, network gone: HTTP/2 keepalive notices within ~10 s) turns
+//! into an error on the job's transport and trips the job's failure signal.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use confide_mpc::transport::{DEFAULT_CHANNEL_DEPTH, Incoming, Link};
+use confide_proto::Frame;
+use confide_proto::peer_client::PeerClient;
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::StreamExt;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::transport::{Channel, Endpoint};
+
+use crate::daemon::metrics::Metrics;
+use crate::error::{DaemonError, status_line};
+use crate::tls::TlsMaterial;
+
+/// Largest gRPC message accepted or sent between daemons.
+pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
+
+/// Lazily connected channels to every peer.
+#[derive(Debug)]
+pub struct PeerChannels {
+    tls: TlsMaterial,
+    addresses: HashMap<String, String>,
+    channels: Mutex<HashMap<String, Channel>>,
+}
+
+impl PeerChannels {
+    pub fn new(tls: TlsMaterial, addresses: HashMap<String, String>) -> Self {
+        Self {
+            tls,
+            addresses,
+            channels: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// The address configured for `peer`.
+    pub fn address(&self, peer: &str) -> Result<&str, DaemonError> {
+        self.addresses.get(peer).map(String::as_str).ok_or_else(|| {
+            DaemonError::InvalidRequest(format!(
+                "unknown peer `{peer}` (not in [peers] of the config)"
+            ))
+        })
+    }
+
+    /// A client for `peer` (mutual TLS, the peer's certificate must name it).
+    pub fn client(&self, peer: &str) -> Result<PeerClient<Channel>, DaemonError> {
+        let address = self.address(peer)?.to_string();
+        let mut cache = self
+            .channels
+            .lock()
+            .map_err(|_| DaemonError::Internal("channel cache poisoned".into()))?;
+        let channel = match cache.get(peer) {
+            Some(c) => c.clone(),
+            None => {
+                let c = endpoint(&address, self.tls.client(peer))
+                    .map_err(|message| DaemonError::Peer {
+                        peer: peer.to_string(),
+                        address: address.clone(),
+                        message,
+                    })?
+                    .connect_lazy();
+                cache.insert(peer.to_string(), c.clone());
+                c
+            }
+        };
+        Ok(PeerClient::new(channel)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+}
+
+/// An HTTP/2 endpoint with keepalive, so a vanished peer is noticed within seconds.
+pub fn endpoint(address: &str, tls: tonic::transport::ClientTlsConfig) -> Result<Endpoint, String> {
+    Endpoint::from_shared(format!("https://{address}"))
+        .map_err(|e| format!("bad address: {e}"))?
+        .tls_config(tls)
+        .map_err(|e| format!("TLS configuration: {e}"))
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(3))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(4))
+                .keep_alive_timeout(Duration::from_secs(6))
+                .keep_alive_while_idle(true)
+                .http2_adaptive_window(true)
+        })
+}
+
+/// Reports a broken link to the job: the first reason wins.
+pub type FailureSignal = Arc<watch::Sender<Option<String>>>;
+
+/// Pumps an inbound gRPC stream into a link's incoming channel.
+fn pump_inbound(
+    peer: String,
+    mut inbound: tonic::Streaming<Frame>,
+    tx: mpsc::Sender<Incoming>,
+    failure: FailureSignal,
+    metrics: Arc<Metrics>,
+) {
+    tokio::spawn(async move {
+        loop {
+            match inbound.message().await {
+                Ok(Some(frame)) => {
+                    metrics.bytes(&peer, 0, frame.payload.len() as u64);
+                    if tx.send(Ok(frame.payload)).await.is_err() {
+                        break; // the job is over
+                    }
+                }
+                Ok(None) => {
+                    let _ = tx.send(Err("peer closed the stream".into())).await;
+                    break;
+                }
+                Err(status) => {
+                    let reason = format!("connection lost ({})", status_line(&status));
+                    failure.send_if_modified(|f| {
+                        if f.is_none() {
+                            *f = Some(format!("peer `{peer}` disconnected: {reason}"));
+                            true
+                        } else {
+                            false
+                        }
+                    });
+                    let _ = tx.send(Err(reason)).await;
+                    break;
+                }
+            }
+        }
+    });
+}
+
+/// Turns a link's outgoing channel into the gRPC frame stream.
+fn outbound_stream(
+    peer: String,
+    rx: mpsc::Receiver<Vec<u8>>,
+    metrics: Arc<Metrics>,
+) -> impl tokio_stream::Stream<Item = Frame> + Send + 'static {
+    ReceiverStream::new(rx).map(move |payload| {
+        metrics.bytes(&peer, payload.len() as u64, 0);
+        Frame { payload }
+    })
+}
+
+/// Opens the stream of `job` to `peer` (this party's name sorts first).
+pub async fn open_stream(
+    channels: &PeerChannels,
+    job_id: &str,
+    peer: &str,
+    failure: FailureSignal,
+    metrics: Arc<Metrics>,
+) -> Result<Link, DaemonError> {
+    let mut client = channels.client(peer)?;
+    let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(DEFAULT_CHANNEL_DEPTH);
+    let (in_tx, in_rx) = mpsc::channel::<Incoming>(DEFAULT_CHANNEL_DEPTH);
+    let mut req = tonic::Request::new(outbound_stream(peer.to_string(), out_rx, metrics.clone()));
+    req.metadata_mut().insert(
+        confide_proto::JOB_HEADER,
+        job_id
+            .parse()
+            .map_err(|_| DaemonError::Internal("job id is not a valid header".into()))?,
+    );
+    let address = channels.address(peer)?.to_string();
+    let inbound = client
+        .stream(req)
+        .await
+        .map_err(|s| DaemonError::Peer {
+            peer: peer.to_string(),
+            address,
+            message: status_line(&s),
+        })?
+        .into_inner();
+    pump_inbound(peer.to_string(), inbound, in_tx, failure, metrics);
+    Ok(Link {
+        outgoing: out_tx,
+        incoming: in_rx,
+    })
+}
+
+/// The halves an accepted stream hands to its job.
+#[derive(Debug)]
+pub struct Accepted {
+    pub inbound: tonic::Streaming<Frame>,
+    pub outgoing: mpsc::Sender<Vec<u8>>,
+}
+
+enum Slot {
+    Waiting(oneshot::Sender<Accepted>),
+    Arrived(Accepted, Instant),
+}
+
+/// Matches streams that peers open with the jobs waiting for them.
+#[derive(Default)]
+pub struct Rendezvous {
+    slots: Mutex<HashMap<(String, String), Slot>>,
+}
+
+impl std::fmt::Debug for Rendezvous {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rendezvous").finish_non_exhaustive()
+    }
+}
+
+impl Rendezvous {
+    /// Called by the `Peer.Stream` handler: returns the response stream for the peer.
+    pub fn accept(
+        &self,
+        job_id: &str,
+        peer: &str,
+        inbound: tonic::Streaming<Frame>,
+        metrics: Arc<Metrics>,
+    ) -> Result<impl tokio_stream::Stream<Item = Frame> + Send + 'static, DaemonError> {
+        let (out_tx, out_rx) = mpsc::channel::<Vec<u8>>(DEFAULT_CHANNEL_DEPTH);
+        let accepted = Accepted {
+            inbound,
+            outgoing: out_tx,
+        };
+        let mut slots = self
+            .slots
+            .lock()
+            .map_err(|_| DaemonError::Internal("rendezvous poisoned".into()))?;
+        // Forget streams nobody claimed within a minute.
+        slots.retain(
+            |_, s| !matches!(s, Slot::Arrived(_, t) if t.elapsed() > Duration::from_secs(60)),
+        );
+        let key = (job_id.to_string(), peer.to_string());
+        match slots.remove(&key) {
+            Some(Slot::Waiting(tx)) => {
+                if tx.send(accepted).is_err() {
+                    return Err(DaemonError::JobNotFound(job_id.to_string()));
+                }
+            }
+            Some(Slot::Arrived(..)) => {
+                return Err(DaemonError::InvalidRequest(format!(
+                    "a stream for job {job_id} from `{peer}` is already open"
+                )));
+            }
+            None => {
+                slots.insert(key, Slot::Arrived(accepted, Instant::now()));
+            }
+        }
+        Ok(outbound_stream(peer.to_string(), out_rx, metrics))
+    }
+
+    /// Called by a job: waits up to `timeout` for `peer` to open its stream.
+    pub async fn wait(
+        &self,
+        job_id: &str,
+        peer: &str,
+        timeout: Duration,
+        failure: FailureSignal,
+        metrics: Arc<Metrics>,
+    ) -> Result<Link, DaemonError> {
+        let key = (job_id.to_string(), peer.to_string());
+        let rx = {
+            let mut slots = self
+                .slots
+                .lock()
+                .map_err(|_| DaemonError::Internal("rendezvous poisoned".into()))?;
+            match slots.remove(&key) {
+                Some(Slot::Arrived(acc, _)) => return Ok(finish(peer, acc, failure, metrics)),
+                _ => {
+                    let (tx, rx) = oneshot::channel();
+                    slots.insert(key.clone(), Slot::Waiting(tx));
+                    rx
+                }
+            }
+        };
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(acc)) => Ok(finish(peer, acc, failure, metrics)),
+            _ => {
+                if let Ok(mut slots) = self.slots.lock() {
+                    slots.remove(&key);
+                }
+                Err(DaemonError::Peer {
+                    peer: peer.to_string(),
+                    address: "-".into(),
+                    message: format!("did not join job {job_id} within {} s", timeout.as_secs()),
+                })
+            }
+        }
+    }
+}
+
+fn finish(peer: &str, acc: Accepted, failure: FailureSignal, metrics: Arc<Metrics>) -> Link {
+    let (in_tx, in_rx) = mpsc::channel::<Incoming>(DEFAULT_CHANNEL_DEPTH);
+    pump_inbound(peer.to_string(), acc.inbound, in_tx, failure, metrics);
+    Link {
+        outgoing: acc.outgoing,
+        incoming: in_rx,
+    }
+}

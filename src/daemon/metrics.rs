@@ -1,0 +1,131 @@
+//! Prometheus metrics: jobs by kind and status, bytes sent and received per peer.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+
+/// The daemon's counters.
+#[derive(Debug, Default)]
+pub struct Metrics {
+    jobs: Mutex<BTreeMap<(String, String), u64>>,
+    bytes: Mutex<BTreeMap<String, (u64, u64)>>,
+}
+
+impl Metrics {
+    /// Counts a job reaching `status`.
+    pub fn job(&self, kind: &str, status: &str) {
+        if let Ok(mut m) = self.jobs.lock() {
+            *m.entry((kind.to_string(), status.to_string())).or_default() += 1;
+        }
+    }
+
+    /// Adds bytes sent to / received from `peer`.
+    pub fn bytes(&self, peer: &str, sent: u64, received: u64) {
+        if let Ok(mut m) = self.bytes.lock() {
+            let e = m.entry(peer.to_string()).or_default();
+            e.0 += sent;
+            e.1 += received;
+        }
+    }
+
+    /// Bytes (sent, received) for `peer` so far.
+    pub fn peer_bytes(&self, peer: &str) -> (u64, u64) {
+        self.bytes
+            .lock()
+            .ok()
+            .and_then(|m| m.get(peer).copied())
+            .unwrap_or_default()
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self, party: &str) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# HELP confide_jobs_total Jobs by kind and final status."
+        );
+        let _ = writeln!(s, "# TYPE confide_jobs_total counter");
+        if let Ok(m) = self.jobs.lock() {
+            for ((kind, status), n) in m.iter() {
+                let _ = writeln!(
+                    s,
+                    "confide_jobs_total{{party=\"{party}\",kind=\"{kind}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "# HELP confide_peer_bytes_sent_total Protocol bytes sent to each peer."
+        );
+        let _ = writeln!(s, "# TYPE confide_peer_bytes_sent_total counter");
+        let _ = writeln!(
+            s,
+            "# HELP confide_peer_bytes_received_total Protocol bytes received from each peer."
+        );
+        let _ = writeln!(s, "# TYPE confide_peer_bytes_received_total counter");
+        if let Ok(m) = self.bytes.lock() {
+            for (peer, (sent, recv)) in m.iter() {
+                let _ = writeln!(
+                    s,
+                    "confide_peer_bytes_sent_total{{party=\"{party}\",peer=\"{peer}\"}} {sent}"
+                );
+                let _ = writeln!(
+                    s,
+                    "confide_peer_bytes_received_total{{party=\"{party}\",peer=\"{peer}\"}} {recv}"
+                );
+            }
+        }
+        s
+    }
+}
+
+/// Serves `GET /metrics` on `addr` until `shutdown` resolves.
+pub async fn serve(
+    addr: std::net::SocketAddr,
+    metrics: std::sync::Arc<Metrics>,
+    party: String,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), crate::error::DaemonError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|source| crate::error::DaemonError::Bind {
+            addr: addr.to_string(),
+            source,
+        })?;
+    let app = axum::Router::new().route(
+        "/metrics",
+        axum::routing::get(move || {
+            let body = metrics.render(&party);
+            async move { body }
+        }),
+    );
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+        {
+            tracing::warn!(error = %e, "metrics endpoint stopped");
+        }
+    });
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn renders_counters() {
+        let m = super::Metrics::default();
+        m.job("psi", "succeeded");
+        m.job("psi", "succeeded");
+        m.bytes("bob", 10, 20);
+        let text = m.render("alice");
+        assert!(
+            text.contains(
+                "confide_jobs_total{party=\"alice\",kind=\"psi\",status=\"succeeded\"} 2"
+            )
+        );
+        assert!(
+            text.contains("confide_peer_bytes_received_total{party=\"alice\",peer=\"bob\"} 20")
+        );
+    }
+}
