@@ -177,7 +177,9 @@ impl Transport for ChannelTransport {
                 peer.counters
                     .bytes_received
                     .fetch_add(msg.len() as u64, Ordering::Relaxed);
-                peer.counters.messages_received.fetch_add(1, Ordering::Relaxed);
+                peer.counters
+                    .messages_received
+                    .fetch_add(1, Ordering::Relaxed);
                 Ok(msg)
             }
             Some(Err(reason)) => Err(TransportError::Disconnected {
@@ -335,11 +337,26 @@ mod tests {
             }
         };
         tokio::join!(sender, receiver);
-        assert_eq!(a.counters("b").unwrap().bytes_sent.load(Ordering::Relaxed), 30);
-        assert_eq!(b.counters("a").unwrap().messages_received.load(Ordering::Relaxed), 10);
-        assert!(matches!(a.send("zed", vec![]).await, Err(TransportError::UnknownPeer(_))));
+        assert_eq!(
+            a.counters("b").unwrap().bytes_sent.load(Ordering::Relaxed),
+            30
+        );
+        assert_eq!(
+            b.counters("a")
+                .unwrap()
+                .messages_received
+                .load(Ordering::Relaxed),
+            10
+        );
+        assert!(matches!(
+            a.send("zed", vec![]).await,
+            Err(TransportError::UnknownPeer(_))
+        ));
         drop(c);
-        assert!(matches!(a.recv("c").await, Err(TransportError::Disconnected { .. })));
+        assert!(matches!(
+            a.recv("c").await,
+            Err(TransportError::Disconnected { .. })
+        ));
     }
 
     #[tokio::test]

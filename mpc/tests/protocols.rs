@@ -1,0 +1,279 @@
+//! Three-seat (party 0, party 1, dealer) runs of every protocol over the in-memory mesh.
+
+use std::future::Future;
+use std::num::Wrapping;
+
+use confide_mpc::engine::{Names, Seat};
+use confide_mpc::share::share;
+use confide_mpc::sigmoid::{Spline, sigmoid};
+use confide_mpc::{
+    ChannelTransport, Engine, FixedPoint, Party, R64, SharedMat, SharedVec, memory_mesh,
+};
+use ndarray::{Array1, Array2};
+use proptest::prelude::*;
+use rand_chacha::ChaCha12Rng;
+use rand_core::{Rng, SeedableRng};
+
+type E = Engine<'static, ChannelTransport>;
+
+fn names() -> Names {
+    Names {
+        p0: "a".into(),
+        p1: "b".into(),
+        dealer: "d".into(),
+    }
+}
+
+/// Runs `f(engine, seat index)` at the three seats concurrently; returns the outputs of
+/// party 0, party 1 and the dealer.
+async fn run3<F, Fut, O>(f: F) -> [O; 3]
+where
+    F: Fn(E, usize) -> Fut,
+    Fut: Future<Output = O>,
+{
+    let mesh: Vec<&'static ChannelTransport> = memory_mesh(&["a", "b", "d"], 8)
+        .into_iter()
+        .map(|t| &*Box::leak(Box::new(t)))
+        .collect();
+    let fp = FixedPoint::default();
+    let seat = |i: usize| {
+        if i == 2 {
+            Seat::Dealer
+        } else {
+            Seat::Party(Party::new(i).unwrap())
+        }
+    };
+    let go = |i: usize| {
+        let f = &f;
+        let t = mesh[i];
+        async move {
+            let e = Engine::start(t, seat(i), names(), fp).await.unwrap();
+            f(e, i).await
+        }
+    };
+    let (a, b, d) = tokio::join!(go(0), go(1), go(2));
+    [a, b, d]
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn split(secret: &Array1<R64>, seed: u64) -> [SharedVec; 3] {
+    let mut rng = ChaCha12Rng::seed_from_u64(seed);
+    let (a, b) = share(secret, &mut rng);
+    [a, b, SharedVec::zeros(ndarray::Ix1(secret.len()))]
+}
+
+fn reveal(out: &[SharedVec; 3]) -> Array1<R64> {
+    confide_mpc::Shared::reconstruct(&out[0], &out[1]).unwrap()
+}
+
+fn enc(xs: &[f64]) -> Array1<R64> {
+    Array1::from_vec(FixedPoint::default().encode_all(xs).unwrap())
+}
+
+#[test]
+fn beaver_multiplication_is_exact_and_fixed_point_within_two_ulp() {
+    let xs = [1.5, -2.25, 100.0, -0.001, 0.0, 7.0];
+    let ys = [2.0, 3.5, -0.5, 1000.0, 5.0, -7.0];
+    let (x, y) = (split(&enc(&xs), 1), split(&enc(&ys), 2));
+    let out = rt().block_on(run3(|mut e, i| {
+        let (x, y) = (x[i].clone(), y[i].clone());
+        async move {
+            let raw = e.mul(&x, &y).await.unwrap();
+            let fixed = e.mul_fixed(&x, &y).await.unwrap();
+            (raw, fixed)
+        }
+    }));
+    let raw = reveal(&[out[0].0.clone(), out[1].0.clone(), out[2].0.clone()]);
+    let ex = enc(&xs);
+    let ey = enc(&ys);
+    assert_eq!(raw, &ex * &ey);
+    let fixed = reveal(&[out[0].1.clone(), out[1].1.clone(), out[2].1.clone()]);
+    let fp = FixedPoint::default();
+    for i in 0..xs.len() {
+        let want = fp.decode(ex[i]) * fp.decode(ey[i]);
+        assert!(
+            (fp.decode(fixed[i]) - want).abs() <= 2.0 / fp.scale(),
+            "{i}"
+        );
+    }
+}
+
+#[test]
+fn matrix_multiplication_is_exact() {
+    let mut rng = ChaCha12Rng::seed_from_u64(3);
+    let x = Array2::from_shape_fn((4, 3), |_| Wrapping(rng.next_u64()));
+    let y = Array2::from_shape_fn((3, 5), |_| Wrapping(rng.next_u64()));
+    let (x0, x1) = share(&x, &mut rng);
+    let (y0, y1) = share(&y, &mut rng);
+    let xs = [x0, x1, SharedMat::zeros(ndarray::Ix2(4, 3))];
+    let ys = [y0, y1, SharedMat::zeros(ndarray::Ix2(3, 5))];
+    let out = rt().block_on(run3(|mut e, i| {
+        let (x, y) = (xs[i].clone(), ys[i].clone());
+        async move { e.matmul(&x, &y).await.unwrap() }
+    }));
+    assert_eq!(
+        confide_mpc::Shared::reconstruct(&out[0], &out[1]).unwrap(),
+        x.dot(&y)
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Dealer truncation: floor or floor + 1 for every |x| < 2^62 — no failure event.
+    #[test]
+    fn dealer_truncation_error_at_most_one_unit(
+        xs in proptest::collection::vec(-(1i64 << 62)..(1i64 << 62), 1..16),
+        bits in 1u32..40, seed in any::<u64>()
+    ) {
+        let secret: Array1<R64> = xs.iter().map(|&x| Wrapping(x as u64)).collect();
+        let sh = split(&secret, seed);
+        let out = rt().block_on(run3(|mut e, i| {
+            let x = sh[i].clone();
+            async move { e.trunc(&x, bits).await.unwrap() }
+        }));
+        let got = reveal(&out);
+        for (x, g) in xs.iter().zip(got.iter()) {
+            let exact = x >> bits;
+            let g = g.0 as i64;
+            prop_assert!(g == exact || g == exact + 1, "x={x} bits={bits} got={g}");
+        }
+    }
+
+    /// Secure comparison: exact for all inputs within the encodable range.
+    #[test]
+    fn comparison_is_exact(xs in proptest::collection::vec(-1.0e6f64..1.0e6, 1..20), seed in any::<u64>()) {
+        let thresholds = [-2.0, 0.0, 2.0, 1.0e5];
+        let sh = split(&enc(&xs), seed);
+        let out = rt().block_on(run3(|mut e, i| {
+            let x = sh[i].clone();
+            async move { e.ge_public(&x, &thresholds).await.unwrap() }
+        }));
+        let fp = FixedPoint::default();
+        for (k, t) in thresholds.iter().enumerate() {
+            let bits = confide_mpc::Shared::reconstruct(&out[0][k], &out[1][k]).unwrap();
+            for (j, x) in xs.iter().enumerate() {
+                let want = fp.decode(fp.encode(*x).unwrap()) >= *t;
+                prop_assert_eq!(bits[j].0, want as u64, "x={} t={}", x, t);
+            }
+        }
+    }
+}
+
+#[test]
+fn msb_edge_cases() {
+    let xs: Vec<u64> = vec![
+        0,
+        1,
+        u64::MAX,
+        1 << 63,
+        (1 << 63) - 1,
+        1 << 62,
+        12345,
+        u64::MAX - 12345,
+    ];
+    let secret: Array1<R64> = xs.iter().map(|&x| Wrapping(x)).collect();
+    for seed in 0..4 {
+        let sh = split(&secret, seed);
+        let out = rt().block_on(run3(|mut e, i| {
+            let x = sh[i].clone();
+            async move { e.msb(&x).await.unwrap() }
+        }));
+        let bits = confide_mpc::BoolShares::reconstruct(&out[0], &out[1]).unwrap();
+        for (x, b) in xs.iter().zip(bits) {
+            assert_eq!(b & 1, x >> 63, "x={x:#x}");
+        }
+    }
+}
+
+#[test]
+fn splines_on_shares_match_plaintext() {
+    let xs: Vec<f64> = (-80..=80).map(|i| i as f64 / 8.0).collect();
+    let sh = split(&enc(&xs), 9);
+    let (s3, s7, sp) = (Spline::seg3(), Spline::sigmoid7(), Spline::softplus8());
+    let out = rt().block_on(run3(|mut e, i| {
+        let x = sh[i].clone();
+        let (s3, s7, sp) = (s3.clone(), s7.clone(), sp.clone());
+        async move { e.splines(&x, &[&s3, &s7, &sp]).await.unwrap() }
+    }));
+    let fp = FixedPoint::default();
+    for (k, s) in [&s3, &s7, &sp].iter().enumerate() {
+        let v = confide_mpc::Shared::reconstruct(&out[0][k], &out[1][k]).unwrap();
+        for (j, x) in xs.iter().enumerate() {
+            let got = fp.decode(v[j]);
+            assert!(
+                (got - s.eval(*x)).abs() < 1e-4,
+                "spline {k} x={x} got={got} want={}",
+                s.eval(*x)
+            );
+        }
+    }
+    // And the accurate spline really is close to the sigmoid on shares.
+    let v = confide_mpc::Shared::reconstruct(&out[0][1], &out[1][1]).unwrap();
+    for (j, x) in xs.iter().enumerate() {
+        assert!((fp.decode(v[j]) - sigmoid(*x)).abs() < 0.025);
+    }
+}
+
+#[test]
+fn masked_matrix_products_are_exact() {
+    let (rows, cols) = (12usize, [3usize, 2usize]);
+    let mut rng = ChaCha12Rng::seed_from_u64(11);
+    let x0 = Array2::from_shape_fn((rows, cols[0]), |_| Wrapping(rng.next_u64() >> 40));
+    let x1 = Array2::from_shape_fn((rows, cols[1]), |_| Wrapping(rng.next_u64() >> 40));
+    let w: Array1<R64> = (0..5).map(|_| Wrapping(rng.next_u64())).collect();
+    let ev: Array1<R64> = (0..4).map(|_| Wrapping(rng.next_u64())).collect();
+    let batch = vec![7usize, 0, 11, 3];
+    let (wsh, esh) = (split(&w, 1), split(&ev, 2));
+    let own = [Some(x0.clone()), Some(x1.clone()), None];
+    let out = rt().block_on(run3(|mut e, i| {
+        let (w, ev, own, batch) = (
+            wsh[i].clone(),
+            esh[i].clone(),
+            own[i].clone(),
+            batch.clone(),
+        );
+        async move {
+            let m = e.mask_matrix(own.as_ref(), rows, cols).await.unwrap();
+            let mut outs = Vec::new();
+            for _ in 0..2 {
+                // the cache is reused: same mask, fresh per-call randomness
+                outs.push(e.masked_mul_vec(&m, &batch, &w).await.unwrap());
+                outs.push(e.masked_tmul_vec(&m, &batch, &ev).await.unwrap());
+            }
+            outs
+        }
+    }));
+    let mut full = Array2::from_elem((rows, 5), Wrapping(0u64));
+    full.slice_axis_mut(ndarray::Axis(1), ndarray::Slice::from(..3))
+        .assign(&x0);
+    full.slice_axis_mut(ndarray::Axis(1), ndarray::Slice::from(3..))
+        .assign(&x1);
+    let xb = full.select(ndarray::Axis(0), &batch);
+    for (k, (s0, s1)) in out[0].iter().zip(&out[1]).enumerate() {
+        let got = confide_mpc::Shared::reconstruct(s0, s1).unwrap();
+        if k % 2 == 0 {
+            assert_eq!(got, xb.dot(&w));
+        } else {
+            assert_eq!(got, xb.t().dot(&ev));
+        }
+    }
+}
+
+#[test]
+fn open_to_reveals_only_to_the_named_party() {
+    let secret = enc(&[4.0, 5.0]);
+    let sh = split(&secret, 5);
+    let out = rt().block_on(run3(|e, i| {
+        let x = sh[i].clone();
+        async move { e.open_to(&x, &[Party::P1]).await.unwrap() }
+    }));
+    assert!(out[0].is_none() && out[2].is_none());
+    assert_eq!(out[1].clone().unwrap(), secret);
+}
