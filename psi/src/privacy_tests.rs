@@ -1,0 +1,214 @@
+//! Privacy tests: every byte that crosses the wire in a two-party and a three-party run
+//! is recorded; no raw ID, no unkeyed hash of one, and no masked set in input order.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+use confide_mpc::transport::{Recording, RecordingTransport, memory_mesh, recording_contains};
+use curve25519_dalek::scalar::Scalar;
+use sha2::{Digest, Sha256, Sha512};
+
+use crate::crypto::{HASH_TO_POINT_DST, JobKey, hash_to_point};
+use crate::{OutputMode, PsiJob, Tuning};
+
+fn write_ids(path: &Path, ids: &[String]) {
+    let mut s = String::from("id,other\n");
+    for id in ids {
+        s.push_str(&format!("{id},x\n"));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+fn job(dir: &Path, me: &str, parties: &[&str], mode: OutputMode) -> PsiJob {
+    PsiJob {
+        initiator: parties[0].to_string(),
+        parties: parties.iter().map(|p| p.to_string()).collect(),
+        mode,
+        input: dir.join(format!("{me}.csv")),
+        id_column: "id".into(),
+        output: Some(dir.join(format!("{me}-out.csv"))),
+        work_dir: dir.join(format!("{me}-work")),
+    }
+}
+
+fn read_output(path: &PathBuf) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+fn assert_no_id_leaks(log: &Recording, ids: &[String]) {
+    let wire: Vec<Vec<u8>> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.bytes.clone())
+        .collect();
+    assert!(!wire.is_empty());
+    let mut windows: HashMap<usize, HashSet<&[u8]>> = HashMap::new();
+    for (k, id) in ids.iter().enumerate() {
+        let raw = id.as_bytes();
+        let sha256 = Sha256::digest(raw);
+        let sha512 = Sha512::digest(raw);
+        let dst_sha512 = Sha512::new()
+            .chain_update(HASH_TO_POINT_DST)
+            .chain_update(raw)
+            .finalize();
+        let plain_point =
+            curve25519_dalek::ristretto::RistrettoPoint::hash_from_bytes::<Sha512>(raw);
+        let needles: Vec<Vec<u8>> = vec![
+            raw.to_vec(),
+            sha256.to_vec(),
+            sha256[..12].to_vec(),
+            sha512.to_vec(),
+            sha512[..12].to_vec(),
+            dst_sha512[..12].to_vec(),
+            hash_to_point(raw).compress().to_bytes().to_vec(),
+            plain_point.compress().to_bytes().to_vec(),
+        ];
+        for n in needles {
+            // Every window of the wire of this length (built once per length).
+            let set = windows
+                .entry(n.len())
+                .or_insert_with(|| wire.iter().flat_map(|m| m.windows(n.len())).collect());
+            assert!(!set.contains(&n[..]), "the wire carries a form of `{id}`");
+            if k < 5 {
+                // The transport's own helper agrees on a sample.
+                assert!(!recording_contains(log, &n));
+            }
+        }
+    }
+}
+
+/// The concatenated points of the round-1 stream `from` → `to` (the sender's own set).
+fn round_one_points(log: &Recording, from: &str, to: &str) -> Vec<[u8; 32]> {
+    let log = log.lock().unwrap();
+    log.iter()
+        .filter(|m| m.from == from && m.to == to && m.bytes.first() == Some(&2) && m.bytes[1] == 1)
+        .flat_map(|m| {
+            m.bytes[8..]
+                .chunks(32)
+                .map(|c| <[u8; 32]>::try_from(c).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+/// Asserts the masked set was sent in an order unrelated to the (sorted) input order.
+fn assert_shuffled(sent: &[[u8; 32]], sorted_ids: &[String], k: Scalar) {
+    let pos: HashMap<[u8; 32], usize> = sent.iter().enumerate().map(|(i, p)| (*p, i)).collect();
+    let order: Vec<usize> = sorted_ids
+        .iter()
+        .map(|id| pos[&(hash_to_point(id.as_bytes()) * k).compress().to_bytes()])
+        .collect();
+    assert_eq!(order.len(), sent.len());
+    let ascents = order.windows(2).filter(|w| w[0] < w[1]).count() as f64;
+    let frac = ascents / (order.len() - 1) as f64;
+    // A uniform permutation has about half ascents; sorted order would give 1.0.
+    assert!((0.4..0.6).contains(&frac), "ascent fraction {frac}");
+    let fixed = order.iter().enumerate().filter(|(i, p)| i == *p).count();
+    assert!(fixed < 10, "{fixed} items kept their input position");
+}
+
+fn ids(prefix: &str, range: std::ops::Range<u32>) -> Vec<String> {
+    let mut v: Vec<String> = range.map(|i| format!("{prefix}{i:06}")).collect();
+    v.sort();
+    v
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_party_wire_carries_no_ids_and_shuffled_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_ids = ids("+8613800", 0..1200);
+    let b_ids = ids("+8613800", 600..1800);
+    write_ids(&dir.path().join("a.csv"), &a_ids);
+    write_ids(&dir.path().join("b.csv"), &b_ids);
+    let (ka, kb) = (
+        Scalar::from(0x1234_5678_9abc_u64),
+        Scalar::from(0xfeed_beef_u64),
+    );
+    let log = Recording::default();
+    let mut mesh = memory_mesh(&["a", "b"], 4);
+    let b = RecordingTransport::new(mesh.pop().unwrap(), log.clone());
+    let a = RecordingTransport::new(mesh.pop().unwrap(), log.clone());
+    let ja = job(dir.path(), "a", &["a", "b"], OutputMode::All);
+    let jb = job(dir.path(), "b", &["a", "b"], OutputMode::All);
+    // Small buckets for b: its order comes from the on-disk bucket path.
+    let small = Tuning {
+        bucket_bytes: 4096,
+        chunk_points: 100,
+        chunk_tags: 150,
+    };
+    let (ra, rb) = tokio::join!(
+        crate::run_with_key(&a, &ja, JobKey::from_scalar(ka), Tuning::default()),
+        crate::run_with_key(&b, &jb, JobKey::from_scalar(kb), small),
+    );
+    let (ra, rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.intersection_size, Some(600));
+    assert_eq!(rb.intersection_size, Some(600));
+    let want: BTreeSet<String> = ids("+8613800", 600..1200).into_iter().collect();
+    assert_eq!(read_output(&ja.output.clone().unwrap()), want);
+    assert_eq!(read_output(&jb.output.clone().unwrap()), want);
+
+    let all: Vec<String> = ids("+8613800", 0..1800);
+    assert_no_id_leaks(&log, &all);
+    assert_shuffled(&round_one_points(&log, "a", "b"), &a_ids, ka);
+    assert_shuffled(&round_one_points(&log, "b", "a"), &b_ids, kb);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_party_wire_carries_no_ids_and_shuffled_sets() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = [
+        ids("id-", 0..600),
+        ids("id-", 200..900),
+        ids("id-", 100..500),
+    ];
+    let names = ["a", "b", "c"];
+    for (n, s) in names.iter().zip(&sets) {
+        write_ids(&dir.path().join(format!("{n}.csv")), s);
+    }
+    let keys = [
+        Scalar::from(11u64),
+        Scalar::from(1u64 << 40),
+        Scalar::from(987_654_321u64),
+    ];
+    let log = Recording::default();
+    let mesh = memory_mesh(&names, 2);
+    let ts: Vec<_> = mesh
+        .into_iter()
+        .map(|t| RecordingTransport::new(t, log.clone()))
+        .collect();
+    let jobs: Vec<PsiJob> = names
+        .iter()
+        .map(|n| job(dir.path(), n, &names, OutputMode::Initiator))
+        .collect();
+    let tuning = Tuning {
+        bucket_bytes: 4096,
+        chunk_points: 64,
+        chunk_tags: 100,
+    };
+    let (r0, r1, r2) = tokio::join!(
+        crate::run_with_key(&ts[0], &jobs[0], JobKey::from_scalar(keys[0]), tuning),
+        crate::run_with_key(&ts[1], &jobs[1], JobKey::from_scalar(keys[1]), tuning),
+        crate::run_with_key(&ts[2], &jobs[2], JobKey::from_scalar(keys[2]), tuning),
+    );
+    let (r0, r1, r2) = (r0.unwrap(), r1.unwrap(), r2.unwrap());
+    assert_eq!(r0.intersection_size, Some(300));
+    assert_eq!(r1.intersection_size, None);
+    assert_eq!(r2.intersection_size, None);
+    assert_eq!(r1.peer_set_sizes["a"], 600);
+    assert_eq!(r2.peer_set_sizes["b"], 700);
+    let want: BTreeSet<String> = ids("id-", 200..500).into_iter().collect();
+    assert_eq!(read_output(&jobs[0].output.clone().unwrap()), want);
+    assert!(!jobs[1].output.clone().unwrap().exists());
+
+    assert_no_id_leaks(&log, &ids("id-", 0..900));
+    for i in 0..3 {
+        let (from, to) = (names[i], names[(i + 1) % 3]);
+        assert_shuffled(&round_one_points(&log, from, to), &sets[i], keys[i]);
+    }
+}
