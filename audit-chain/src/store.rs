@@ -265,6 +265,10 @@ impl AuditStore {
     pub fn root(&self) -> Hash {
         self.tree.root()
     }
+    /// Root of the first `size` entries held.
+    pub fn root_at(&self, size: u64) -> Option<Hash> {
+        self.tree.root_at(size)
+    }
     /// The latest checkpoint this store signed (sequencer) or cosigned (member),
     /// with the sequencer's signature.
     pub fn latest_signed(&self) -> Option<&SignedCheckpoint> {
