@@ -1,2 +1,70 @@
-//! placeholder
+//! Confide's joint risk index (design.md §5): OPRF tags and secret-shared aggregates.
+//!
+//! Two compute nodes S0, S1 (assumed not to collude) hold OPRF key shares `k0`, `k1`
+//! (`k = k0 + k1`) and a pre-aggregated, additively secret-shared (Z_2^64) index in redb.
+//!
+//! * **Tags** ([`oprf`]): `Tag(x)` is the RFC 9497 ristretto255-SHA512 OPRF output under `k`
+//!   (64 bytes, `Finalize`'s SHA-512). A client blinds `r·HashToGroup(x)`, sends it to both
+//!   nodes, adds `k0·rP + k1·rP`, unblinds and finalizes.
+//! * **Ingest** ([`client::ingest`]): a holder tags its customers, pads to [`client::padded_len`]
+//!   with zero-valued rows under random tags, sorts rows by tag and sends each node one additive
+//!   share of `[blacklisted, loans, amount, overdue]` per row. A node adds them into per-tag
+//!   sums, keeping per holder its contribution so that re-ingesting *replaces* it.
+//! * **Query** ([`client::query`]): a lender tags applicants the same way, sends the tags to
+//!   both nodes and adds the returned shares of the four sums and of `queried_by` (distinct
+//!   members that asked about the tag within the retention window, the asker included).
+//! * **Log before answer** ([`audit`]): a node evaluates its key share only on blinded elements
+//!   whose SHA-256 fingerprint is bound in a logged audit entry of the caller, checked by the
+//!   daemon's [`AuditGate`]; each piece of evidence is accepted once (replays refused, stored in
+//!   redb). **Rate limit** ([`RateLimiter`]): 1,000 IDs per minute and member by default.
+//!
+//! Values: each field of a row `< 2^40`, fewer than `2^20` members, so sums stay `< 2^60`
+//! (see [`dataset`]).
+//!
+//! # What each party learns (leakage)
+//!
+//! * **A holder** learns its customers' tags (it can recognise them later in nothing it
+//!   receives: holders receive only evaluations during their own ingest, and nothing at all
+//!   during other members' queries). It never sees another holder's data or any query.
+//! * **A compute node S_j** sees: blinded elements (uniformly random points: nothing about the
+//!   IDs) and how many a member asks to evaluate, with purpose; per holder, the padded row
+//!   count (the real count only to within the padding granule, about 1/8 of it) and the set of
+//!   tags it uploaded (real and dummy tags look alike), hence — across holders — *how many
+//!   holders* uploaded the same pseudonymous tag, never the ID; its own shares, which are
+//!   uniformly random. Per query it learns who asked (the mTLS identity), which pseudonymous
+//!   tags, when, and whether a tag has an entry. Consequently it can compute `queried_by` on its
+//!   own: keeping that count secret-shared protects it from nobody among S0/S1; it is shared so
+//!   that the answer format is uniform and ready for a later access-pattern-hiding phase
+//!   (DPF-PIR). A node colluding with a holder learns when that holder's customers are queried.
+//! * **A querier** learns, per ID asked, the alliance-wide sums and `queried_by`, and nothing
+//!   else: each node's share is re-randomised with a mask derived from the nodes' shared
+//!   [`PairSeed`], so a single share is uniformly random (an unknown applicant is not
+//!   recognisable from one share). It also learns `k0·P(x)` and `k1·P(x)` separately, which
+//!   are OPRF outputs under independent keys and reveal nothing about `k`.
+//! * **The audit chain** carries the fingerprint of blinded elements only (no ID, no unsalted
+//!   hash of an ID).
+//!
+//! Semi-honest model: a malicious holder can poison sums (values are not range-checked on
+//! shares), and a malicious node can return wrong shares; both are detectable only through
+//! the audit trail for now.
 #![forbid(unsafe_code)]
+
+pub mod audit;
+pub mod client;
+pub mod codec;
+pub mod dataset;
+pub mod error;
+pub mod index;
+pub mod node;
+pub mod oprf;
+pub mod ratelimit;
+
+pub use audit::{AuditGate, blinded_points_hash};
+pub use client::{Answer, EvidenceSource, IngestReport, NodeCaller, OverTransport, ingest, query};
+pub use codec::{Purpose, Request, Response};
+pub use dataset::{RiskDataset, RiskRecord};
+pub use error::{Result, RiskError};
+pub use index::RiskIndex;
+pub use node::{ComputeNode, PairSeed, Role, serve};
+pub use oprf::{OprfKey, Tag};
+pub use ratelimit::RateLimiter;
