@@ -1,0 +1,373 @@
+//! Correctness against a plaintext intersection, and failure behaviour.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use confide_mpc::transport::{
+    ChannelTransport, Recording, RecordingTransport, Transport, TransportError, memory_mesh,
+};
+use confide_psi::{OutputMode, PsiError, PsiJob, PsiReport, Tuning, run_tuned};
+use proptest::prelude::*;
+
+const NAMES: [&str; 4] = ["alice", "bob", "carol", "dave"];
+
+fn job(dir: &Path, me: &str, n: usize, initiator: usize, mode: OutputMode) -> PsiJob {
+    PsiJob {
+        initiator: NAMES[initiator].to_string(),
+        parties: NAMES[..n].iter().map(|s| s.to_string()).collect(),
+        mode,
+        input: dir.join(format!("{me}.csv")),
+        id_column: "phone".into(),
+        output: Some(dir.join(format!("{me}.out.csv"))),
+        work_dir: dir.join("work"),
+    }
+}
+
+fn write_input(dir: &Path, me: &str, lines: &[String]) {
+    let mut s = String::from("name,phone\n");
+    for l in lines {
+        s.push_str(&format!("n,\"{l}\"\n"));
+    }
+    std::fs::write(dir.join(format!("{me}.csv")), s).unwrap();
+}
+
+fn read_output(path: &Path) -> BTreeSet<String> {
+    let mut r = csv::Reader::from_path(path).unwrap();
+    assert_eq!(r.headers().unwrap().iter().collect::<Vec<_>>(), vec!["id"]);
+    let ids: Vec<String> = r.records().map(|x| x.unwrap()[0].to_string()).collect();
+    let set: BTreeSet<String> = ids.iter().cloned().collect();
+    assert_eq!(set.len(), ids.len(), "each ID once in the output");
+    set
+}
+
+/// Runs every party of a job over an in-memory mesh; returns each party's result.
+async fn run_all(
+    dir: &Path,
+    n: usize,
+    initiator: usize,
+    mode: OutputMode,
+    tuning: Tuning,
+) -> Vec<Result<PsiReport, PsiError>> {
+    let mesh = memory_mesh(&NAMES[..n], 2);
+    let mut handles = Vec::new();
+    for (i, t) in mesh.into_iter().enumerate() {
+        let j = job(dir, NAMES[i], n, initiator, mode);
+        handles.push(tokio::spawn(async move {
+            run_tuned(&t, &j, &|_| {}, tuning).await
+        }));
+    }
+    let mut out = Vec::new();
+    for h in handles {
+        out.push(
+            tokio::time::timeout(Duration::from_secs(60), h)
+                .await
+                .expect("no hang")
+                .unwrap(),
+        );
+    }
+    out
+}
+
+fn plain_intersection(sets: &[Vec<String>]) -> BTreeSet<String> {
+    let mut it = sets.iter().map(|s| {
+        s.iter()
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect::<BTreeSet<_>>()
+    });
+    let first = it.next().unwrap_or_default();
+    it.fold(first, |acc, s| acc.intersection(&s).cloned().collect())
+}
+
+fn check(sets: Vec<Vec<String>>, initiator: usize, mode: OutputMode, tuning: Tuning) {
+    let dir = tempfile::tempdir().unwrap();
+    let n = sets.len();
+    for (i, s) in sets.iter().enumerate() {
+        write_input(dir.path(), NAMES[i], s);
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let results = rt.block_on(run_all(dir.path(), n, initiator, mode, tuning));
+    let want = plain_intersection(&sets);
+    for (i, r) in results.into_iter().enumerate() {
+        let r = r.unwrap();
+        let mine: BTreeSet<String> = sets[i]
+            .iter()
+            .map(|x| x.trim().to_string())
+            .filter(|x| !x.is_empty())
+            .collect();
+        assert_eq!(r.input.distinct, mine.len() as u64);
+        let valid = sets[i].iter().filter(|x| !x.trim().is_empty()).count() as u64;
+        assert_eq!(r.input.duplicates, valid - mine.len() as u64);
+        assert_eq!(r.input.rows, sets[i].len() as u64);
+        for (j, name) in NAMES[..n].iter().enumerate() {
+            if j != i {
+                let theirs = plain_intersection(&sets[j..=j]).len() as u64;
+                assert_eq!(r.peer_set_sizes[*name], theirs);
+            }
+        }
+        let receives = i == initiator || mode == OutputMode::All;
+        let out = dir.path().join(format!("{}.out.csv", NAMES[i]));
+        if receives {
+            assert_eq!(r.intersection_size, Some(want.len() as u64));
+        } else {
+            assert_eq!(r.intersection_size, None);
+        }
+        if receives && mode != OutputMode::SizeOnly {
+            assert_eq!(read_output(&out), want);
+            assert_eq!(r.output.as_deref(), Some(out.as_path()));
+        } else {
+            assert!(!out.exists());
+            assert_eq!(r.output, None);
+        }
+    }
+    // The private work directories are removed.
+    let left: Vec<_> = std::fs::read_dir(dir.path().join("work"))
+        .unwrap()
+        .collect();
+    assert!(left.is_empty(), "work dir not cleaned: {left:?}");
+}
+
+fn id_strategy() -> impl Strategy<Value = String> {
+    (0u8..24, 0u8..3, 0u8..3).prop_map(|(v, pre, post)| {
+        format!(
+            "{}id{v}{}",
+            " ".repeat(pre as usize),
+            " ".repeat(post as usize)
+        )
+    })
+}
+
+fn tuning_strategy() -> impl Strategy<Value = Tuning> {
+    prop_oneof![
+        Just(Tuning::default()),
+        (16u64..200, 1usize..6, 1usize..6).prop_map(|(b, p, t)| Tuning {
+            bucket_bytes: b,
+            chunk_points: p,
+            chunk_tags: t,
+        }),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, ..ProptestConfig::default() })]
+
+    #[test]
+    fn two_party_matches_plaintext(
+        a in prop::collection::vec(id_strategy(), 0..30),
+        b in prop::collection::vec(id_strategy(), 0..30),
+        initiator in 0usize..2,
+        mode in prop_oneof![Just(OutputMode::Initiator), Just(OutputMode::All), Just(OutputMode::SizeOnly)],
+        tuning in tuning_strategy(),
+    ) {
+        check(vec![a, b], initiator, mode, tuning);
+    }
+
+    #[test]
+    fn multi_party_matches_plaintext(
+        sets in prop::collection::vec(prop::collection::vec(id_strategy(), 0..25), 3..5),
+        initiator in 0usize..3,
+        size_only in any::<bool>(),
+        tuning in tuning_strategy(),
+    ) {
+        let mode = if size_only { OutputMode::SizeOnly } else { OutputMode::Initiator };
+        check(sets, initiator, mode, tuning);
+    }
+}
+
+fn ids(r: std::ops::Range<u32>) -> Vec<String> {
+    r.map(|i| format!("{i}")).collect()
+}
+
+#[test]
+fn edge_cases() {
+    let t = Tuning::default();
+    check(vec![vec![], vec![]], 0, OutputMode::All, t);
+    check(vec![ids(0..50), vec![]], 0, OutputMode::Initiator, t);
+    check(vec![vec![], ids(0..50)], 1, OutputMode::All, t);
+    check(vec![ids(0..80), ids(0..80)], 0, OutputMode::All, t);
+    check(
+        vec![ids(0..80), ids(0..80), ids(0..80)],
+        2,
+        OutputMode::Initiator,
+        t,
+    );
+    check(vec![ids(0..40), ids(40..80)], 0, OutputMode::Initiator, t);
+    check(
+        vec![ids(0..40), ids(40..80), vec![]],
+        1,
+        OutputMode::SizeOnly,
+        t,
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn missing_column_fails_before_anything_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "alice", &ids(0..10));
+    let log = Recording::default();
+    let mut mesh = memory_mesh(&["alice", "bob"], 2);
+    let _bob = mesh.pop().unwrap();
+    let alice = RecordingTransport::new(mesh.pop().unwrap(), log.clone());
+    let mut j = job(dir.path(), "alice", 2, 0, OutputMode::All);
+    j.id_column = "national_id".into();
+    assert!(matches!(
+        confide_psi::check_input(&j.input, &j.id_column),
+        Err(PsiError::MissingColumn { .. })
+    ));
+    let err = confide_psi::run(&alice, &j, &|_| {}).await.unwrap_err();
+    assert!(err.to_string().contains("national_id"), "{err}");
+    assert!(log.lock().unwrap().is_empty(), "nothing may be sent");
+    assert!(
+        !dir.path().join("work").exists(),
+        "no work dir before the check"
+    );
+}
+
+/// Corrupts the first point of every points message it sends.
+struct Tamper(ChannelTransport);
+
+impl Transport for Tamper {
+    fn me(&self) -> &str {
+        self.0.me()
+    }
+    fn peers(&self) -> Vec<String> {
+        self.0.peers()
+    }
+    async fn send(&self, to: &str, mut msg: Vec<u8>) -> Result<(), TransportError> {
+        if msg.first() == Some(&2) && msg.len() >= 40 {
+            msg[8..40].copy_from_slice(&[0xff; 32]);
+        }
+        self.0.send(to, msg).await
+    }
+    async fn recv(&self, from: &str) -> Result<Vec<u8>, TransportError> {
+        self.0.recv(from).await
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn malformed_point_from_a_peer_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "alice", &ids(0..300));
+    write_input(dir.path(), "bob", &ids(100..400));
+    let mut mesh = memory_mesh(&["alice", "bob"], 2);
+    let bob = Tamper(mesh.pop().unwrap());
+    let alice = mesh.pop().unwrap();
+    let ja = job(dir.path(), "alice", 2, 0, OutputMode::Initiator);
+    let jb = job(dir.path(), "bob", 2, 0, OutputMode::Initiator);
+    let tuning = Tuning {
+        chunk_points: 50,
+        ..Tuning::default()
+    };
+    let a = tokio::spawn(async move { run_tuned(&alice, &ja, &|_| {}, tuning).await });
+    let b = tokio::spawn(async move { run_tuned(&bob, &jb, &|_| {}, tuning).await });
+    let ra = tokio::time::timeout(Duration::from_secs(30), a)
+        .await
+        .unwrap()
+        .unwrap();
+    let rb = tokio::time::timeout(Duration::from_secs(30), b)
+        .await
+        .unwrap()
+        .unwrap();
+    match ra {
+        Err(PsiError::Malformed { peer, reason }) => {
+            assert_eq!(peer, "bob");
+            assert!(reason.contains("item 0"), "{reason}");
+        }
+        other => panic!("expected a malformed-point error, got {other:?}"),
+    }
+    // Bob fails too (alice's points are corrupted on his side, or alice left).
+    assert!(rb.is_err());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn disagreeing_jobs_fail_at_hello() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "alice", &ids(0..10));
+    write_input(dir.path(), "bob", &ids(0..10));
+    let mut mesh = memory_mesh(&["alice", "bob"], 2);
+    let bob = mesh.pop().unwrap();
+    let alice = mesh.pop().unwrap();
+    let ja = job(dir.path(), "alice", 2, 0, OutputMode::Initiator);
+    let jb = job(dir.path(), "bob", 2, 0, OutputMode::SizeOnly);
+    let (ra, rb) = tokio::join!(
+        confide_psi::run(&alice, &ja, &|_| {}),
+        confide_psi::run(&bob, &jb, &|_| {})
+    );
+    for r in [ra, rb] {
+        assert!(
+            matches!(&r, Err(PsiError::Malformed { reason, .. }) if reason.contains("differs")),
+            "{r:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn invalid_jobs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "alice", &ids(0..10));
+    let mesh = memory_mesh(&["alice", "bob", "carol"], 2);
+    let mut j = job(dir.path(), "alice", 3, 0, OutputMode::All);
+    assert!(matches!(
+        confide_psi::run(&mesh[0], &j, &|_| {}).await,
+        Err(PsiError::InvalidJob(_))
+    ));
+    j.mode = OutputMode::Initiator;
+    j.parties.pop();
+    assert!(matches!(
+        confide_psi::run(&mesh[0], &j, &|_| {}).await,
+        Err(PsiError::InvalidJob(_))
+    ));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_vanished_peer_is_a_clean_error() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "alice", &ids(0..10));
+    let mut mesh = memory_mesh(&["alice", "bob"], 2);
+    drop(mesh.pop());
+    let alice = mesh.pop().unwrap();
+    let ja = job(dir.path(), "alice", 2, 0, OutputMode::Initiator);
+    let r = tokio::time::timeout(
+        Duration::from_secs(10),
+        confide_psi::run(&alice, &ja, &|_| {}),
+    )
+    .await
+    .unwrap();
+    assert!(
+        matches!(
+            r,
+            Err(PsiError::Transport(TransportError::Disconnected { .. }))
+        ),
+        "{r:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    write_input(dir.path(), "alice", &ids(0..500));
+    write_input(dir.path(), "bob", &ids(250..700));
+    let mut mesh = memory_mesh(&["alice", "bob"], 2);
+    let bob = mesh.pop().unwrap();
+    let alice = mesh.pop().unwrap();
+    let ja = job(dir.path(), "alice", 2, 0, OutputMode::Initiator);
+    let jb = job(dir.path(), "bob", 2, 0, OutputMode::Initiator);
+    let seen = std::sync::Mutex::new(Vec::new());
+    let record = |p: confide_psi::Progress| seen.lock().unwrap().push(p);
+    let (ra, rb) = tokio::join!(
+        confide_psi::run(&alice, &ja, &record),
+        confide_psi::run(&bob, &jb, &|_| {})
+    );
+    let (ra, _rb) = (ra.unwrap(), rb.unwrap());
+    assert_eq!(ra.intersection_size, Some(250));
+    assert!(ra.bytes_sent > 500 * 32 && ra.bytes_received > 450 * 32 + 500 * 12);
+    let seen = seen.into_inner().unwrap();
+    let last_exchange = seen.iter().rev().find(|p| p.stage == "exchanging").unwrap();
+    assert_eq!((last_exchange.done, last_exchange.total), (950, 950));
+    assert!(seen.iter().any(|p| p.stage == "matching"));
+}
