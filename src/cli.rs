@@ -98,6 +98,9 @@ pub struct InitArgs {
     /// First Prometheus port (0: no metrics endpoint).
     #[arg(long, default_value_t = 0)]
     pub metrics_base_port: u16,
+    /// Succeed without writing anything if DIR already holds an alliance (containers).
+    #[arg(long)]
+    pub exist_ok: bool,
 }
 
 #[derive(Debug, Args)]

@@ -20,6 +20,13 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
     init_tracing(cli.log.as_deref(), verbose);
     match cli.command {
         Command::Init(a) => {
+            if a.exist_ok && a.dir.join("ca.pem").exists() {
+                println!(
+                    "{} already holds an alliance; left as it is",
+                    a.dir.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let opts = InitOptions {
                 dir: a.dir.clone(),
                 parties: a.parties,
@@ -113,7 +120,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             println!("netcheck job {job}: {result}");
             Ok(ExitCode::SUCCESS)
         }
-        Command::Psi(_) => not_yet("psi", "private set intersection (issue 3)"),
+        Command::Psi(a) => psi(a).await,
         Command::Train(_) => not_yet("train", "secret-shared training (issue 5)"),
         Command::Risk(RiskCommand::Ingest { .. } | RiskCommand::Query { .. }) => {
             not_yet("risk", "joint risk queries (issue 6)")
@@ -338,4 +345,70 @@ pub async fn submit_with(
             }
         }
     }
+}
+
+/// `confide psi`.
+async fn psi(a: crate::cli::PsiArgs) -> Result<ExitCode> {
+    let cfg = PartyConfig::load(&a.config.config)?;
+    let peers = a
+        .peers
+        .iter()
+        .map(|p| parse_peer(p))
+        .collect::<Result<Vec<_>>>()?;
+    let mode = if a.size_only {
+        "size-only"
+    } else if a.to_all {
+        "all"
+    } else {
+        "initiator"
+    };
+    let output = match (&a.output, a.size_only) {
+        (Some(o), false) => absolute(o)?.to_string_lossy().into_owned(),
+        _ => String::new(),
+    };
+    let req = SubmitRequest {
+        kind: "psi".into(),
+        dataset: a.dataset.clone(),
+        peers: peers.clone(),
+        options: [("mode".to_string(), mode.to_string())].into(),
+        output,
+        timeout_secs: 0,
+    };
+    let (job, r) = submit(&cfg, req).await?;
+    println!("{}", psi_summary(&job, &cfg.party.name, &r));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The one-line summary of a PSI job.
+pub fn psi_summary(job: &str, me: &str, r: &serde_json::Value) -> String {
+    let n = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let mut s = format!("psi job {job}: {me} {} distinct IDs", n("distinct"));
+    let dups = n("duplicates");
+    let bad = n("malformed");
+    if dups > 0 || bad > 0 || n("blank") > 0 {
+        s.push_str(&format!(
+            " ({dups} duplicates, {bad} malformed rows skipped"
+        ));
+        if let Some(lines) = r.get("malformed_lines").and_then(|v| v.as_array())
+            && !lines.is_empty()
+        {
+            let l: Vec<String> = lines.iter().map(|x| x.to_string()).collect();
+            s.push_str(&format!(" at lines {}", l.join(",")));
+        }
+        s.push_str(&format!(", {} blank)", n("blank")));
+    }
+    if let Some(peers) = r.get("peer_set_sizes").and_then(|v| v.as_object()) {
+        for (p, size) in peers {
+            s.push_str(&format!(", {p} {size}"));
+        }
+    }
+    match r.get("intersection_size").and_then(|v| v.as_u64()) {
+        Some(i) => s.push_str(&format!("; intersection {i}")),
+        None => s.push_str("; intersection not revealed to this party"),
+    }
+    if let Some(out) = r.get("output").and_then(|v| v.as_str()) {
+        s.push_str(&format!(" written to {out}"));
+    }
+    s.push_str(&format!(" in {:.2} s", n("elapsed_ms") as f64 / 1000.0));
+    s
 }

@@ -192,7 +192,7 @@ pub struct Accepted {
 
 enum Slot {
     Waiting(oneshot::Sender<Accepted>),
-    Arrived(Accepted, Instant),
+    Arrived(Box<Accepted>, Instant),
 }
 
 /// Matches streams that peers open with the jobs waiting for them.
@@ -242,7 +242,7 @@ impl Rendezvous {
                 )));
             }
             None => {
-                slots.insert(key, Slot::Arrived(accepted, Instant::now()));
+                slots.insert(key, Slot::Arrived(Box::new(accepted), Instant::now()));
             }
         }
         Ok(outbound_stream(peer.to_string(), out_rx, metrics))
@@ -264,7 +264,7 @@ impl Rendezvous {
                 .lock()
                 .map_err(|_| DaemonError::Internal("rendezvous poisoned".into()))?;
             match slots.remove(&key) {
-                Some(Slot::Arrived(acc, _)) => return Ok(finish(peer, acc, failure, metrics)),
+                Some(Slot::Arrived(acc, _)) => return Ok(finish(peer, *acc, failure, metrics)),
                 _ => {
                     let (tx, rx) = oneshot::channel();
                     slots.insert(key.clone(), Slot::Waiting(tx));

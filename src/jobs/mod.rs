@@ -15,8 +15,10 @@ use crate::daemon::Daemon;
 use crate::daemon::jobs::JobCtx;
 use crate::error::DaemonError;
 
+pub mod psi;
+
 /// Kinds a user can submit, and whether they use a dataset.
-pub const KINDS: &[(&str, bool)] = &[("netcheck", false)];
+pub const KINDS: &[(&str, bool)] = &[("netcheck", false), ("psi", true)];
 
 fn needs_dataset(kind: &str) -> Result<bool, DaemonError> {
     KINDS
@@ -49,7 +51,11 @@ pub fn check_local(
             "a job needs at least one peer".into(),
         ));
     }
-    check_options(kind, options)
+    check_options(kind, options)?;
+    if kind == "psi" {
+        psi::check(d, dataset, peers.len() + 1, options)?;
+    }
+    Ok(())
 }
 
 /// Checks, at a peer, that `caller` may start `kind` on `dataset` here.
@@ -65,7 +71,11 @@ pub fn check_peer(
             .check_policy(dataset, kind, caller)
             .map_err(DaemonError::PermissionDenied)?;
     }
-    check_options(kind, options)
+    check_options(kind, options)?;
+    if kind == "psi" {
+        psi::check(d, dataset, 2, &HashMap::new())?;
+    }
+    Ok(())
 }
 
 fn check_options(kind: &str, options: &HashMap<String, String>) -> Result<(), DaemonError> {
@@ -103,6 +113,7 @@ fn check_options(kind: &str, options: &HashMap<String, String>) -> Result<(), Da
 pub async fn run(ctx: &JobCtx, t: &ChannelTransport) -> Result<serde_json::Value, DaemonError> {
     match ctx.spec.kind.as_str() {
         "netcheck" => netcheck(ctx, t).await,
+        "psi" => psi::run(ctx, t).await,
         other => Err(DaemonError::InvalidRequest(format!(
             "unknown job kind `{other}`"
         ))),

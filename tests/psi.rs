@@ -1,0 +1,197 @@
+//! PSI across three real daemons on 127.0.0.1: two-party, three-party and size-only runs
+//! equal the plaintext intersection; policy and input errors are clear.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::*;
+
+fn write_ids(path: &Path, ids: &[String], extra: &str) {
+    let mut s = String::from("phone,name\n");
+    for id in ids {
+        s.push_str(&format!("{id},x\n"));
+    }
+    s.push_str(extra);
+    std::fs::write(path, s).unwrap();
+}
+
+fn read_output(path: &Path) -> BTreeSet<String> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(lines.next(), Some("id"));
+    lines.map(str::to_string).collect()
+}
+
+#[test]
+fn psi_between_real_daemons() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_base_port(3);
+    let dir = init(root.path(), "a", "alice,bob,carol", port);
+    let id = |i: u32| format!("+4479{i:08}");
+    let alice: Vec<String> = (0..3000).map(id).collect();
+    let bob: Vec<String> = (2000..6000).map(id).collect();
+    let carol: Vec<String> = (2500..2600).chain(9000..9100).map(id).collect();
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    // alice's file has a duplicate, a blank line and a malformed row.
+    write_ids(
+        &data.join("alice.csv"),
+        &alice,
+        &format!("{},x\n\nbad,row,extra\n", alice[0]),
+    );
+    write_ids(&data.join("bob.csv"), &bob, "");
+    write_ids(&data.join("carol.csv"), &carol, "");
+    add_dataset(
+        &dir,
+        "alice",
+        "customers",
+        &data.join("alice.csv"),
+        "phone",
+        "{ psi = [\"bob\", \"carol\"] }",
+    );
+    add_dataset(
+        &dir,
+        "bob",
+        "customers",
+        &data.join("bob.csv"),
+        "phone",
+        "{ psi = [\"alice\"] }",
+    );
+    add_dataset(
+        &dir,
+        "carol",
+        "customers",
+        &data.join("carol.csv"),
+        "phone",
+        "{ psi = [\"alice\"] }",
+    );
+    add_dataset(
+        &dir,
+        "carol",
+        "private",
+        &data.join("carol.csv"),
+        "phone",
+        "{ psi = [] }",
+    );
+    add_dataset(
+        &dir,
+        "alice",
+        "wrongcol",
+        &data.join("alice.csv"),
+        "national_id",
+        "{}",
+    );
+    let _d: Vec<Daemon> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|p| serve(&dir, p))
+        .collect();
+    for p in ["alice", "bob", "carol"] {
+        wait_status_ok(&dir, p, Duration::from_secs(20));
+    }
+    let cfg = config(&dir, "alice");
+    let cfg = cfg.to_str().unwrap();
+    let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
+
+    // Two parties.
+    let out = root.path().join("ab.csv");
+    let o = confide(&[
+        "psi",
+        "--config",
+        cfg,
+        "--dataset",
+        "customers",
+        "--peer",
+        "bob:customers",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected: BTreeSet<String> = set(&alice).intersection(&set(&bob)).cloned().collect();
+    assert_eq!(read_output(&out), expected);
+    let line = stdout(&o);
+    assert!(line.contains("intersection 1000"), "{line}");
+    assert!(
+        line.contains("1 duplicates") && line.contains("1 malformed"),
+        "{line}"
+    );
+    assert!(line.contains("bob 4000"), "{line}");
+
+    // Three parties.
+    let out3 = root.path().join("abc.csv");
+    let o = confide(&[
+        "psi",
+        "--config",
+        cfg,
+        "--dataset",
+        "customers",
+        "--peer",
+        "bob:customers",
+        "--peer",
+        "carol:customers",
+        "--output",
+        out3.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let expected3: BTreeSet<String> = expected.intersection(&set(&carol)).cloned().collect();
+    assert_eq!(expected3.len(), 100);
+    assert_eq!(read_output(&out3), expected3);
+
+    // Size only.
+    let o = confide(&[
+        "psi",
+        "--config",
+        cfg,
+        "--dataset",
+        "customers",
+        "--peer",
+        "bob:customers",
+        "--size-only",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stdout(&o).contains("intersection 1000"), "{}", stdout(&o));
+
+    // Policy: carol does not allow alice on `private`.
+    let o = confide(&[
+        "psi",
+        "--config",
+        cfg,
+        "--dataset",
+        "customers",
+        "--peer",
+        "carol:private",
+        "--size-only",
+    ]);
+    assert_clean_error(
+        &o,
+        "does not allow `alice` to run `psi` on dataset `private`",
+    );
+
+    // A missing ID column fails before any cryptography, naming the column.
+    let o = confide(&[
+        "psi",
+        "--config",
+        cfg,
+        "--dataset",
+        "wrongcol",
+        "--peer",
+        "bob:customers",
+        "--size-only",
+    ]);
+    assert_clean_error(&o, "no column `national_id`");
+
+    // An unknown peer.
+    let o = confide(&[
+        "psi",
+        "--config",
+        cfg,
+        "--dataset",
+        "customers",
+        "--peer",
+        "zed:customers",
+        "--size-only",
+    ]);
+    assert_clean_error(&o, "unknown peer `zed`");
+}
