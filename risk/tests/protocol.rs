@@ -340,3 +340,39 @@ fn queried_by_forgets_flags_older_than_cutoff() {
     assert_eq!(n1.index().prune_queries(250).unwrap(), 1);
     assert_eq!(ask("c", 400), 2);
 }
+
+#[test]
+fn ingest_protocol_errors_are_refused_without_changing_sums() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::sync::Arc::new(MockLog::default());
+    let (n0, _n1, _) = nodes(dir.path(), &log, 9);
+    let row = ([1u8; 64], [1, 1, 1, 1]);
+    let e = n0.ingest_rows("h", 1, &[row]).unwrap_err().to_string();
+    assert!(e.contains("no upload in progress"), "{e}");
+    n0.ingest_begin("h", 1, 2).unwrap();
+    assert!(
+        n0.ingest_rows("h", 2, &[row])
+            .unwrap_err()
+            .to_string()
+            .contains("upload in progress is 1")
+    );
+    n0.ingest_rows("h", 1, &[row]).unwrap();
+    let e = n0.ingest_commit("h", 1).unwrap_err().to_string();
+    assert!(e.contains("1 of 2 rows"), "{e}");
+    assert!(
+        n0.ingest_rows("h", 1, &[row, row])
+            .unwrap_err()
+            .to_string()
+            .contains("announced 2")
+    );
+    assert_eq!(n0.index().shares_of(&[1; 64]).unwrap(), None);
+    n0.ingest_rows("h", 1, &[row]).unwrap();
+    assert_eq!(n0.ingest_commit("h", 1).unwrap(), 2);
+    // Same tag twice in one upload adds up.
+    assert_eq!(n0.index().shares_of(&[1; 64]).unwrap(), Some([2, 2, 2, 2]));
+    // A new upload that is begun but never committed leaves the sums alone.
+    n0.ingest_begin("h", 2, 1).unwrap();
+    n0.ingest_rows("h", 2, &[([1; 64], [5; 4])]).unwrap();
+    assert_eq!(n0.index().shares_of(&[1; 64]).unwrap(), Some([2, 2, 2, 2]));
+    assert!(n0.ingest_begin("", 3, 1).is_err());
+}
