@@ -151,6 +151,7 @@ pub struct Entry {
     body: EntryBody,
     log_id: Hash,
     bytes: Vec<u8>,
+    leaf: Hash,
 }
 
 impl fmt::Debug for Entry {
@@ -178,6 +179,7 @@ impl Entry {
         Ok(Entry {
             body,
             log_id: *log_id,
+            leaf: leaf_hash(&bytes),
             bytes,
         })
     }
@@ -219,6 +221,7 @@ impl Entry {
             body,
             log_id,
             bytes: bytes.to_vec(),
+            leaf: leaf_hash(bytes),
         })
     }
 
@@ -239,7 +242,7 @@ impl Entry {
 
     /// RFC 6962 leaf hash of the entry: the "entry hash" of inclusion promises.
     pub fn leaf_hash(&self) -> Hash {
-        leaf_hash(&self.bytes)
+        self.leaf
     }
 
     fn signature(&self) -> Signature {

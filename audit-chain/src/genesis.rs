@@ -202,3 +202,69 @@ fn parse_key(hex_key: &str) -> Result<VerifyingKey> {
 pub fn generate_signing_key() -> SigningKey {
     SigningKey::generate(&mut rand::rng())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn members(n: u8) -> Vec<Member> {
+        (0..n)
+            .map(|i| {
+                let k = SigningKey::from_bytes(&[i + 1; 32]).verifying_key();
+                Member::new(format!("m{i}"), &k)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn roundtrip_and_log_id_is_canonical() {
+        let g = Genesis::new(members(3), "m1").unwrap();
+        assert_eq!(g.quorum, 2);
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("genesis.json");
+        g.save(&p).unwrap();
+        let back = Genesis::load(&p).unwrap();
+        assert_eq!(back, g);
+        // Whitespace and hex case do not change the log id; content does.
+        let mut upper = g.clone();
+        upper.members[0].public_key_hex = upper.members[0].public_key_hex.to_uppercase();
+        let compact = serde_json::to_string(&upper).unwrap();
+        assert_eq!(Genesis::from_json(&compact).unwrap().log_id(), g.log_id());
+        let mut other = g.clone();
+        other.sequencer = "m0".into();
+        assert_ne!(other.log_id(), g.log_id());
+        assert!(g.origin().starts_with("confide.audit/"));
+        assert_eq!(g.keys().unwrap().len(), 3);
+        assert_eq!(g.member_index("m2"), Some(2));
+        assert!(!g.is_member("m3"));
+    }
+
+    #[test]
+    fn rejects_bad_genesis() {
+        let ok = Genesis::new(members(4), "m0").unwrap();
+        assert_eq!(ok.quorum, 3);
+        let mut g = ok.clone();
+        g.quorum = 2; // not a majority of 4
+        assert!(g.validate().is_err());
+        g.quorum = 5;
+        assert!(g.validate().is_err());
+        let mut g = ok.clone();
+        g.sequencer = "nobody".into();
+        assert!(g.validate().is_err());
+        let mut g = ok.clone();
+        g.members[1].name = "m0".into();
+        assert!(g.validate().is_err());
+        let mut g = ok.clone();
+        g.members[1].name = "has space".into();
+        assert!(g.validate().is_err());
+        let mut g = ok.clone();
+        g.members[1].public_key_hex = "abcd".into();
+        assert!(g.validate().is_err());
+        let mut g = ok.clone();
+        g.members[1].public_key_hex = hex::encode([0u8; 32]); // small-order point
+        assert!(g.validate().is_err());
+        assert!(Genesis::new(Vec::new(), "m0").is_err());
+        assert!(Genesis::from_json("{\"members\": []}").is_err());
+        assert!(generate_signing_key().verifying_key() != generate_signing_key().verifying_key());
+    }
+}

@@ -318,6 +318,18 @@ impl AuditStore {
         e.verify(self.key_of(&e.body().member)?)
     }
 
+    /// Sign an entry body as this member (any role), e.g. to send it to the
+    /// sequencer for [`Self::append_signed`].
+    pub fn sign_entry(&self, body: EntryBody) -> Result<Entry> {
+        if body.member != self.me {
+            return Err(AuditError::InvalidEntry(format!(
+                "{} cannot sign an entry for {:?}",
+                self.me, body.member
+            )));
+        }
+        Entry::create(body, &self.log_id, &self.key)
+    }
+
     // ----------------------------------------------------------- sequencer
 
     /// Sequencer: sign `body` as this member and append it. Returns at once
@@ -335,15 +347,7 @@ impl AuditStore {
         self.require_sequencer()?;
         let entries = bodies
             .into_par_iter()
-            .map(|b| {
-                if b.member != self.me {
-                    return Err(AuditError::InvalidEntry(format!(
-                        "{} cannot sign an entry for {:?}; send a signed entry",
-                        self.me, b.member
-                    )));
-                }
-                Entry::create(b, &self.log_id, &self.key)
-            })
+            .map(|b| self.sign_entry(b))
             .collect::<Result<Vec<_>>>()?;
         let promises = self.commit_appends(&entries)?;
         Ok(entries.into_iter().zip(promises).collect())
