@@ -1,9 +1,16 @@
-//! Risk benchmarks (small by default; `RISK_BENCH_TAGS=1000000` for the 10^6-customer index).
+//! Risk benchmarks (small by default; `RISK_BENCH_TAGS=1000000` for the 10^6-customer index,
+//! `RISK_BENCH_INGEST=1000000` for a 10^6-row ingest).
 //!
 //! `cargo bench -p confide-risk -- --quick`
 
 use std::hint::black_box;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
+
+use confide_mpc::transport::memory_mesh;
+use confide_risk::codec::Purpose;
+use confide_risk::{EvidenceSource, OverTransport, RiskRecord, ingest, serve};
 
 use confide_risk::audit::AuditGate;
 use confide_risk::oprf::{BlindedBatch, OprfKey};
@@ -19,11 +26,72 @@ impl AuditGate for AllowAll {
     }
 }
 
-fn tags_env() -> usize {
-    std::env::var("RISK_BENCH_TAGS")
+fn env_or(name: &str, default: usize) -> usize {
+    std::env::var(name)
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(100_000)
+        .unwrap_or(default)
+}
+
+/// Unique evidence per batch (the node refuses replays).
+struct Counter(AtomicU64);
+impl EvidenceSource for Counter {
+    async fn evidence(&self, _: Purpose, h: [u8; 32], _: usize) -> Result<Vec<u8>, RiskError> {
+        let mut e = h.to_vec();
+        e.extend_from_slice(&self.0.fetch_add(1, Ordering::Relaxed).to_le_bytes());
+        Ok(e)
+    }
+}
+
+/// One holder ingesting `RISK_BENCH_INGEST` rows (default 20,000) end to end over an in-memory
+/// transport, both nodes in the same process (all sharing this machine's cores).
+fn ingest_end_to_end(k0: &OprfKey, k1: &OprfKey) {
+    let n = env_or("RISK_BENCH_INGEST", 20_000);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let pair = PairSeed::new([3; 32]);
+    let n0 = Arc::new(ComputeNode::new(
+        Role::S0,
+        k0.clone(),
+        pair.clone(),
+        RiskIndex::open(dir.path().join("a")).unwrap(),
+        AllowAll,
+    ));
+    let n1 = Arc::new(ComputeNode::new(
+        Role::S1,
+        k1.clone(),
+        pair,
+        RiskIndex::open(dir.path().join("b")).unwrap(),
+        AllowAll,
+    ));
+    let records: Vec<RiskRecord> = (0..n)
+        .map(|i| RiskRecord {
+            id: format!("CUST-{i:09}"),
+            values: [0, 1, 1000, 0],
+        })
+        .collect();
+    rt.block_on(async {
+        let mut mesh = memory_mesh(&["s0", "s1", "holder"], 8);
+        let h = mesh.pop().unwrap();
+        let t1 = mesh.pop().unwrap();
+        let t0 = mesh.pop().unwrap();
+        let s0 = tokio::spawn(async move { serve(&*n0, &t0, "holder").await });
+        let s1 = tokio::spawn(async move { serve(&*n1, &t1, "holder").await });
+        let t = Instant::now();
+        let r = ingest(&OverTransport(&h), ["s0", "s1"], &records, &Counter(AtomicU64::new(0)))
+            .await
+            .unwrap();
+        let el = t.elapsed();
+        eprintln!(
+            "ingest end to end: {} rows (+{} dummies) in {el:.2?} = {:.0} rows/s (holder and both nodes on this machine)",
+            r.rows,
+            r.dummies,
+            n as f64 / el.as_secs_f64()
+        );
+        drop(h);
+        s0.await.unwrap().unwrap();
+        s1.await.unwrap().unwrap();
+    });
 }
 
 fn bench(c: &mut Criterion) {
@@ -48,8 +116,10 @@ fn bench(c: &mut Criterion) {
     });
     g.finish();
 
+    ingest_end_to_end(&k0, &k1);
+
     // An index of N tags on both nodes, filled through the ingest path (one holder).
-    let n = tags_env();
+    let n = env_or("RISK_BENCH_TAGS", 100_000);
     let dir = tempfile::tempdir().unwrap();
     let pair = PairSeed::new([9; 32]);
     let mk = |role, k: &OprfKey, name: &str| {

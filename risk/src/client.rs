@@ -69,6 +69,10 @@ fn unexpected(node: &str, what: &str) -> RiskError {
 /// Computes `Tag(id)` for each ID through the two compute nodes, in batches of at most
 /// [`MAX_EVAL_BATCH`] blinded elements, each batch with its own audit evidence. `dummies`
 /// extra random elements are evaluated and discarded (to pad the count a node sees).
+///
+/// Pipelined: while the nodes evaluate batch `b`, this side blinds batch `b + 1` and finalizes
+/// batch `b − 1` on the blocking pool (rayon inside), so with the nodes on other hosts the cost
+/// is close to the slower of the two sides, not their sum.
 pub async fn compute_tags<C: NodeCaller, E: EvidenceSource, I: AsRef<[u8]> + Sync>(
     caller: &C,
     compute: [&str; 2],
@@ -78,15 +82,30 @@ pub async fn compute_tags<C: NodeCaller, E: EvidenceSource, I: AsRef<[u8]> + Syn
     evidence: &E,
 ) -> Result<Vec<Tag>> {
     let total = ids.len() + dummies;
+    let batches = total.div_ceil(MAX_EVAL_BATCH);
     let mut rng: ChaCha20Rng = rand::make_rng();
-    let mut tags = Vec::with_capacity(ids.len());
-    let mut start = 0;
-    while start < total {
+    // Blinds batch `b` on the blocking pool, with owned copies of its IDs.
+    let mut spawn_blind = |b: usize| {
+        let start = b * MAX_EVAL_BATCH;
         let end = (start + MAX_EVAL_BATCH).min(total);
-        let real_end = end.min(ids.len());
-        let real = &ids[start.min(ids.len())..real_end];
+        let real: Vec<Vec<u8>> = ids[start.min(ids.len())..end.min(ids.len())]
+            .iter()
+            .map(|x| x.as_ref().to_vec())
+            .collect();
         let batch_dummies = (end - start) - real.len();
-        let batch = BlindedBatch::new(real, batch_dummies, &mut rng)?;
+        let mut batch_rng = ChaCha20Rng::from_rng(&mut rng);
+        tokio::task::spawn_blocking(move || {
+            BlindedBatch::new(&real, batch_dummies, &mut batch_rng).map(|b| (b, real))
+        })
+    };
+    let mut tags = Vec::with_capacity(ids.len());
+    let mut next_blind = (batches > 0).then(|| spawn_blind(0));
+    let mut pending_finalize = None;
+    for b in 0..batches {
+        let (batch, real) = joined(next_blind.take().expect("one blinding per batch").await)?;
+        if b + 1 < batches {
+            next_blind = Some(spawn_blind(b + 1));
+        }
         let hash = blinded_points_hash(purpose, batch.elements());
         let ev = evidence
             .evidence(purpose, hash, batch.elements().len())
@@ -103,10 +122,21 @@ pub async fn compute_tags<C: NodeCaller, E: EvidenceSource, I: AsRef<[u8]> + Syn
         let (Response::Eval(e0), Response::Eval(e1)) = (r0?, r1?) else {
             return Err(unexpected(compute[0], "evaluations"));
         };
-        tags.extend(batch.finalize(real, &e0, &e1)?);
-        start = end;
+        if let Some(h) = pending_finalize.take() {
+            tags.extend(joined(h.await)?);
+        }
+        pending_finalize = Some(tokio::task::spawn_blocking(move || {
+            batch.finalize(&real, &e0, &e1)
+        }));
+    }
+    if let Some(h) = pending_finalize {
+        tags.extend(joined(h.await)?);
     }
     Ok(tags)
+}
+
+fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
+    r.map_err(|e| RiskError::InvalidInput(format!("tagging worker failed: {e}")))?
 }
 
 /// Padded row count for `n` real rows: `n + 1` rounded up to a multiple of a granule
