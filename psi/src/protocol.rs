@@ -307,6 +307,12 @@ fn bad_point(peer: &str, e: BadPoint, offset: u64) -> PsiError {
     )
 }
 
+/// Capacity to reserve for `announced` items: the peer's announced size, capped so that a
+/// wrong announcement cannot make us allocate more than ~200 MB up front.
+fn reserve(announced: u64) -> usize {
+    announced.min(1 << 24) as usize
+}
+
 /// What a round's receiving side produces.
 enum Received {
     /// Re-masked points stored for the next round.
@@ -405,7 +411,8 @@ async fn exchange<T: Transport>(
                     File::create(&path).map_err(|e| PsiError::io(&path, e))?,
                 ))
             };
-            let mut tags: Vec<Tag> = Vec::new();
+            let mut tags: Vec<Tag> =
+                Vec::with_capacity(if last { reserve(sizes[origin]) } else { 0 });
             let mut got = 0u64;
             loop {
                 let m = net.recv(from).await?;
@@ -528,7 +535,7 @@ async fn recv_tags<T: Transport>(
     exact: bool,
 ) -> Result<Vec<Tag>, PsiError> {
     let from = ctx.name(from);
-    let mut tags: Vec<Tag> = Vec::new();
+    let mut tags: Vec<Tag> = Vec::with_capacity(reserve(max));
     loop {
         let m = net.recv(from).await?;
         match wire::decode(from, &m)? {
