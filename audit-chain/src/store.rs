@@ -35,6 +35,8 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Checkpoints the sequencer signed, by size (for catch-up in steps).
 pub const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 
+/// Checkpoints kept in memory awaiting cosignatures (older ones reload from disk).
+const MAX_PENDING: usize = 256;
 const META_GENESIS: &str = "genesis";
 const META_SIGNED: &str = "signed";
 const META_FINAL: &str = "final";
@@ -427,6 +429,9 @@ impl AuditStore {
         txn.commit()?;
         self.signed = Some(sc.clone());
         self.pending.insert(size, sc.clone());
+        while self.pending.len() > MAX_PENDING {
+            self.pending.pop_first();
+        }
         if self.genesis.quorum == 1 {
             self.finalize(sc.clone())?;
         }
@@ -456,7 +461,7 @@ impl AuditStore {
 
     /// One entry.
     pub fn entry(&self, index: u64) -> Result<Entry> {
-        self.entries_range(index, index + 1)?
+        self.entries_range(index, index.saturating_add(1))?
             .pop()
             .ok_or_else(|| AuditError::NotFound(format!("entry {index}")))
     }
@@ -482,9 +487,9 @@ impl AuditStore {
             let rtx = self.db.begin_read()?;
             let t = rtx.open_table(CHECKPOINTS)?;
             let limit = member_size.saturating_add(max_entries.max(1));
-            if let Some(row) = t.range(member_size + 1..=limit)?.next_back() {
+            if let Some(row) = t.range(member_size.saturating_add(1)..=limit)?.next_back() {
                 checkpoint = note_from_db(row?.1.value())?;
-            } else if let Some(row) = t.range(member_size + 1..)?.next() {
+            } else if let Some(row) = t.range(member_size.saturating_add(1)..)?.next() {
                 checkpoint = note_from_db(row?.1.value())?;
             }
         }

@@ -85,6 +85,19 @@ fn replicate_cosign_finalize_and_prove() {
         .apply(&same.entries, &same.checkpoint, &same.proof)
         .unwrap();
     assert_eq!(cs.size, 21);
+    // Hostile sizes and indexes are errors or empty answers, never panics.
+    assert!(a.entry(u64::MAX).is_err());
+    assert!(a.prove(u64::MAX).is_err());
+    let far = a.update_for(u64::MAX, u64::MAX).unwrap();
+    assert!(far.entries.is_empty());
+    // bob holds the checkpoint already: an idempotent re-cosign.
+    assert_eq!(
+        b.apply(&far.entries, &far.checkpoint, &far.proof)
+            .unwrap()
+            .size,
+        21
+    );
+    assert!(a.consistency_proof(5, u64::MAX).is_err());
     // Roles are enforced.
     assert!(matches!(
         b.append(body("bob", 1)),
