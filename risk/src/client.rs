@@ -306,3 +306,23 @@ pub async fn query<C: NodeCaller, E: EvidenceSource, I: AsRef<[u8]> + Sync>(
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::padded_len;
+
+    #[test]
+    fn padding_hides_the_count_within_an_eighth() {
+        assert_eq!(padded_len(0), 1024);
+        assert_eq!(padded_len(150), 1024);
+        assert_eq!(padded_len(1023), 1024);
+        assert_eq!(padded_len(1024), 2048);
+        assert_eq!(padded_len(1_000_000), 1_048_576);
+        for n in [5_000usize, 65_537, 999_999, 3_000_001] {
+            let p = padded_len(n);
+            assert!(p > n && p - n <= n / 8 + 1024, "n={n} p={p}");
+        }
+        // Counts within one granule are indistinguishable.
+        assert_eq!(padded_len(990_000), padded_len(1_040_000));
+    }
+}

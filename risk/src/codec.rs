@@ -46,7 +46,7 @@ impl Purpose {
 
 /// One row a holder sends one compute node: a tag and that node's additive share (Z_2^64) of
 /// `[blacklisted, loans, amount, overdue]`.
-#[derive(Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq, zeroize::Zeroize, zeroize::ZeroizeOnDrop)]
 pub struct ShareRow {
     /// The customer's tag (or a random dummy tag).
     pub tag: Tag,
