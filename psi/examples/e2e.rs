@@ -1,4 +1,5 @@
-//! In-process end-to-end PSI: two parties over `memory_mesh`, N IDs each, half shared.
+//! In-process end-to-end PSI: two (or more) parties over `memory_mesh`, N IDs each, N/2
+//! of them common to all parties.
 //!
 //! ```text
 //! cargo run --release -p confide-psi --example e2e -- 65536 [parties]
@@ -33,9 +34,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for (p, name) in names.iter().enumerate() {
         let mut w = std::io::BufWriter::new(std::fs::File::create(dir.path().join(name))?);
         writeln!(w, "id,value")?;
-        // Each party: n IDs, offset by n/2 per party, so consecutive parties share half.
+        // Each party: n IDs; the last party's are offset by n/2, the others' spread
+        // between, so all parties share exactly n/2 IDs.
+        let offset = p * (n / 2) / (parties - 1).max(1);
         for i in 0..n {
-            writeln!(w, "+86{:011},{i}", i + p * n / 2)?;
+            writeln!(w, "+86{:011},{i}", i + offset)?;
         }
         w.flush()?;
     }

@@ -66,9 +66,11 @@ impl JobKey {
     pub fn random() -> Self {
         let mut rng = rand::rng();
         loop {
-            let k = Scalar::random(&mut rng);
+            let mut k = Scalar::random(&mut rng);
             if k != Scalar::ZERO {
-                return Self::from_scalar(k);
+                let key = Self::from_scalar(k);
+                k.zeroize();
+                return key;
             }
         }
     }
