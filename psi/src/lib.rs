@@ -45,6 +45,14 @@
 //!   sizes. Colluding parties learn more: e.g. the combiner together with the initiator
 //!   learn which of the initiator's IDs are in each other party's set.
 //!
+//! Order: a party's masked set leaves in a CSPRNG-shuffled order (for bucketed inputs:
+//! bucket by bucket, buckets chosen by a secret-keyed hash of the ID, each bucket shuffled;
+//! see [`input`]). Tags returned for `SizeOnly`, sent to the combiner, or sent as `U` are
+//! shuffled again by their sender. The privacy tests record every byte of two- and
+//! three-party runs and check that no raw ID, no SHA-256/SHA-512 of one and no unkeyed
+//! hash-to-point encoding crosses the wire, and that these orders are unrelated to the
+//! input order.
+//!
 //! Tags are 96 bits: a false match between sets of 10^7 happens with probability below
 //! 2^-49.
 //!
@@ -106,7 +114,8 @@ pub struct PsiJob {
     pub input: PathBuf,
     /// The name of the ID column in the header.
     pub id_column: String,
-    /// Where to write the intersection (CSV, header `id`), if this party receives it.
+    /// Where to write the intersection (CSV, header `id`, each ID once, in no particular
+    /// order), if this party receives it.
     pub output: Option<PathBuf>,
     /// A directory for temporary buckets (a private subdirectory is created and removed).
     pub work_dir: PathBuf,

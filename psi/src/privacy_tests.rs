@@ -212,3 +212,62 @@ async fn three_party_wire_carries_no_ids_and_shuffled_sets() {
         assert_shuffled(&round_one_points(&log, from, to), &sets[i], keys[i]);
     }
 }
+
+/// The concatenated tags of the stream `from` → `to` of the given stream kind.
+fn tag_stream(log: &Recording, from: &str, to: &str, stream: u8) -> Vec<crate::crypto::Tag> {
+    let log = log.lock().unwrap();
+    log.iter()
+        .filter(|m| {
+            m.from == from && m.to == to && m.bytes.first() == Some(&3) && m.bytes[1] == stream
+        })
+        .flat_map(|m| {
+            m.bytes[8..]
+                .chunks(crate::crypto::TAG_LEN)
+                .map(|c| <crate::crypto::Tag>::try_from(c).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn size_only_returns_the_initiators_tags_unlinkably() {
+    let dir = tempfile::tempdir().unwrap();
+    let a_ids = ids("x", 0..800);
+    let b_ids = ids("x", 400..1000);
+    write_ids(&dir.path().join("a.csv"), &a_ids);
+    write_ids(&dir.path().join("b.csv"), &b_ids);
+    let (ka, kb) = (Scalar::from(5u64), Scalar::from(1u64 << 50));
+    let log = Recording::default();
+    let mut mesh = memory_mesh(&["a", "b"], 4);
+    let b = RecordingTransport::new(mesh.pop().unwrap(), log.clone());
+    let a = RecordingTransport::new(mesh.pop().unwrap(), log.clone());
+    let ja = job(dir.path(), "a", &["a", "b"], OutputMode::SizeOnly);
+    let jb = job(dir.path(), "b", &["a", "b"], OutputMode::SizeOnly);
+    let (ra, rb) = tokio::join!(
+        crate::run_with_key(&a, &ja, JobKey::from_scalar(ka), Tuning::default()),
+        crate::run_with_key(&b, &jb, JobKey::from_scalar(kb), Tuning::default()),
+    );
+    assert_eq!(ra.unwrap().intersection_size, Some(400));
+    assert_eq!(rb.unwrap().intersection_size, None);
+    assert!(!ja.output.clone().unwrap().exists());
+    // What a sent, raised to b's key, in a's order; and what b returned.
+    let expected: Vec<_> = round_one_points(&log, "a", "b")
+        .iter()
+        .map(|p| {
+            let q = curve25519_dalek::ristretto::CompressedRistretto(*p)
+                .decompress()
+                .unwrap();
+            crate::crypto::tag_of((q * kb).compress().as_bytes())
+        })
+        .collect();
+    let returned = tag_stream(&log, "b", "a", crate::wire::STREAM_OWN);
+    let pos: HashMap<_, usize> = returned.iter().enumerate().map(|(i, t)| (*t, i)).collect();
+    let order: Vec<usize> = expected.iter().map(|t| pos[t]).collect();
+    assert_eq!(order.len(), 800);
+    let ascents = order.windows(2).filter(|w| w[0] < w[1]).count() as f64 / 799.0;
+    assert!(
+        (0.4..0.6).contains(&ascents),
+        "returned tags keep a's order: {ascents}"
+    );
+    assert_no_id_leaks(&log, &ids("x", 0..1000));
+}
