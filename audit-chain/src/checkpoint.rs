@@ -265,6 +265,10 @@ impl<'de> Deserialize<'de> for SignedCheckpoint {
     }
 }
 
+/// A checkpoint carrying at least a quorum of valid genesis-member signatures
+/// (check with [`SignedCheckpoint::verify_quorum`]).
+pub type FinalCheckpoint = SignedCheckpoint;
+
 /// A member's cosignature on the sequencer's checkpoint (one note signature line).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cosignature {

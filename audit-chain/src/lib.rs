@@ -58,7 +58,8 @@ pub mod store;
 
 pub use bundle::{MemberSummary, ProofBundle, VerifiedBundle, summarize, verify_bundle};
 pub use checkpoint::{
-    Checkpoint, Cosignature, Equivocation, InclusionPromise, NoteSignature, SignedCheckpoint,
+    Checkpoint, Cosignature, Equivocation, FinalCheckpoint, InclusionPromise, NoteSignature,
+    SignedCheckpoint,
 };
 pub use entry::{Entry, EntryBody, JobKind, JobRequest, fingerprint, new_salt};
 pub use error::{AuditError, Result};

@@ -20,7 +20,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::bundle::{MemberSummary, ProofBundle, summarize};
 use crate::checkpoint::{
-    Checkpoint, Cosignature, Equivocation, InclusionPromise, NoteSignature, SignedCheckpoint,
+    Checkpoint, Cosignature, Equivocation, FinalCheckpoint, InclusionPromise, NoteSignature,
+    SignedCheckpoint,
 };
 use crate::codec::hex_hashes;
 use crate::entry::{Entry, EntryBody};
@@ -503,7 +504,7 @@ impl AuditStore {
 
     /// Sequencer: record a member's cosignature. Returns the final checkpoint
     /// (all signatures so far, at least a quorum) when this one completes it.
-    pub fn add_cosignature(&mut self, cosig: &Cosignature) -> Result<Option<SignedCheckpoint>> {
+    pub fn add_cosignature(&mut self, cosig: &Cosignature) -> Result<Option<FinalCheckpoint>> {
         self.require_sequencer()?;
         let size = cosig.size;
         if self

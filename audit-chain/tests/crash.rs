@@ -24,7 +24,9 @@ fn crash_child() {
     let dir = Path::new(&dir);
     let (mut a, mut b) = (open(dir, "alice"), open(dir, "bob"));
     let out = std::io::stdout();
-    loop {
+    // Safety net: never outlive a parent that failed to kill us.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         let start = a.size();
         let appended = a
             .append_batch((start..start + 5).map(|i| body("alice", i)).collect())
@@ -45,6 +47,16 @@ fn crash_child() {
     }
 }
 
+/// Kills the child when dropped, so a failing assertion never leaves it running.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn kill_reopen_nothing_acknowledged_is_lost() {
     let dir = tempfile::tempdir().unwrap();
@@ -52,20 +64,22 @@ fn kill_reopen_nothing_acknowledged_is_lost() {
     let mut acked: BTreeMap<u64, String> = BTreeMap::new();
     let mut signed: BTreeMap<(String, u64), String> = BTreeMap::new();
     for kill_after in [40usize, 133, 17, 260] {
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_child",
-                "--exact",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(ENV, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut reader = BufReader::new(child.stdout.take().unwrap());
+        let mut child = KillOnDrop(
+            Command::new(&exe)
+                .args([
+                    "crash_child",
+                    "--exact",
+                    "--ignored",
+                    "--nocapture",
+                    "--test-threads=1",
+                ])
+                .env(ENV, dir.path())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let mut reader = BufReader::new(child.0.stdout.take().unwrap());
         let mut seen = 0;
         let mut line = String::new();
         while seen < kill_after {
@@ -96,8 +110,9 @@ fn kill_reopen_nothing_acknowledged_is_lost() {
                 seen += 1;
             }
         }
-        child.kill().unwrap(); // SIGKILL
-        child.wait().unwrap();
+        child.0.kill().unwrap(); // SIGKILL
+        child.0.wait().unwrap();
+        drop(child);
 
         let (a, b) = (open(dir.path(), "alice"), open(dir.path(), "bob"));
         assert!(a.fault().is_none(), "{:?}", a.fault());
