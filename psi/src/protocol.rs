@@ -716,15 +716,22 @@ async fn matching(
     Ok(count)
 }
 
+/// Writes the matching IDs to a temporary file next to `path`, then renames it into
+/// place: a failed job never leaves a partial output behind.
 fn write_matches(path: &Path, store: &IdStore, hits: &[bool]) -> Result<(), PsiError> {
     let csv_err = |e: csv::Error| PsiError::Csv {
         path: path.to_path_buf(),
         reason: e.to_string(),
     };
-    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| PsiError::io(parent, e))?;
-    }
-    let mut w = csv::Writer::from_path(path).map_err(csv_err)?;
+    let parent = match path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        Some(parent) => {
+            std::fs::create_dir_all(parent).map_err(|e| PsiError::io(parent, e))?;
+            parent
+        }
+        None => Path::new("."),
+    };
+    let tmp = tempfile::NamedTempFile::new_in(parent).map_err(|e| PsiError::io(parent, e))?;
+    let mut w = csv::Writer::from_writer(BufWriter::new(tmp));
     w.write_record(["id"]).map_err(csv_err)?;
     let mut at = 0usize;
     for b in 0..store.bucket_count() {
@@ -739,5 +746,14 @@ fn write_matches(path: &Path, store: &IdStore, hits: &[bool]) -> Result<(), PsiE
         }
         at += ids.len();
     }
-    w.flush().map_err(|e| PsiError::io(path, e))
+    let tmp = w
+        .into_inner()
+        .map_err(|e| PsiError::io(path, e.into_error()))?
+        .into_inner()
+        .map_err(|e| PsiError::io(path, e.into_error()))?;
+    tmp.as_file()
+        .sync_all()
+        .map_err(|e| PsiError::io(path, e))?;
+    tmp.persist(path).map_err(|e| PsiError::io(path, e.error))?;
+    Ok(())
 }
