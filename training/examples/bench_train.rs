@@ -4,13 +4,15 @@
 //! (defaults: 100000 50 50 10 1024 spline7 16). Prints wall time (setup, per epoch, total) and
 //! the bytes each seat sends per epoch.
 
-use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use confide_mpc::{Transport, memory_mesh};
 use confide_training::{PartyNames, Role, SigmoidKind, TrainParams, generate_credit, train};
+
+/// A timestamp and the bytes each seat had sent by then.
+type Mark = (Instant, [u64; 3]);
 
 fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -53,7 +55,7 @@ fn main() {
         let sent = |i: usize| -> u64 {
             mesh[i].peers().iter().map(|p| mesh[i].counters(p).unwrap().bytes_sent.load(Ordering::Relaxed)).sum()
         };
-        let marks: Arc<Mutex<Vec<(Instant, [u64; 3])>>> = Arc::default();
+        let marks: Mutex<Vec<Mark>> = Mutex::default();
         let start = Instant::now();
         let snap = || (Instant::now(), [sent(0), sent(1), sent(2)]);
         marks.lock().unwrap().push(snap());
