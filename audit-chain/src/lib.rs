@@ -22,6 +22,50 @@
 //! [`AuditStore::add_cosignature`] → final checkpoint at quorum → broadcast;
 //! members [`AuditStore::record_final`].
 //!
+//! ```
+//! use confide_audit::*;
+//! use ed25519_dalek::SigningKey;
+//!
+//! # fn main() -> Result<()> {
+//! let names = ["alice", "bob", "carol"];
+//! let keys: Vec<SigningKey> = (1..=3u8).map(|i| SigningKey::from_bytes(&[i; 32])).collect();
+//! let members = names.iter().zip(&keys).map(|(n, k)| Member::new(*n, &k.verifying_key())).collect();
+//! let genesis = Genesis::new(members, "alice")?; // quorum 2 of 3
+//! let dir = tempfile::tempdir()?;
+//! let mut stores = names
+//!     .iter()
+//!     .zip(keys)
+//!     .map(|(n, k)| AuditStore::open(dir.path().join(n), genesis.clone(), n, k))
+//!     .collect::<Result<Vec<_>>>()?;
+//!
+//! // bob signs an entry for a job he started and sends it to the sequencer.
+//! let salt = new_salt();
+//! let body = EntryBody {
+//!     timestamp_ms: 1_700_000_000_000,
+//!     member: "bob".into(),
+//!     kind: JobKind::RiskQuery,
+//!     job_id: "query-42".into(),
+//!     served_by: vec!["alice".into(), "carol".into()],
+//!     fingerprint: fingerprint(&salt, b"request bytes", b"answer bytes"),
+//! };
+//! let entry = stores[1].sign_entry(body)?;
+//! let promise = stores[0].append_signed(&[entry])?.remove(0); // durable; answer may go out
+//! promise.verify(&genesis)?;
+//!
+//! // Sequencer checkpoints and replicates; members cosign.
+//! stores[0].checkpoint()?;
+//! let update = stores[0].update_for(stores[1].size(), 10_000)?;
+//! let cosig = stores[1].apply(&update.entries, &update.checkpoint, &update.proof)?;
+//! let fin = stores[0].add_cosignature(&cosig)?.expect("quorum of 2 reached");
+//! stores[1].record_final(&fin)?;
+//!
+//! // Anyone with genesis.json checks a proof offline.
+//! let bundle = stores[1].prove_job("query-42")?.to_json();
+//! let checked = verify_bundle(&bundle, &genesis.to_json())?;
+//! assert_eq!(checked.entry.body().member, "bob");
+//! # Ok(()) }
+//! ```
+//!
 //! ## What the chain leaks, to whom
 //!
 //! Every member holds the full log, and anyone given a proof bundle sees one
