@@ -5,10 +5,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-image.sh
 project="confide-smoke-$$"
-compose() { docker compose -p "$project" -f docker-compose.yml "$@"; }
+if docker compose version >/dev/null 2>&1; then dc=(docker compose); else dc=(docker-compose); fi
+compose() { "${dc[@]}" -p "$project" -f docker-compose.yml "$@"; }
 cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; }
 trap cleanup EXIT
-compose up -d --quiet-pull 2>&1 | tail -n 3
+compose up -d 2>&1 | tail -n 5
 deadline=$((SECONDS + 90))
 for p in alice bob carol; do
   until compose exec -T "$p" /confide status --config "/alliance/$p/party.toml"; do

@@ -195,10 +195,11 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         std::fs::create_dir_all(k).with_context(|| format!("creating {}", k.display()))?;
     }
     let (dir, tmp) = LocalAlliance::create(args.keep.as_deref(), args.base_port)?;
+    let data = generate_data(&dir, args.rows)?;
     step(
         1,
         &format!(
-            "wrote the alliance (CA, certificates, party.toml, genesis.json) in {}",
+            "wrote the alliance (CA, certificates, party.toml, genesis.json) and generated data in {}",
             dir.display()
         ),
         t,
@@ -246,7 +247,85 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         t,
     );
 
+    let t = Instant::now();
+    let out = dir.join("alice").join("matched.csv");
+    let req = confide_proto::SubmitRequest {
+        kind: "psi".into(),
+        dataset: "customers".into(),
+        peers: vec![confide_proto::DatasetRef {
+            party: "bob".into(),
+            dataset: "customers".into(),
+        }],
+        options: [("mode".to_string(), "initiator".to_string())].into(),
+        output: out.to_string_lossy().into_owned(),
+        timeout_secs: 600,
+    };
+    let (job, result) = crate::commands::submit_with(&alice, req, false).await?;
+    let got = result
+        .get("intersection_size")
+        .and_then(|v| v.as_u64())
+        .unwrap_or(0);
+    if got != data.psi_expected {
+        bail!(
+            "PSI found {got} common customers, expected {}",
+            data.psi_expected
+        );
+    }
+    step(5, &crate::commands::psi_summary(&job, "alice", &result), t);
+
     alliance.stop().await;
     println!("demo finished in {:.2} s", total.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
+}
+
+/// What the demo generated, and the answers it expects.
+#[derive(Debug)]
+pub struct DemoData {
+    pub psi_expected: u64,
+}
+
+/// Writes the demo's CSV files and declares them in the parties' configs.
+fn generate_data(dir: &Path, rows: usize) -> Result<DemoData> {
+    use std::io::Write;
+    let rows = rows.max(100);
+    let data = dir.join("demo-data");
+    std::fs::create_dir_all(&data)?;
+    // Customers: alice has phones 0..rows, bob has rows/2 .. rows/2 + 3/4 rows.
+    let phone = |i: usize| format!("+44790{:07}", i * 7919 % 10_000_000);
+    let write = |name: &str, range: std::ops::Range<usize>| -> Result<PathBuf> {
+        let p = data.join(name);
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&p)?);
+        writeln!(f, "phone,segment")?;
+        for i in range {
+            writeln!(f, "{},{}", phone(i), i % 5)?;
+        }
+        f.flush()?;
+        Ok(p)
+    };
+    let a = write("alice-customers.csv", 0..rows)?;
+    let b = write("bob-customers.csv", rows / 2..rows / 2 + rows * 3 / 4)?;
+    let append = |party: &str, table: String| -> Result<()> {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(party).join("party.toml"))?;
+        writeln!(f, "\n{table}")?;
+        Ok(())
+    };
+    append(
+        "alice",
+        format!(
+            "[datasets.customers]\npath = \"{}\"\nid_column = \"phone\"\nallow = {{ psi = [\"bob\"] }}",
+            a.display()
+        ),
+    )?;
+    append(
+        "bob",
+        format!(
+            "[datasets.customers]\npath = \"{}\"\nid_column = \"phone\"\nallow = {{ psi = [\"alice\"] }}",
+            b.display()
+        ),
+    )?;
+    Ok(DemoData {
+        psi_expected: (rows - rows / 2) as u64,
+    })
 }
