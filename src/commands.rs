@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use confide_proto::{DatasetRef, JobState, StatusRequest, SubmitRequest};
 
-use crate::cli::{AuditCommand, Cli, Command, RiskCommand};
+use crate::cli::{AuditCommand, Cli, Command};
 use crate::client;
 use crate::config::PartyConfig;
 use crate::init::{self, InitOptions};
@@ -121,10 +121,8 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Psi(a) => psi(a).await,
-        Command::Train(_) => not_yet("train", "secret-shared training (issue 5)"),
-        Command::Risk(RiskCommand::Ingest { .. } | RiskCommand::Query { .. }) => {
-            not_yet("risk", "joint risk queries (issue 6)")
-        }
+        Command::Train(a) => crate::jobs::train::command(a).await,
+        Command::Risk(c) => crate::jobs::risk::command(c).await,
         Command::Audit(
             AuditCommand::Log { .. }
             | AuditCommand::Verify(_)

@@ -179,7 +179,11 @@ impl LocalAlliance {
     }
 }
 
-fn step(n: usize, what: &str, started: Instant) {
+static STEP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+
+/// Prints one numbered demo step with its duration.
+pub fn step(what: &str, started: Instant) {
+    let n = STEP.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
     println!("[{n}] {what} ({:.2} s)", started.elapsed().as_secs_f64());
 }
 
@@ -196,8 +200,9 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     }
     let (dir, tmp) = LocalAlliance::create(args.keep.as_deref(), args.base_port)?;
     let data = generate_data(&dir, args.rows)?;
+    crate::jobs::train::demo_data(&dir, args.rows)?;
+    crate::jobs::risk::demo_data(&dir, args.rows)?;
     step(
-        1,
         &format!(
             "wrote the alliance (CA, certificates, party.toml, genesis.json) and generated data in {}",
             dir.display()
@@ -208,7 +213,6 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let t = Instant::now();
     let alliance = LocalAlliance::start(dir.clone(), tmp).await?;
     step(
-        2,
         "started 3 party daemons; every daemon reaches every peer over mutual TLS",
         t,
     );
@@ -220,7 +224,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             bail!("status failed at {}", c.display());
         }
     }
-    step(3, "`confide status` at each party: all peers reachable", t);
+    step("`confide status` at each party: all peers reachable", t);
 
     let t = Instant::now();
     let alice = alliance.config("alice")?;
@@ -242,7 +246,6 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     };
     let (job, result) = crate::commands::submit_with(&alice, req, false).await?;
     step(
-        4,
         &format!("netcheck job {job} between alice, bob and carol over per-job streams: {result}"),
         t,
     );
@@ -271,7 +274,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             data.psi_expected
         );
     }
-    step(5, &crate::commands::psi_summary(&job, "alice", &result), t);
+    step(&crate::commands::psi_summary(&job, "alice", &result), t);
+
+    crate::jobs::train::demo_step(&alliance).await?;
+    crate::jobs::risk::demo_step(&alliance).await?;
 
     alliance.stop().await;
     println!("demo finished in {:.2} s", total.elapsed().as_secs_f64());

@@ -33,6 +33,8 @@ pub struct Daemon {
     pub rendezvous: Rendezvous,
     pub metrics: Arc<Metrics>,
     pub jobs: Mutex<BTreeMap<String, JobRecord>>,
+    /// Risk-query state, opened on first use (see `jobs::risk`).
+    pub risk: tokio::sync::OnceCell<Arc<crate::jobs::risk::RiskState>>,
 }
 
 impl Daemon {
@@ -56,6 +58,7 @@ impl Daemon {
             rendezvous: Rendezvous::default(),
             metrics: Arc::new(Metrics::default()),
             jobs: Mutex::new(BTreeMap::new()),
+            risk: tokio::sync::OnceCell::new(),
             cfg,
         }))
     }

@@ -16,9 +16,11 @@ use crate::daemon::jobs::JobCtx;
 use crate::error::DaemonError;
 
 pub mod psi;
+pub mod risk;
+pub mod train;
 
 /// Kinds a user can submit, and whether they use a dataset.
-pub const KINDS: &[(&str, bool)] = &[("netcheck", false), ("psi", true)];
+pub const KINDS: &[(&str, bool)] = &[("netcheck", false), ("psi", true), ("train", false)];
 
 fn needs_dataset(kind: &str) -> Result<bool, DaemonError> {
     KINDS
@@ -55,6 +57,9 @@ pub fn check_local(
     if kind == "psi" {
         psi::check(d, dataset, peers.len() + 1, options)?;
     }
+    if kind == "train" {
+        train::check_local(d, dataset, peers, options)?;
+    }
     Ok(())
 }
 
@@ -74,6 +79,9 @@ pub fn check_peer(
     check_options(kind, options)?;
     if kind == "psi" {
         psi::check(d, dataset, 2, &HashMap::new())?;
+    }
+    if kind == "train" {
+        train::check_peer(d, dataset, caller, options)?;
     }
     Ok(())
 }
@@ -114,6 +122,7 @@ pub async fn run(ctx: &JobCtx, t: &ChannelTransport) -> Result<serde_json::Value
     match ctx.spec.kind.as_str() {
         "netcheck" => netcheck(ctx, t).await,
         "psi" => psi::run(ctx, t).await,
+        "train" => train::run(ctx, t).await,
         other => Err(DaemonError::InvalidRequest(format!(
             "unknown job kind `{other}`"
         ))),
