@@ -46,6 +46,8 @@ pub enum Command {
     Psi(PsiArgs),
     /// Train a model on columns split across parties (secret-shared vertical logistic regression).
     Train(TrainArgs),
+    /// Score rows with a secret-shared model: neither side sees the other's features or weights.
+    Predict(PredictArgs),
     /// Joint risk queries: ingest a dataset, or query applicants.
     #[command(subcommand)]
     Risk(RiskCommand),
@@ -140,6 +142,31 @@ pub struct TrainArgs {
     pub epochs: u32,
     #[arg(long, default_value_t = 1024)]
     pub batch_size: u32,
+    /// Do not reveal the model: keep it secret-shared between the two parties, to serve
+    /// `confide predict` (the job id names the model).
+    #[arg(long)]
+    pub keep_shared: bool,
+    /// Learning rate of mini-batch SGD.
+    #[arg(long)]
+    pub learning_rate: Option<f64>,
+}
+
+#[derive(Debug, Args)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub config: ConfigArg,
+    /// The job id of a `train --keep-shared` job whose model this party and the peer hold in shares.
+    #[arg(long)]
+    pub model: String,
+    /// This party's dataset with the rows to score.
+    #[arg(long)]
+    pub dataset: String,
+    /// The peer and its dataset, PARTY:DATASET.
+    #[arg(long = "peer")]
+    pub peer: String,
+    /// Where to write the scores (CSV `id,score`); only this party sees them.
+    #[arg(long)]
+    pub output: PathBuf,
 }
 
 #[derive(Debug, Subcommand)]

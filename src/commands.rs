@@ -122,6 +122,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         }
         Command::Psi(a) => psi(a).await,
         Command::Train(a) => crate::jobs::train::command(a).await,
+        Command::Predict(a) => crate::jobs::train::predict_command(a).await,
         Command::Risk(c) => crate::jobs::risk::command(c).await,
         Command::Audit(
             AuditCommand::Log { .. }

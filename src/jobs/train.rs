@@ -43,6 +43,11 @@ pub async fn command(_a: crate::cli::TrainArgs) -> anyhow::Result<ExitCode> {
     anyhow::bail!("`confide train`: {NOT_YET}")
 }
 
+/// `confide predict`.
+pub async fn predict_command(_a: crate::cli::PredictArgs) -> anyhow::Result<ExitCode> {
+    anyhow::bail!("`confide predict`: {NOT_YET}")
+}
+
 /// Writes the demo's training data and declares it (before the daemons start).
 pub fn demo_data(_dir: &Path, _rows: usize) -> anyhow::Result<()> {
     Ok(())
