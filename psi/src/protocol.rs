@@ -7,7 +7,7 @@ use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use confide_mpc::transport::Transport;
 use rand::seq::SliceRandom;
@@ -20,14 +20,17 @@ use crate::input::{self, IdStore, InputStats, Tuning};
 use crate::wire::{self, Msg, STREAM_OWN, STREAM_SET, STREAM_UNION};
 use crate::{OutputMode, Progress, PsiJob, PsiReport};
 
-/// Runs `f` on the rayon pool and awaits its result without blocking the runtime.
+/// Runs `f` on the rayon pool and awaits its result without blocking the runtime. A panic
+/// in `f` (a bug) becomes an error instead of aborting the process.
 async fn cpu<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, PsiError> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     rayon::spawn(move || {
-        let _ = tx.send(f());
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
     });
-    rx.await
-        .map_err(|_| PsiError::Internal("a rayon task panicked".into()))
+    match rx.await {
+        Ok(Ok(r)) => Ok(r),
+        _ => Err(PsiError::Internal("a rayon task panicked".into())),
+    }
 }
 
 /// Runs blocking file I/O on tokio's blocking pool.
@@ -223,12 +226,12 @@ async fn read_input(
     tuning: Tuning,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<(IdStore, InputStats), PsiError> {
-    let rows = Arc::new(AtomicU64::new(0));
     let (path, column, dir) = (job.input.clone(), job.id_column.clone(), dir.to_path_buf());
-    let counter = rows.clone();
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let mut task = tokio::task::spawn_blocking(move || {
+        // One message per 65536 rows: the channel stays small.
         input::prepare(&path, &column, &dir, &tuning, &|done, _| {
-            counter.store(done, Ordering::Relaxed)
+            let _ = tx.send(done);
         })
     });
     let report = |done| {
@@ -245,7 +248,7 @@ async fn read_input(
                 report(stats.rows);
                 return Ok((store, stats));
             }
-            () = tokio::time::sleep(Duration::from_millis(250)) => report(rows.load(Ordering::Relaxed)),
+            Some(done) = rx.recv() => report(done),
         }
     }
 }
