@@ -60,8 +60,12 @@
 //!
 //! Inputs are read as a stream and, above [`Tuning::bucket_bytes`], bucketed to disk under
 //! [`PsiJob::work_dir`] for de-duplication; the curve work runs on rayon in batches, off
-//! the async runtime; memory is one input bucket plus two 12-byte tags per item of the
-//! largest set (about 250 MB for 10^7 rows).
+//! the async runtime. Memory is one input bucket (about 200 MB at the default 32 MiB
+//! buckets) while reading, then 12 bytes per item of the tag sets a party holds: its own
+//! and its successor's (about 250 MB for 10^7 rows per side); the combiner of a
+//! multi-party job holds the tags of all the non-initiator sets. Points in flight are
+//! bounded by the transport's buffers; points between rounds of a multi-party job go to
+//! files under the work directory.
 #![forbid(unsafe_code)]
 
 pub mod crypto;
