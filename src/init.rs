@@ -22,23 +22,6 @@ pub struct InitOptions {
     pub metrics_base_port: u16,
 }
 
-/// The audit-chain genesis as written by `init`.
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct GenesisFile {
-    pub alliance: String,
-    pub members: Vec<GenesisMember>,
-    pub sequencer: String,
-    pub quorum: usize,
-    pub compute: Vec<String>,
-    pub dealer: Option<String>,
-}
-
-#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
-pub struct GenesisMember {
-    pub name: String,
-    pub public_key_hex: String,
-}
-
 fn write(path: &Path, data: &[u8], secret: bool) -> Result<(), DaemonError> {
     std::fs::write(path, data)
         .map_err(|e| DaemonError::io(format!("writing {}", path.display()), e))?;
@@ -134,10 +117,10 @@ pub fn run(opts: &InitOptions) -> Result<(), DaemonError> {
         let seed: [u8; 32] = rand::random();
         let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
         write(&pdir.join("audit.key"), hex::encode(seed).as_bytes(), true)?;
-        members.push(GenesisMember {
-            name: name.clone(),
-            public_key_hex: hex::encode(signing.verifying_key().to_bytes()),
-        });
+        members.push(confide_audit::Member::new(
+            name.clone(),
+            &signing.verifying_key(),
+        ));
 
         let mut toml = String::new();
         let port = opts.base_port as usize + i;
@@ -195,17 +178,15 @@ pub fn run(opts: &InitOptions) -> Result<(), DaemonError> {
         );
         write(&pdir.join("party.toml"), toml.as_bytes(), false)?;
     }
-    let genesis = GenesisFile {
-        alliance: "confide".into(),
-        sequencer: opts.parties[0].clone(),
-        quorum: opts.parties.len() / 2 + 1,
-        members,
-        compute,
-        dealer,
-    };
-    let json =
-        serde_json::to_vec_pretty(&genesis).map_err(|e| DaemonError::Internal(e.to_string()))?;
-    write(&opts.dir.join("genesis.json"), &json, false)?;
+    // compute and dealer are recorded in every party.toml; genesis holds the members.
+    let _ = (&compute, &dealer);
+    let genesis = confide_audit::Genesis::new(members, opts.parties[0].clone())
+        .map_err(|e| DaemonError::Internal(format!("genesis: {e}")))?;
+    write(
+        &opts.dir.join("genesis.json"),
+        genesis.to_json().as_bytes(),
+        false,
+    )?;
     write(
         &opts.dir.join("docker-compose.yml"),
         compose_file(opts).as_bytes(),

@@ -5,6 +5,7 @@
 //! streams to it and runs jobs; [`commands`] is what the CLI does.
 #![forbid(unsafe_code)]
 
+pub mod audit;
 pub mod cli;
 pub mod client;
 pub mod commands;

@@ -255,9 +255,12 @@ impl<'a, T: Transport> Engine<'a, T> {
         let state = match seat {
             Seat::Dealer => {
                 let mut seeds = Zeroizing::new([[0u8; 32]; 2]);
-                let mut os = rand::rng();
-                os.fill_bytes(&mut seeds[0]);
-                os.fill_bytes(&mut seeds[1]);
+                {
+                    // The thread-local RNG must not live across an await (the future is Send).
+                    let mut os = rand::rng();
+                    os.fill_bytes(&mut seeds[0]);
+                    os.fill_bytes(&mut seeds[1]);
+                }
                 t.send(&names.p0, seeds[0].to_vec()).await?;
                 t.send(&names.p1, seeds[1].to_vec()).await?;
                 State::Dealer {

@@ -192,6 +192,29 @@ pub async fn run(
         _ = tokio::time::sleep(deadline) => Err(DaemonError::Deadline(deadline.as_secs())),
     };
     let _ = std::fs::remove_dir_all(&work_dir);
+    // The initiator anchors every job (succeeded or not) on the audit chain.
+    let result = if spec.initiator() == daemon.me {
+        match crate::audit::record_job(&daemon, &spec, &result).await {
+            Ok(Some(index)) => result.map(|mut v| {
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("audit_index".into(), index.into());
+                }
+                v
+            }),
+            Ok(None) => result,
+            Err(e) => {
+                tracing::error!(job = %job_id, error = %e, "could not anchor the job on the audit chain");
+                match result {
+                    Ok(_) => Err(DaemonError::Protocol(format!(
+                        "the job ran but could not be anchored on the audit chain: {e}"
+                    ))),
+                    Err(e0) => Err(e0),
+                }
+            }
+        }
+    } else {
+        result
+    };
     let elapsed = started.elapsed();
     let (state, status) = match &result {
         Ok(_) => (JobState::Succeeded, "succeeded"),

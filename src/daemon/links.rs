@@ -53,6 +53,13 @@ impl PeerChannels {
 
     /// A client for `peer` (mutual TLS, the peer's certificate must name it).
     pub fn client(&self, peer: &str) -> Result<PeerClient<Channel>, DaemonError> {
+        Ok(PeerClient::new(self.channel(peer)?)
+            .max_decoding_message_size(MAX_MESSAGE)
+            .max_encoding_message_size(MAX_MESSAGE))
+    }
+
+    /// The (lazily connected, shared) channel to `peer`.
+    pub fn channel(&self, peer: &str) -> Result<Channel, DaemonError> {
         let address = self.address(peer)?.to_string();
         let mut cache = self
             .channels
@@ -72,9 +79,7 @@ impl PeerChannels {
                 c
             }
         };
-        Ok(PeerClient::new(channel)
-            .max_decoding_message_size(MAX_MESSAGE)
-            .max_encoding_message_size(MAX_MESSAGE))
+        Ok(channel)
     }
 }
 

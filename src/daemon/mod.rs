@@ -33,6 +33,8 @@ pub struct Daemon {
     pub rendezvous: Rendezvous,
     pub metrics: Arc<Metrics>,
     pub jobs: Mutex<BTreeMap<String, JobRecord>>,
+    /// This member's audit chain, if the config names a genesis and an audit key.
+    pub audit: Option<Arc<crate::audit::AuditState>>,
     /// Risk-query state, opened on first use (see `jobs::risk`).
     pub risk: tokio::sync::OnceCell<Arc<crate::jobs::risk::RiskState>>,
 }
@@ -59,6 +61,7 @@ impl Daemon {
             metrics: Arc::new(Metrics::default()),
             jobs: Mutex::new(BTreeMap::new()),
             risk: tokio::sync::OnceCell::new(),
+            audit: crate::audit::AuditState::open(&cfg)?,
             cfg,
         }))
     }
@@ -129,7 +132,12 @@ pub async fn serve(
         .tcp_nodelay(true)
         .add_service(health_service)
         .add_service(services::peer_server(daemon.clone()))
-        .add_service(services::control_server(daemon.clone()));
+        .add_service(services::control_server(daemon.clone()))
+        .add_service(crate::audit::audit_server(daemon.clone()));
+    tokio::spawn(crate::audit::replication_loop(
+        daemon.clone(),
+        stop_rx.clone(),
+    ));
     let mut stop_rx2 = stop_rx.clone();
     let result = server.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_rx2.wait_for(|s| *s).await;

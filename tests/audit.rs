@@ -1,0 +1,260 @@
+//! The audit chain across three real daemons: every PSI job is anchored, replicated to
+//! every member within seconds and cosigned; `audit verify` passes everywhere; a proof
+//! bundle checks offline and any tampering is rejected; a member that was down catches up.
+
+mod common;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+fn log_json(dir: &Path, party: &str) -> (u64, Option<u64>, String) {
+    let o = confide(&[
+        "audit",
+        "log",
+        "--config",
+        config(dir, party).to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = stdout(&o);
+    let first = out.lines().next().unwrap_or("").to_string();
+    // "N entries; final checkpoint at size M"
+    let n: u64 = first
+        .split_whitespace()
+        .next()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    let f: Option<u64> = first.rsplit(' ').next().and_then(|x| x.parse().ok());
+    (n, f, out)
+}
+
+fn wait_replicated(dir: &Path, parties: &[&str], n: u64, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if parties.iter().all(|p| {
+            let (size, fin, _) = log_json(dir, p);
+            size >= n && fin >= Some(n)
+        }) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "audit log not replicated within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn job_id(psi_stdout: &str) -> String {
+    psi_stdout
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string()
+}
+
+#[test]
+fn jobs_are_anchored_replicated_and_provable_offline() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_base_port(3);
+    let dir = init(root.path(), "a", "alice,bob,carol", port);
+    let data = root.path().join("ids.csv");
+    let mut s = String::from("id\n");
+    for i in 0..500 {
+        s.push_str(&format!("customer-{i}\n"));
+    }
+    std::fs::write(&data, s).unwrap();
+    add_dataset(
+        &dir,
+        "alice",
+        "ids",
+        &data,
+        "id",
+        "{ psi = [\"bob\", \"carol\"] }",
+    );
+    add_dataset(
+        &dir,
+        "bob",
+        "ids",
+        &data,
+        "id",
+        "{ psi = [\"alice\", \"carol\"] }",
+    );
+    add_dataset(
+        &dir,
+        "carol",
+        "ids",
+        &data,
+        "id",
+        "{ psi = [\"alice\", \"bob\"] }",
+    );
+    let _alice = serve(&dir, "alice");
+    let _bob = serve(&dir, "bob");
+    let mut carol = serve(&dir, "carol");
+    for p in ["alice", "bob", "carol"] {
+        wait_status_ok(&dir, p, Duration::from_secs(20));
+    }
+    let cfg = |p: &str| config(&dir, p).to_str().unwrap().to_string();
+
+    // A PSI job started by alice, and one started by bob.
+    let o = confide(&[
+        "psi",
+        "--config",
+        &cfg("alice"),
+        "--dataset",
+        "ids",
+        "--peer",
+        "bob:ids",
+        "--size-only",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job1 = job_id(&stdout(&o));
+    let o = confide(&[
+        "psi",
+        "--config",
+        &cfg("bob"),
+        "--dataset",
+        "ids",
+        "--peer",
+        "carol:ids",
+        "--size-only",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job2 = job_id(&stdout(&o));
+
+    // In every member's log within seconds, final, and verified.
+    let took = wait_replicated(&dir, &["alice", "bob", "carol"], 2, Duration::from_secs(10));
+    assert!(took < Duration::from_secs(10));
+    for p in ["alice", "bob", "carol"] {
+        let (_, _, out) = log_json(&dir, p);
+        assert!(out.contains(&job1) && out.contains(&job2), "{out}");
+        let o = confide(&["audit", "verify", "--config", &cfg(p)]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stdout(&o).contains("intact"), "{}", stdout(&o));
+    }
+    let o = confide(&["audit", "log", "--summary", "--config", &cfg("carol")]);
+    let summary = stdout(&o);
+    let row = |name: &str| {
+        summary
+            .lines()
+            .find(|l| l.starts_with(name))
+            .unwrap()
+            .split_whitespace()
+            .skip(1)
+            .map(|x| x.parse::<u64>().unwrap())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(row("alice"), vec![1, 0], "{summary}");
+    assert_eq!(row("bob"), vec![1, 1], "{summary}");
+    assert_eq!(row("carol"), vec![0, 1], "{summary}");
+
+    // A proof, made at carol (not the initiator), checks offline; tampering is rejected.
+    let proof = root.path().join("proof.json");
+    let o = confide(&[
+        "audit",
+        "prove",
+        "--config",
+        &cfg("carol"),
+        "--job",
+        &job1,
+        "--output",
+        proof.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let genesis = dir.join("genesis.json");
+    let o = confide(&[
+        "audit",
+        "check",
+        proof.to_str().unwrap(),
+        "--genesis",
+        genesis.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("proof OK") && stdout(&o).contains(&job1),
+        "{}",
+        stdout(&o)
+    );
+
+    let original = std::fs::read_to_string(&proof).unwrap();
+    let bundle: serde_json::Value = serde_json::from_str(&original).unwrap();
+    let flip_hex = |s: &str, at: usize| {
+        let mut b = s.as_bytes().to_vec();
+        b[at] = if b[at] == b'a' { b'b' } else { b'a' };
+        String::from_utf8(b).unwrap()
+    };
+    let mut cases: Vec<(String, serde_json::Value)> = Vec::new();
+    // A byte of the audit path.
+    if let Some(first) = bundle["audit_path"]
+        .as_array()
+        .and_then(|a| a.first())
+        .and_then(|v| v.as_str())
+    {
+        let mut b = bundle.clone();
+        b["audit_path"][0] = flip_hex(first, 5).into();
+        cases.push(("path".into(), b));
+    }
+    // The entry (and with it its signature).
+    let entry = bundle["entry"].as_str().unwrap().to_string();
+    let mut b = bundle.clone();
+    b["entry"] = flip_hex(&entry, entry.len() - 10).into();
+    cases.push(("entry signature".into(), b));
+    // The checkpoint: its root line, and a cosignature.
+    let cp = bundle["checkpoint"].as_str().unwrap().to_string();
+    let lines: Vec<&str> = cp.lines().collect();
+    let mut with_root = lines.clone();
+    let root_line = flip_hex(lines[2], 3);
+    with_root[2] = &root_line;
+    let mut b = bundle.clone();
+    b["checkpoint"] = (with_root.join("\n") + "\n").into();
+    cases.push(("checkpoint root".into(), b));
+    let sig_at = lines.len() - 1;
+    let mut with_sig = lines.clone();
+    let sig_line = flip_hex(lines[sig_at], lines[sig_at].len() - 6);
+    with_sig[sig_at] = &sig_line;
+    let mut b = bundle.clone();
+    b["checkpoint"] = (with_sig.join("\n") + "\n").into();
+    cases.push(("cosignature".into(), b));
+    let mut b = bundle.clone();
+    b["index"] = (bundle["index"].as_u64().unwrap() + 1).into();
+    cases.push(("index".into(), b));
+    for (what, b) in cases {
+        let p = root.path().join("tampered.json");
+        std::fs::write(&p, b.to_string()).unwrap();
+        let o = confide(&[
+            "audit",
+            "check",
+            p.to_str().unwrap(),
+            "--genesis",
+            genesis.to_str().unwrap(),
+        ]);
+        assert_clean_error(&o, "proof rejected");
+        let _ = what;
+    }
+
+    // carol goes down: jobs still become final (alice + bob are a quorum); carol catches up.
+    carol.child.kill().unwrap();
+    carol.child.wait().unwrap();
+    let o = confide(&[
+        "psi",
+        "--config",
+        &cfg("alice"),
+        "--dataset",
+        "ids",
+        "--peer",
+        "bob:ids",
+        "--size-only",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job3 = job_id(&stdout(&o));
+    wait_replicated(&dir, &["alice", "bob"], 3, Duration::from_secs(10));
+    let _carol = serve(&dir, "carol");
+    wait_status_ok(&dir, "carol", Duration::from_secs(20));
+    wait_replicated(&dir, &["alice", "bob", "carol"], 3, Duration::from_secs(15));
+    let (_, _, out) = log_json(&dir, "carol");
+    assert!(out.contains(&job3), "{out}");
+    let o = confide(&["audit", "verify", "--config", &cfg("carol")]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
