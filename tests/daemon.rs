@@ -212,3 +212,56 @@ fn init_refuses_bad_arguments() {
     ]);
     assert_clean_error(&o, "already holds an alliance");
 }
+
+#[test]
+fn metrics_count_jobs_and_bytes_per_peer() {
+    use std::io::{Read, Write};
+    let root = tempfile::tempdir().unwrap();
+    let port = free_base_port(4);
+    let dir = root.path().join("m");
+    let o = confide(&[
+        "init",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--parties",
+        "alice,bob",
+        "--base-port",
+        &port.to_string(),
+        "--metrics-base-port",
+        &(port + 2).to_string(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let _alice = serve(&dir, "alice");
+    let _bob = serve(&dir, "bob");
+    wait_status_ok(&dir, "alice", Duration::from_secs(20));
+    let o = confide(&[
+        "netcheck",
+        "--config",
+        config(&dir, "alice").to_str().unwrap(),
+        "--rounds",
+        "4",
+        "--size",
+        "1000",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port + 2)).unwrap();
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let mut body = String::new();
+    s.read_to_string(&mut body).unwrap();
+    assert!(
+        body.contains(
+            "confide_jobs_total{party=\"alice\",kind=\"netcheck\",status=\"succeeded\"} 1"
+        ),
+        "{body}"
+    );
+    // 4 rounds of 1,008 bytes to bob.
+    assert!(
+        body.contains("confide_peer_bytes_sent_total{party=\"alice\",peer=\"bob\"} 4032"),
+        "{body}"
+    );
+    assert!(
+        body.contains("confide_peer_bytes_received_total{party=\"alice\",peer=\"bob\"} 4032"),
+        "{body}"
+    );
+}

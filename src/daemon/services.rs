@@ -112,9 +112,13 @@ impl Peer for PeerService {
         let abort = jobs::register(d, &spec).map_err(Status::from)?;
         tracing::info!(job = %spec.job_id, kind = %spec.kind, peer = %who, "accepted job");
         let daemon = d.clone();
-        tokio::spawn(async move {
-            let _ = jobs::run(daemon, spec, abort, None).await;
-        });
+        let span = tracing::info_span!("job", job = %spec.job_id, kind = %spec.kind, party = %d.me);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _ = jobs::run(daemon, spec, abort, None).await;
+            },
+            span,
+        ));
         Ok(Response::new(ProposalReply {
             accepted: true,
             reason: String::new(),
@@ -258,9 +262,13 @@ impl Control for ControlService {
                 ..Default::default()
             })
             .await;
-        tokio::spawn(async move {
-            let _ = jobs::run(d, spec, abort, Some(tx)).await;
-        });
+        let span = tracing::info_span!("job", job = %spec.job_id, kind = %spec.kind, party = %d.me);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _ = jobs::run(d, spec, abort, Some(tx)).await;
+            },
+            span,
+        ));
         use tokio_stream::StreamExt;
         Ok(Response::new(Box::pin(
             tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
