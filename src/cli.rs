@@ -56,6 +56,13 @@ pub enum Command {
     Audit(AuditCommand),
     /// List this daemon's jobs.
     Jobs(ConfigArg),
+    /// Cancel a running job (every party of the job stops it).
+    Cancel {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        job: String,
+    },
     /// Check the connection to peers with a real job over the job streams.
     Netcheck {
         #[command(flatten)]

@@ -86,6 +86,23 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+        Command::Cancel { config, job } => {
+            let cfg = PartyConfig::load(&config.config)?;
+            let mut ctl = client::control(&cfg).await?;
+            let r = ctl
+                .cancel_job(confide_proto::CancelJobRequest {
+                    job_id: job.clone(),
+                })
+                .await
+                .map_err(|s| client::daemon_error(&cfg, &s))?
+                .into_inner();
+            if r.cancelled {
+                println!("job {job} cancelled");
+            } else {
+                println!("job {job} had already ended");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Netcheck {
             config,
             peers,

@@ -265,3 +265,60 @@ fn metrics_count_jobs_and_bytes_per_peer() {
         "{body}"
     );
 }
+
+#[test]
+fn a_cancelled_job_stops_at_every_party() {
+    let root = tempfile::tempdir().unwrap();
+    let port = free_base_port(2);
+    let dir = init(root.path(), "a", "alice,bob", port);
+    let _alice = serve(&dir, "alice");
+    let _bob = serve(&dir, "bob");
+    wait_status_ok(&dir, "alice", Duration::from_secs(20));
+    let cfg = config(&dir, "alice");
+    let job = std::process::Command::new(BIN)
+        .args([
+            "netcheck",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--rounds",
+            "100000",
+            "--interval-ms",
+            "20",
+        ])
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Find the running job's id and cancel it.
+    let started = Instant::now();
+    let id = loop {
+        let o = confide(&["jobs", "--config", cfg.to_str().unwrap()]);
+        if let Some(line) = stdout(&o).lines().find(|l| l.contains("running")) {
+            break line.split_whitespace().next().unwrap().to_string();
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "job never ran");
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let o = confide(&["cancel", "--config", cfg.to_str().unwrap(), "--job", &id]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = job.wait_with_output().unwrap();
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
+    // bob was told and stopped too.
+    let started = Instant::now();
+    loop {
+        let o = confide(&["jobs", "--config", config(&dir, "bob").to_str().unwrap()]);
+        let line = stdout(&o)
+            .lines()
+            .find(|l| l.starts_with(&id))
+            .map(str::to_string);
+        if line.as_deref().is_some_and(|l| !l.contains("running")) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "bob still runs the job: {line:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
