@@ -75,7 +75,10 @@ fn main() {
         ("German", "german_credit_onehot.csv"),
         ("Taiwan", "credit_default_taiwan.csv"),
     ] {
-        let (ta, tb) = load(&format!("/work/shared/data/credit/{file}"));
+        let (ta, tb) = load(&format!(
+            "{}/../../shared/data/credit/{file}",
+            env!("CARGO_MANIFEST_DIR")
+        ));
         let order = batch_order(42, 0, ta.ids.len());
         let cut = ta.ids.len() * 4 / 5;
         let ids: Vec<String> = order.iter().map(|&i| ta.ids[i].clone()).collect();

@@ -40,7 +40,10 @@ fn standardize(x: &ndarray::Array2<f64>, fit: &ndarray::Array2<f64>) -> ndarray:
 fn breast_cancer_auc_within_001_of_plaintext() {
     let dir = tempfile::tempdir().unwrap();
     let (ta, tb) = split_dataset(
-        Path::new("/work/shared/data/credit/breast_cancer_wisconsin.csv"),
+        Path::new(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../shared/data/credit/breast_cancer_wisconsin.csv"
+        )),
         15,
         dir.path(),
     );
