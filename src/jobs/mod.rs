@@ -4,6 +4,8 @@
 //! |---|---|
 //! | `netcheck` | exchanges messages with every party of the job over the job's streams and measures them (no data) |
 //! | `psi` | ECDH private set intersection (confide-psi) |
+//! | `train` | PSI row alignment, then vertical logistic regression on secret shares with the dealer (confide-training) |
+//! | `predict` | PSI row alignment, then scoring with a secret-shared model; only the initiator sees the scores |
 
 use std::collections::HashMap;
 use std::time::Instant;
@@ -20,7 +22,12 @@ pub mod risk;
 pub mod train;
 
 /// Kinds a user can submit, and whether they use a dataset.
-pub const KINDS: &[(&str, bool)] = &[("netcheck", false), ("psi", true), ("train", false)];
+pub const KINDS: &[(&str, bool)] = &[
+    ("netcheck", false),
+    ("psi", true),
+    ("train", false),
+    ("predict", false),
+];
 
 fn needs_dataset(kind: &str) -> Result<bool, DaemonError> {
     KINDS
@@ -60,6 +67,9 @@ pub fn check_local(
     if kind == "train" {
         train::check_local(d, dataset, peers, options)?;
     }
+    if kind == "predict" {
+        train::check_local_predict(d, dataset, peers, options)?;
+    }
     Ok(())
 }
 
@@ -82,6 +92,9 @@ pub fn check_peer(
     }
     if kind == "train" {
         train::check_peer(d, dataset, caller, options)?;
+    }
+    if kind == "predict" {
+        train::check_peer_predict(d, dataset, caller, options)?;
     }
     Ok(())
 }
@@ -123,6 +136,7 @@ pub async fn run(ctx: &JobCtx, t: &ChannelTransport) -> Result<serde_json::Value
         "netcheck" => netcheck(ctx, t).await,
         "psi" => psi::run(ctx, t).await,
         "train" => train::run(ctx, t).await,
+        "predict" => train::run_predict(ctx, t).await,
         other => Err(DaemonError::InvalidRequest(format!(
             "unknown job kind `{other}`"
         ))),
