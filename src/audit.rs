@@ -286,11 +286,23 @@ pub async fn log_risk_query(
     served_by: Vec<String>,
     blinded_hash: [u8; 32],
 ) -> Result<Vec<u8>, DaemonError> {
+    log_risk_eval(d, JobKind::RiskQuery, job_id, served_by, blinded_hash).await
+}
+
+/// As [`log_risk_query`] with the entry's kind: `RiskQuery` for a lender's query,
+/// `RiskIngest` for the OPRF evaluations of a holder's ingest.
+pub async fn log_risk_eval(
+    d: &Daemon,
+    kind: JobKind,
+    job_id: &str,
+    served_by: Vec<String>,
+    blinded_hash: [u8; 32],
+) -> Result<Vec<u8>, DaemonError> {
     let salt = new_salt();
     let body = EntryBody {
         timestamp_ms: crate::daemon::jobs::now_ms(),
         member: d.me.clone(),
-        kind: JobKind::RiskQuery,
+        kind,
         job_id: job_id.to_string(),
         served_by,
         fingerprint: fingerprint(&salt, &blinded_hash, b""),
@@ -305,7 +317,16 @@ pub async fn log_risk_query(
     serde_json::to_vec(&ev).map_err(|e| DaemonError::Internal(e.to_string()))
 }
 
-/// Checks risk-query evidence: an entry signed by `querier` of kind risk-query, promised
+/// The kind of the entry inside risk evidence (not verified: see [`check_risk_evidence`]).
+pub fn risk_evidence_kind(evidence: &[u8]) -> Result<JobKind, String> {
+    let ev: QueryEvidence =
+        serde_json::from_slice(evidence).map_err(|e| format!("malformed evidence: {e}"))?;
+    let bytes = hex::decode(&ev.entry_hex).map_err(|_| "malformed entry".to_string())?;
+    let entry = Entry::from_bytes(&bytes).map_err(|e| format!("bad entry: {e}"))?;
+    Ok(entry.body().kind)
+}
+
+/// Checks risk evidence: an entry signed by `querier` of kind risk-query (or risk-ingest), promised
 /// by the sequencer, whose fingerprint commits to exactly `blinded_hash`.
 pub fn check_risk_evidence(
     genesis: &Genesis,
@@ -331,8 +352,8 @@ pub fn check_risk_evidence(
     if b.member != querier {
         return Err(format!("the entry is `{}`'s, not `{querier}`'s", b.member));
     }
-    if b.kind != JobKind::RiskQuery {
-        return Err("the entry is not a risk query".into());
+    if !matches!(b.kind, JobKind::RiskQuery | JobKind::RiskIngest) {
+        return Err("the entry is not a risk query or ingest".into());
     }
     ev.promise
         .verify(genesis)

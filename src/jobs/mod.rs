@@ -151,6 +151,9 @@ pub async fn handle_call(
     _job_id: &str,
     _payload: Vec<u8>,
 ) -> Result<Vec<u8>, DaemonError> {
+    if let Some(m) = method.strip_prefix("risk.") {
+        return risk::handle_call(_d, _caller, m, _job_id, _payload).await;
+    }
     Err(DaemonError::InvalidRequest(format!(
         "unknown call `{method}`"
     )))
