@@ -1,0 +1,267 @@
+//! End-to-end training between real daemons: alice (label + features), bob (features) and
+//! carol (the dealer) as separate `confide serve` processes on 127.0.0.1, timed from
+//! `confide train` submission to its summary line, with the bytes each party sent per
+//! epoch (from each daemon's job summary in its log) and in all (from its Prometheus
+//! `/metrics`), and each daemon's peak RSS.
+//!
+//! `cargo bench --bench train_e2e` runs 100,000 rows × (50 + 50) features, 10 epochs,
+//! batch 1,024. `TRAIN_E2E="ROWS,FEATURES_A,FEATURES_B,EPOCHS,BATCH"` picks another size,
+//! e.g. `TRAIN_E2E=5000,10,10,3,256`.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use confide_training::Table;
+
+const BIN: &str = env!("CARGO_BIN_EXE_confide");
+const PARTIES: [&str; 3] = ["alice", "bob", "carol"];
+const MB: f64 = 1e6;
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn confide(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("run confide")
+}
+
+fn peak_rss_mib(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    s.lines()
+        .find(|l| l.starts_with("VmHWM:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
+}
+
+fn free_ports(n: u16) -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    loop {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u32(std::process::id());
+        let p = 20_000 + (h.finish() % 30_000) as u16;
+        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
+            return p;
+        }
+    }
+}
+
+fn write_csv(path: &Path, t: &Table, label: bool) {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    write!(f, "id").unwrap();
+    if label {
+        write!(f, ",default").unwrap();
+    }
+    for n in &t.feature_names {
+        write!(f, ",{n}").unwrap();
+    }
+    writeln!(f).unwrap();
+    for (i, id) in t.ids.iter().enumerate() {
+        write!(f, "{id}").unwrap();
+        if let (true, Some(y)) = (label, &t.label) {
+            write!(f, ",{}", y[i]).unwrap();
+        }
+        for v in t.features.row(i) {
+            write!(f, ",{v}").unwrap();
+        }
+        writeln!(f).unwrap();
+    }
+    f.flush().unwrap();
+}
+
+/// Total bytes a daemon has sent to its peers, from its Prometheus endpoint.
+fn metrics_bytes_sent(port: u16) -> u64 {
+    use std::io::Read;
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return 0;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+    let _ = s.write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n");
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    body.lines()
+        .filter(|l| l.starts_with("confide_peer_bytes_sent_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+/// The last `train finished` summary in a daemon's log.
+fn summary_from_log(path: &Path) -> Option<serde_json::Value> {
+    let log = std::fs::read_to_string(path).ok()?;
+    let line = log.lines().rev().find(|l| l.contains("train finished"))?;
+    let start = line.find("summary")?;
+    let json = &line[start + line[start..].find('{')?..];
+    serde_json::Deserializer::from_str(json)
+        .into_iter::<serde_json::Value>()
+        .next()?
+        .ok()
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        println!("train_e2e: benchmark");
+        return;
+    }
+    let spec = std::env::var("TRAIN_E2E").unwrap_or_else(|_| "100000,50,50,10,1024".into());
+    let v: Vec<usize> = spec
+        .split(',')
+        .map(|s| {
+            s.trim()
+                .parse()
+                .expect("TRAIN_E2E: ROWS,FA,FB,EPOCHS,BATCH")
+        })
+        .collect();
+    let [rows, fa, fb, epochs, batch] = v[..] else {
+        panic!("TRAIN_E2E: ROWS,FEATURES_A,FEATURES_B,EPOCHS,BATCH");
+    };
+    let cores = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
+    let root = std::env::temp_dir().join(format!("confide-train-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&root).unwrap();
+
+    let t = Instant::now();
+    let (ta, tb) = confide_training::generate_credit(rows, fa, fb, 42);
+    let (pa, pb) = (root.join("alice.csv"), root.join("bob.csv"));
+    write_csv(&pa, &ta, true);
+    write_csv(&pb, &tb, false);
+    drop((ta, tb));
+    println!(
+        "generated {rows} rows × ({fa} + {fb}) features in {:.1} s",
+        t.elapsed().as_secs_f64()
+    );
+
+    let port = free_ports(6);
+    let dir = root.join("alliance");
+    let o = confide(&[
+        "init",
+        "--dir",
+        dir.to_str().unwrap(),
+        "--parties",
+        "alice,bob,carol",
+        "--dealer",
+        "carol",
+        "--base-port",
+        &port.to_string(),
+        "--metrics-base-port",
+        &(port + 3).to_string(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for (party, file, peer) in [("alice", &pa, "bob"), ("bob", &pb, "alice")] {
+        let mut f = std::fs::OpenOptions::new()
+            .append(true)
+            .open(dir.join(party).join("party.toml"))
+            .unwrap();
+        writeln!(
+            f,
+            "\n[datasets.credit]\npath = \"{}\"\nid_column = \"id\"\nallow = {{ train = [\"{peer}\"] }}",
+            file.display()
+        )
+        .unwrap();
+    }
+    let cfg = |p: &str| dir.join(p).join("party.toml");
+    let log = |p: &str| root.join(format!("{p}.log"));
+    let daemons: Vec<Proc> = PARTIES
+        .iter()
+        .map(|p| {
+            Proc(
+                Command::new(BIN)
+                    .args(["serve", "--config", cfg(p).to_str().unwrap()])
+                    .env("RUST_LOG", "info")
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(log(p)).unwrap())
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    for p in PARTIES {
+        while !confide(&["status", "--config", cfg(p).to_str().unwrap()])
+            .status
+            .success()
+        {
+            assert!(started.elapsed() < Duration::from_secs(30), "{p} not up");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    let metrics_port = |i: usize| port + 3 + i as u16;
+    let before: Vec<u64> = (0..3)
+        .map(|i| metrics_bytes_sent(metrics_port(i)))
+        .collect();
+
+    let out = root.join("model.json");
+    let t = Instant::now();
+    let o = Command::new(BIN)
+        .args([
+            "train",
+            "--config",
+            cfg("alice").to_str().unwrap(),
+            "--dataset",
+            "credit",
+            "--peer",
+            "bob:credit",
+            "--label",
+            "default",
+            "--output",
+            out.to_str().unwrap(),
+            "--epochs",
+            &epochs.to_string(),
+            "--batch-size",
+            &batch.to_string(),
+        ])
+        .stderr(Stdio::inherit())
+        .output()
+        .expect("run confide train");
+    let wall = t.elapsed().as_secs_f64();
+    assert!(o.status.success(), "train failed");
+    let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    println!("{line}");
+    std::thread::sleep(Duration::from_millis(300));
+    let after: Vec<u64> = (0..3)
+        .map(|i| metrics_bytes_sent(metrics_port(i)))
+        .collect();
+
+    println!(
+        "\n{rows} rows × ({fa} + {fb}) features, {epochs} epochs, batch {batch}; three daemons on 127.0.0.1, {cores} cores"
+    );
+    println!("total wall time (submit → summary): {wall:.1} s");
+    println!(
+        "\n| party | PSI MB sent | epoch 1 MB (incl. setup, X masked once) | each later epoch MB (mean) | after training MB (AUC, reveal) | job total MB | /metrics delta MB | psi s | train s | peak RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    for (i, p) in PARTIES.iter().enumerate() {
+        let s = summary_from_log(&log(p)).unwrap_or(serde_json::Value::Null);
+        let n = |k: &str| s.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+        let per: Vec<u64> = s
+            .get("bytes_sent_per_epoch")
+            .and_then(|v| v.as_array())
+            .map(|a| a.iter().filter_map(|x| x.as_u64()).collect())
+            .unwrap_or_default();
+        let first = per.first().copied().unwrap_or(0) as f64 / MB;
+        let later = if per.len() > 1 {
+            per[1..].iter().sum::<u64>() as f64 / (per.len() - 1) as f64 / MB
+        } else {
+            f64::NAN
+        };
+        println!(
+            "| {p} | {:.1} | {first:.1} | {later:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            n("bytes_sent_psi") as f64 / MB,
+            n("bytes_sent_after_training") as f64 / MB,
+            n("bytes_sent") as f64 / MB,
+            after[i].saturating_sub(before[i]) as f64 / MB,
+            n("psi_ms") as f64 / 1000.0,
+            n("train_ms") as f64 / 1000.0,
+            peak_rss_mib(daemons[i].0.id()),
+        );
+    }
+    drop(daemons);
+    let _ = std::fs::remove_dir_all(&root);
+}
