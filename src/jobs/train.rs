@@ -786,7 +786,7 @@ pub async fn run(ctx: &JobCtx, t: &ChannelTransport) -> Result<serde_json::Value
         let other = if role == Role::Active { &b } else { &a };
         let label = (role == Role::Active).then(|| o.label.clone());
         let (local, ids) = align(ctx, t, &ds, other, label).await?;
-        ds_info = Some((dataset_name, ds, local.feature_names.clone(), ids.len()));
+        ds_info = Some((dataset_name, local.feature_names.clone(), ids.len()));
         data = Some(local);
     }
     let psi_ms = started.elapsed().as_millis() as u64;
@@ -845,7 +845,7 @@ pub async fn run(ctx: &JobCtx, t: &ChannelTransport) -> Result<serde_json::Value
     }
     let mut shared_path = None;
     if o.keep_shared
-        && let (Some(share), Some((dataset_name, ds, feature_names, _))) =
+        && let (Some(share), Some((dataset_name, feature_names, _))) =
             (outcome.shared.clone(), ds_info.as_ref())
     {
         let stored = StoredShare {
@@ -862,7 +862,6 @@ pub async fn run(ctx: &JobCtx, t: &ChannelTransport) -> Result<serde_json::Value
             },
             share,
         };
-        let _ = ds;
         let mut bytes = serde_json::to_vec(&stored)
             .map_err(|e| DaemonError::Internal(format!("serializing the share: {e}")))?;
         let path = share_path(&d.cfg, &ctx.spec.job_id);
@@ -891,8 +890,8 @@ pub async fn run(ctx: &JobCtx, t: &ChannelTransport) -> Result<serde_json::Value
         "role": role_name(role),
         "dataset": ds_info.as_ref().map(|x| x.0.clone()),
         "parties": names,
-        "common_rows": ds_info.as_ref().map(|x| x.3),
-        "features": ds_info.as_ref().map(|x| x.2.len()),
+        "common_rows": ds_info.as_ref().map(|x| x.2),
+        "features": ds_info.as_ref().map(|x| x.1.len()),
         "epochs": o.epochs,
         "batch_size": o.batch_size,
         "learning_rate": o.learning_rate,
