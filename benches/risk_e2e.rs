@@ -1,0 +1,270 @@
+//! End-to-end joint risk queries over three real daemons (`confide serve` processes on
+//! 127.0.0.1, mutual TLS; alice and bob are the compute nodes, alice the audit sequencer,
+//! carol the holder and the lender, so every node call crosses the network).
+//!
+//! Measures: the ingest of N rows at one holder (`confide risk ingest`, process start to
+//! summary), then with those N customers in the index: 200 single queries (p50/p99, each a
+//! `risk.query` call to carol's own daemon over a kept connection: audit entry through the
+//! sequencer, evaluation at both nodes, lookup at both nodes), a few whole
+//! `confide risk query --id` processes, and a batch of 1,000 IDs.
+//!
+//! `cargo bench --bench risk_e2e`; `RISK_E2E_ROWS=200000` picks fewer customers (default
+//! 1,000,000). `RISK_E2E_LOG=confide=debug RISK_E2E_LOGDIR=/tmp/x` keeps the daemons' logs.
+
+use std::io::Write;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use confide::config::PartyConfig;
+use confide::tls::TlsMaterial;
+use confide_proto::CallRequest;
+use confide_proto::peer_client::PeerClient;
+
+const BIN: &str = env!("CARGO_BIN_EXE_confide");
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn confide(args: &[&str]) -> std::process::Output {
+    Command::new(BIN).args(args).output().expect("run confide")
+}
+
+fn check(o: &std::process::Output, what: &str) -> String {
+    assert!(
+        o.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn id(i: u64) -> String {
+    format!(
+        "{:012}",
+        i.wrapping_mul(0x9E37_79B9_7F4A_7C15) % 1_000_000_000_000
+    )
+}
+
+fn write_loans(path: &Path, n: u64) {
+    let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
+    writeln!(f, "id,blacklisted,loans,amount,overdue").unwrap();
+    for i in 0..n {
+        writeln!(
+            f,
+            "{},{},{},{},{}",
+            id(i),
+            u8::from(i.is_multiple_of(17)),
+            i % 4,
+            (i % 1000) * 10_000,
+            i % 3
+        )
+        .unwrap();
+    }
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    let rows: u64 = std::env::var("RISK_E2E_ROWS")
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(1_000_000);
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("alliance");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let p = l.local_addr().unwrap().port();
+        drop(l);
+        p.clamp(20_000, 60_000)
+    };
+    check(
+        &confide(&[
+            "init",
+            "--dir",
+            dir.to_str().unwrap(),
+            "--parties",
+            "alice,bob,carol",
+            "--base-port",
+            &port.to_string(),
+        ]),
+        "init",
+    );
+    let data = root.path().join("carol-loans.csv");
+    let t = Instant::now();
+    write_loans(&data, rows);
+    eprintln!("wrote {rows} rows in {:.1} s", t.elapsed().as_secs_f64());
+    for p in ["alice", "bob", "carol"] {
+        let path = dir.join(p).join("party.toml");
+        let mut t = std::fs::read_to_string(&path).unwrap().replace(
+            "risk_queries_per_minute = 1000",
+            "risk_queries_per_minute = 1000000",
+        );
+        if p == "carol" {
+            t.push_str(&format!(
+                "\n[datasets.loans]\npath = \"{}\"\nid_column = \"id\"\nallow = {{ risk = [\"alice\", \"bob\"] }}\n",
+                data.display()
+            ));
+        }
+        std::fs::write(&path, t).unwrap();
+    }
+    let cfg = |p: &str| dir.join(p).join("party.toml");
+    let _daemons: Vec<Proc> = ["alice", "bob", "carol"]
+        .iter()
+        .map(|p| {
+            Proc(
+                Command::new(BIN)
+                    .args(["serve", "--config", cfg(p).to_str().unwrap()])
+                    .env(
+                        "RUST_LOG",
+                        std::env::var("RISK_E2E_LOG").unwrap_or_else(|_| "warn".into()),
+                    )
+                    .stdout(Stdio::null())
+                    .stderr(match std::env::var_os("RISK_E2E_LOGDIR") {
+                        Some(d) => Stdio::from(
+                            std::fs::File::create(Path::new(&d).join(format!("{p}.log"))).unwrap(),
+                        ),
+                        None => Stdio::null(),
+                    })
+                    .spawn()
+                    .unwrap(),
+            )
+        })
+        .collect();
+    let started = Instant::now();
+    while !confide(&["status", "--config", cfg("carol").to_str().unwrap()])
+        .status
+        .success()
+    {
+        assert!(started.elapsed() < Duration::from_secs(30), "daemons up");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    // Ingest at one holder.
+    let t = Instant::now();
+    let out = check(
+        &confide(&[
+            "risk",
+            "ingest",
+            "--config",
+            cfg("carol").to_str().unwrap(),
+            "--dataset",
+            "loans",
+        ]),
+        "ingest",
+    );
+    let ingest = t.elapsed();
+    eprintln!("{}", out.trim());
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (singles, batch) = rt.block_on(async {
+        let c = PartyConfig::load(&cfg("carol")).unwrap();
+        let tls = TlsMaterial::load(&c).unwrap();
+        let ch = confide::daemon::links::endpoint(&c.party.listen, tls.client("carol"))
+            .unwrap()
+            .connect()
+            .await
+            .unwrap();
+        let client = PeerClient::new(ch);
+        let query = |ids: Vec<String>| {
+            let mut client = client.clone();
+            async move {
+                let t = Instant::now();
+                let r = client
+                    .call(CallRequest {
+                        method: "risk.query".into(),
+                        job_id: String::new(),
+                        payload: serde_json::to_vec(&serde_json::json!({ "ids": ids })).unwrap(),
+                    })
+                    .await
+                    .unwrap()
+                    .into_inner();
+                let answers: Vec<[u64; 5]> = serde_json::from_slice(&r.payload).unwrap();
+                assert_eq!(answers.len(), ids.len());
+                (t.elapsed(), answers)
+            }
+        };
+        // Warm-up (connections, node state).
+        let _ = query(vec![id(1)]).await;
+        let mut singles = Vec::new();
+        for k in 0..200u64 {
+            let i = (k * 4_999) % rows;
+            let (d, a) = query(vec![id(i)]).await;
+            let want = [
+                u64::from(i.is_multiple_of(17)),
+                i % 4,
+                (i % 1000) * 10_000,
+                i % 3,
+            ];
+            assert_eq!(a[0][..4], want, "answer for row {i}");
+            singles.push(d);
+        }
+        let ids: Vec<String> = (0..1000u64).map(|k| id((k * 997) % rows)).collect();
+        let (batch, _) = query(ids).await;
+        (singles, batch)
+    });
+    let mut sorted = singles.clone();
+    sorted.sort();
+    // Whole CLI processes (connect, TLS, query, print).
+    let mut cli = Vec::new();
+    for k in 0..10u64 {
+        let t = Instant::now();
+        check(
+            &confide(&[
+                "risk",
+                "query",
+                "--config",
+                cfg("carol").to_str().unwrap(),
+                "--id",
+                &id(k * 31 % rows),
+            ]),
+            "cli query",
+        );
+        cli.push(t.elapsed());
+    }
+    cli.sort();
+
+    println!();
+    println!("risk_e2e: {rows} customers at one holder, 3 daemons on loopback (mTLS)");
+    println!("| measure | value | target |");
+    println!("|---|---|---|");
+    println!(
+        "| ingest of {rows} rows (carol → alice, bob) | {:.1} s | < 60 s (10^6) |",
+        ingest.as_secs_f64()
+    );
+    println!(
+        "| one query, p50 over 200 | {:.1} ms | < 50 ms |",
+        ms(percentile(&sorted, 0.5))
+    );
+    println!(
+        "| one query, p99 over 200 | {:.1} ms | < 200 ms |",
+        ms(percentile(&sorted, 0.99))
+    );
+    println!(
+        "| one query, max | {:.1} ms | |",
+        ms(*sorted.last().unwrap())
+    );
+    println!(
+        "| `confide risk query --id` process, p50 over 10 | {:.1} ms | |",
+        ms(percentile(&cli, 0.5))
+    );
+    println!(
+        "| batch of 1,000 IDs | {:.2} s | < 5 s |",
+        batch.as_secs_f64()
+    );
+}
