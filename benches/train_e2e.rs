@@ -234,9 +234,9 @@ fn main() {
     );
     println!("total wall time (submit → summary): {wall:.1} s");
     println!(
-        "\n| party | PSI MB sent | epoch 1 MB (incl. setup, X masked once) | each later epoch MB (mean) | after training MB (AUC, reveal) | job total MB | /metrics delta MB | psi s | train s | peak RSS MiB |"
+        "\n| party | PSI MB sent | epoch 1 MB (incl. setup, X masked once) | each later epoch MB (mean) | after training MB (AUC, reveal) | job total MB | /metrics delta MB | load CSV s | psi s | train s | peak RSS MiB |"
     );
-    println!("|---|---|---|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|");
     for (i, p) in PARTIES.iter().enumerate() {
         let s = summary_from_log(&log(p)).unwrap_or(serde_json::Value::Null);
         let n = |k: &str| s.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
@@ -252,11 +252,12 @@ fn main() {
             f64::NAN
         };
         println!(
-            "| {p} | {:.1} | {first:.1} | {later:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            "| {p} | {:.1} | {first:.1} | {later:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {:.0} |",
             n("bytes_sent_psi") as f64 / MB,
             n("bytes_sent_after_training") as f64 / MB,
             n("bytes_sent") as f64 / MB,
             after[i].saturating_sub(before[i]) as f64 / MB,
+            n("load_ms") as f64 / 1000.0,
             n("psi_ms") as f64 / 1000.0,
             n("train_ms") as f64 / 1000.0,
             peak_rss_mib(daemons[i].0.id()),

@@ -559,16 +559,19 @@ async fn align(
     ds: &DatasetSection,
     other: &str,
     label: Option<String>,
-) -> Result<(LocalData, Vec<String>), DaemonError> {
+) -> Result<(LocalData, Vec<String>, u64), DaemonError> {
     let path = ds.path.clone();
     let id_col = ds.id_column.clone();
     // Read and check the whole table before any cryptography.
+    let started = Instant::now();
     let table: Table = tokio::task::spawn_blocking(move || {
         confide_training::load_table(&path, &id_col, label.as_deref())
     })
     .await
     .map_err(|e| DaemonError::Internal(format!("loading the table: {e}")))?
     .map_err(|e| bad(e.to_string()))?;
+    let load_ms = started.elapsed().as_millis() as u64;
+    tracing::info!(job = %ctx.spec.job_id, rows = table.ids.len(), load_ms, "table loaded");
     let out = ctx.work_dir.join("common-ids.csv");
     let pair = Pair {
         inner: t,
@@ -610,7 +613,7 @@ async fn align(
         )));
     }
     let data = table.align(&ids).map_err(|e| bad(e.to_string()))?;
-    Ok((data, ids))
+    Ok((data, ids, load_ms))
 }
 
 fn read_ids(path: &Path) -> Result<Vec<String>, DaemonError> {
@@ -781,12 +784,14 @@ pub async fn run(ctx: &JobCtx, t: &ChannelTransport) -> Result<serde_json::Value
     // 1. Row alignment (computing parties only).
     let mut data = None;
     let mut ds_info = None;
+    let mut load_ms = 0;
     if role != Role::Dealer {
         let (dataset_name, ds) = my_dataset(ctx)?;
         let other = if role == Role::Active { &b } else { &a };
         let label = (role == Role::Active).then(|| o.label.clone());
-        let (local, ids) = align(ctx, t, &ds, other, label).await?;
+        let (local, ids, ms) = align(ctx, t, &ds, other, label).await?;
         ds_info = Some((dataset_name, local.feature_names.clone(), ids.len()));
+        load_ms = ms;
         data = Some(local);
     }
     let psi_ms = started.elapsed().as_millis() as u64;
@@ -905,7 +910,9 @@ pub async fn run(ctx: &JobCtx, t: &ChannelTransport) -> Result<serde_json::Value
         "output": output,
         "shared_model": shared_path,
         "warnings": outcome.warnings,
-        "psi_ms": psi_ms,
+        // Loading this party's CSV, then the PSI.
+        "load_ms": load_ms,
+        "psi_ms": psi_ms.saturating_sub(load_ms),
         "train_ms": train_ms,
         "elapsed_ms": started.elapsed().as_millis() as u64,
         "bytes_sent": total,
@@ -964,7 +971,7 @@ pub async fn run_predict(
     // The label column (if the scoring file has it) is not a feature.
     let header = csv_header(&ds.path)?;
     let label = stored.meta.label.clone().filter(|l| header.contains(l));
-    let (data, ids) = align(ctx, t, &ds, peer, label).await?;
+    let (data, ids, _) = align(ctx, t, &ds, peer, label).await?;
     if data.feature_names != stored.meta.feature_names {
         return Err(bad(format!(
             "the columns of dataset `{dataset_name}` differ from the model's {:?}",
