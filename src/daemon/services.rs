@@ -98,7 +98,11 @@ impl Peer for PeerService {
             }))
         };
         if let Err(e) = crate::jobs::check_peer(d, &p.kind, &mine.dataset, &who, &p.options) {
-            return refuse(e.to_string());
+            // The initiator adds "refused:" itself.
+            return refuse(match e {
+                DaemonError::PermissionDenied(m) => m,
+                other => other.to_string(),
+            });
         }
         let deadline_ms = p.deadline_unix_ms.saturating_sub(jobs::now_ms());
         let spec = JobSpec {
