@@ -68,6 +68,18 @@ fn write_loans(path: &Path, n: u64) {
     }
 }
 
+/// User + system CPU seconds of a process so far (Linux /proc; 0 elsewhere).
+fn cpu_secs(pid: u32) -> f64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name (which ends with ')'): utime is the 12th, stime the 13th.
+    let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+    let f: Vec<f64> = rest
+        .split_whitespace()
+        .map(|x| x.parse().unwrap_or(0.0))
+        .collect();
+    (f.get(11).unwrap_or(&0.0) + f.get(12).unwrap_or(&0.0)) / 100.0
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
     sorted[i.min(sorted.len() - 1)]
@@ -153,6 +165,8 @@ fn main() {
     }
 
     // Ingest at one holder.
+    let cpu = |d: &[Proc]| -> Vec<f64> { d.iter().map(|p| cpu_secs(p.0.id())).collect() };
+    let cpu0 = cpu(&_daemons);
     let t = Instant::now();
     let out = check(
         &confide(&[
@@ -166,6 +180,11 @@ fn main() {
         "ingest",
     );
     let ingest = t.elapsed();
+    let ingest_cpu: Vec<f64> = cpu(&_daemons)
+        .iter()
+        .zip(&cpu0)
+        .map(|(a, b)| a - b)
+        .collect();
     eprintln!("{}", out.trim());
 
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -240,12 +259,19 @@ fn main() {
     cli.sort();
 
     println!();
-    println!("risk_e2e: {rows} customers at one holder, 3 daemons on loopback (mTLS)");
+    println!(
+        "risk_e2e: {rows} customers at one holder, 3 daemons on loopback (mTLS), {} cores",
+        std::thread::available_parallelism().map_or(0, |n| n.get())
+    );
     println!("| measure | value | target |");
     println!("|---|---|---|");
     println!(
         "| ingest of {rows} rows (carol → alice, bob) | {:.1} s | < 60 s (10^6) |",
         ingest.as_secs_f64()
+    );
+    println!(
+        "| ingest CPU: S0 alice / S1 bob / holder carol | {:.1} / {:.1} / {:.1} s | |",
+        ingest_cpu[0], ingest_cpu[1], ingest_cpu[2]
     );
     println!(
         "| one query, p50 over 200 | {:.1} ms | < 50 ms |",

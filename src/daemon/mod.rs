@@ -122,7 +122,12 @@ pub async fn serve(
     health_reporter
         .set_serving::<confide_proto::peer_server::PeerServer<services::PeerService>>()
         .await;
-    let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+    // Accepted sockets do not inherit the builder's tcp_nodelay: set it, or small replies
+    // wait for delayed ACKs (~40 ms per unary call).
+    let incoming = tokio_stream::StreamExt::map(
+        tokio_stream::wrappers::TcpListenerStream::new(listener),
+        |s| s.inspect(|s| drop(s.set_nodelay(true))),
+    );
     tracing::info!(party = %daemon.me, %addr, "confide daemon listening (mutual TLS)");
     let server = Server::builder()
         .tls_config(tls.server())

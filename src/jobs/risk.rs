@@ -496,7 +496,8 @@ impl EvidenceSource for DaemonEvidence<'_> {
         blinded_points_hash: [u8; 32],
         _count: usize,
     ) -> confide_risk::Result<Vec<u8>> {
-        crate::audit::log_risk_eval(
+        let t = Instant::now();
+        let ev = crate::audit::log_risk_eval(
             self.d,
             self.kind,
             self.job_id,
@@ -504,7 +505,13 @@ impl EvidenceSource for DaemonEvidence<'_> {
             blinded_points_hash,
         )
         .await
-        .map_err(|e| RiskError::AuditLog(e.to_string()))
+        .map_err(|e| RiskError::AuditLog(e.to_string()))?;
+        tracing::debug!(
+            job = self.job_id,
+            ms = t.elapsed().as_secs_f64() * 1e3,
+            "risk: logged before asking"
+        );
+        Ok(ev)
     }
 }
 
