@@ -216,15 +216,22 @@ pub async fn record_job(
     if d.audit.is_none() {
         return Ok(None);
     }
-    // This party's dataset content hash; the peers' are not shared with the initiator.
+    // Every party's dataset content hash, in party order: this party's own, and the peers'
+    // from their proposal replies (parties that bring no dataset, like a dealer, have none).
     let mut dataset_hashes = Vec::new();
-    if let Some(ds) = spec.dataset_of(&d.me).and_then(|n| d.cfg.datasets.get(n)) {
-        let path = ds.path.clone();
-        dataset_hashes.push(
-            tokio::task::spawn_blocking(move || file_hash(&path))
-                .await
-                .map_err(|e| DaemonError::Internal(e.to_string()))??,
-        );
+    for party in spec.party_names() {
+        if party == d.me {
+            if let Some(ds) = spec.dataset_of(&d.me).and_then(|n| d.cfg.datasets.get(n)) {
+                let path = ds.path.clone();
+                dataset_hashes.push(
+                    tokio::task::spawn_blocking(move || file_hash(&path))
+                        .await
+                        .map_err(|e| DaemonError::Internal(e.to_string()))??,
+                );
+            }
+        } else if let Some(h) = spec.dataset_hashes.get(&party) {
+            dataset_hashes.push(*h);
+        }
     }
     let request = JobRequest {
         kind,

@@ -150,6 +150,36 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
     assert_eq!(row("bob"), vec![1, 1], "{summary}");
     assert_eq!(row("carol"), vec![0, 1], "{summary}");
 
+    // job1's fingerprint commits, with alice's salt, to both parties' dataset hashes, the
+    // parameters and the result: recompute it from alice's salt record.
+    let rec: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            dir.join("alice")
+                .join("data")
+                .join("audit-salts")
+                .join(format!("{job1}.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let request = hex::decode(rec["request"].as_str().unwrap()).unwrap();
+    let file_hash: [u8; 32] =
+        <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&data).unwrap()).into();
+    let occurrences = request.windows(32).filter(|w| *w == file_hash).count();
+    assert_eq!(
+        occurrences, 2,
+        "alice's and bob's dataset hashes are both in the request"
+    );
+    let salt: [u8; 32] = hex::decode(rec["salt"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap();
+    let fp =
+        confide_audit::fingerprint(&salt, &request, rec["result"].as_str().unwrap().as_bytes());
+    let (_, _, out) = log_json(&dir, "carol");
+    let row = out.lines().find(|l| l.contains(&job1)).unwrap();
+    assert!(row.ends_with(&hex::encode(fp)), "{row}");
+
     // A proof, made at carol (not the initiator), checks offline; tampering is rejected.
     let proof = root.path().join("proof.json");
     let o = confide(&[

@@ -26,6 +26,8 @@ pub struct JobSpec {
     pub deadline: Duration,
     /// Where this party writes its output (initiator: from the CLI; others: work dir).
     pub output: Option<PathBuf>,
+    /// At the initiator: SHA-256 of each accepting peer's dataset, from its proposal reply.
+    pub dataset_hashes: BTreeMap<String, [u8; 32]>,
 }
 
 impl JobSpec {

@@ -95,6 +95,7 @@ impl Peer for PeerService {
             Ok(Response::new(ProposalReply {
                 accepted: false,
                 reason,
+                dataset_hash: Vec::new(),
             }))
         };
         if let Err(e) = crate::jobs::check_peer(d, &p.kind, &mine.dataset, &who, &p.options) {
@@ -112,6 +113,19 @@ impl Peer for PeerService {
             options: p.options.into_iter().collect(),
             deadline: Duration::from_millis(deadline_ms.clamp(1_000, 30 * 86_400_000)),
             output: None,
+            dataset_hashes: BTreeMap::new(),
+        };
+        // The content hash of the dataset this party brings, for the initiator's audit entry.
+        let dataset_hash = match d.cfg.datasets.get(&mine.dataset) {
+            Some(ds) if !mine.dataset.is_empty() => {
+                let path = ds.path.clone();
+                tokio::task::spawn_blocking(move || crate::audit::file_hash(&path))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(Status::from)?
+                    .to_vec()
+            }
+            _ => Vec::new(),
         };
         let abort = jobs::register(d, &spec).map_err(Status::from)?;
         tracing::info!(job = %spec.job_id, kind = %spec.kind, peer = %who, "accepted job");
@@ -126,6 +140,7 @@ impl Peer for PeerService {
         Ok(Response::new(ProposalReply {
             accepted: true,
             reason: String::new(),
+            dataset_hash,
         }))
     }
 
@@ -345,13 +360,14 @@ async fn prepare(
         r.timeout_secs
     };
     let options: BTreeMap<String, String> = r.options.into_iter().collect();
-    let spec = JobSpec {
+    let mut spec = JobSpec {
         job_id: jobs::new_job_id(),
         kind: r.kind.clone(),
         parties: parties.clone(),
         options: options.clone(),
         deadline: Duration::from_secs(timeout),
         output: (!r.output.is_empty()).then(|| r.output.clone().into()),
+        dataset_hashes: BTreeMap::new(),
     };
     let proposal = JobProposal {
         job_id: spec.job_id.clone(),
@@ -378,13 +394,24 @@ async fn prepare(
                 .map_err(|s| peer_err(status_line(&s)))?
                 .into_inner();
             if reply.accepted {
-                Ok(())
+                Ok((
+                    p.party.clone(),
+                    <[u8; 32]>::try_from(reply.dataset_hash.as_slice()).ok(),
+                ))
             } else {
                 Err(DaemonError::PermissionDenied(reply.reason))
             }
         }
     });
-    if let Err(e) = futures::future::try_join_all(futs).await {
+    let replies = futures::future::try_join_all(futs).await;
+    if let Ok(hashes) = &replies {
+        for (party, hash) in hashes {
+            if let Some(h) = hash {
+                spec.dataset_hashes.insert(party.clone(), *h);
+            }
+        }
+    }
+    if let Err(e) = replies {
         abort.send_if_modified(|a| {
             *a = Some(format!("not started: {e}"));
             true
