@@ -5,34 +5,17 @@
 //! `cargo bench --bench psi_e2e` runs the default sizes; `PSI_E2E_SIZES="200000x150000,1048576"`
 //! picks others (`N` means N×N).
 
+mod common;
+use common::*;
+
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
 use curve25519_dalek::scalar::Scalar;
 use sha2::Sha512;
-
-const BIN: &str = env!("CARGO_BIN_EXE_confide");
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
 
 /// Per-item, per-party curve floor in µs on one core: hash-to-point, two variable-base
 /// scalar multiplications, one decompression and one batched compression.
@@ -61,10 +44,6 @@ fn floor_us() -> f64 {
     t.elapsed().as_secs_f64() * 1e6 / n as f64
 }
 
-fn confide(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("run confide")
-}
-
 fn write_ids(path: &Path, range: std::ops::Range<u64>) {
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());
     writeln!(f, "id").unwrap();
@@ -78,21 +57,9 @@ fn write_ids(path: &Path, range: std::ops::Range<u64>) {
     }
 }
 
-fn free_port() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    loop {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        let p = 20_000 + (h.finish() % 30_000) as u16;
-        if (0..2).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
-            return p;
-        }
-    }
-}
-
 fn run(root: &Path, a: u64, b: u64) -> (f64, f64, f64, u64) {
     let dir = root.join(format!("alliance-{a}x{b}"));
-    let port = free_port();
+    let port = free_ports(2);
     let o = confide(&[
         "init",
         "--dir",

@@ -11,29 +11,18 @@
 //! `cargo bench --bench risk_e2e`; `RISK_E2E_ROWS=200000` picks fewer customers (default
 //! 1,000,000). `RISK_E2E_LOG=confide=debug RISK_E2E_LOGDIR=/tmp/x` keeps the daemons' logs.
 
+mod common;
+use common::*;
+
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use confide::config::PartyConfig;
 use confide::tls::TlsMaterial;
 use confide_proto::CallRequest;
 use confide_proto::peer_client::PeerClient;
-
-const BIN: &str = env!("CARGO_BIN_EXE_confide");
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn confide(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("run confide")
-}
 
 fn check(o: &std::process::Output, what: &str) -> String {
     assert!(
@@ -96,12 +85,7 @@ fn main() {
         .unwrap_or(1_000_000);
     let root = tempfile::tempdir().unwrap();
     let dir = root.path().join("alliance");
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let p = l.local_addr().unwrap().port();
-        drop(l);
-        p.clamp(20_000, 60_000)
-    };
+    let port = free_ports(3);
     check(
         &confide(&[
             "init",

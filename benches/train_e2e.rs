@@ -8,50 +8,18 @@
 //! batch 1,024. `TRAIN_E2E="ROWS,FEATURES_A,FEATURES_B,EPOCHS,BATCH"` picks another size,
 //! e.g. `TRAIN_E2E=5000,10,10,3,256`.
 
+mod common;
+use common::*;
+
 use std::io::Write;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use confide_training::Table;
 
-const BIN: &str = env!("CARGO_BIN_EXE_confide");
 const PARTIES: [&str; 3] = ["alice", "bob", "carol"];
 const MB: f64 = 1e6;
-
-struct Proc(Child);
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn confide(args: &[&str]) -> std::process::Output {
-    Command::new(BIN).args(args).output().expect("run confide")
-}
-
-fn peak_rss_mib(pid: u32) -> f64 {
-    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-    s.lines()
-        .find(|l| l.starts_with("VmHWM:"))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|kb| kb.parse::<f64>().ok())
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-fn free_ports(n: u16) -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    loop {
-        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-        h.write_u32(std::process::id());
-        let p = 20_000 + (h.finish() % 30_000) as u16;
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", p + i)).is_ok()) {
-            return p;
-        }
-    }
-}
 
 fn write_csv(path: &Path, t: &Table, label: bool) {
     let mut f = std::io::BufWriter::with_capacity(1 << 20, std::fs::File::create(path).unwrap());

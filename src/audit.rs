@@ -84,7 +84,7 @@ impl AuditState {
             )
         })?;
         let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-        zeroize_array(&mut seed);
+        zeroize::Zeroize::zeroize(&mut seed);
         let store = AuditStore::open(
             cfg.party.data_dir.join("audit.redb"),
             genesis.clone(),
@@ -117,15 +117,6 @@ impl AuditState {
     pub fn is_sequencer(&self, me: &str) -> bool {
         self.genesis.sequencer == me
     }
-}
-
-fn zeroize_array(a: &mut [u8; 32]) {
-    for b in a.iter_mut() {
-        // A plain loop is enough here: the seed's only other copy lives in SigningKey,
-        // which zeroizes itself on drop.
-        *b = 0;
-    }
-    std::hint::black_box(a);
 }
 
 fn kind_of(kind: &str) -> Option<JobKind> {

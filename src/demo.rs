@@ -19,7 +19,7 @@ pub struct LocalAlliance {
     pub configs: Vec<PathBuf>,
     stop: tokio::sync::watch::Sender<bool>,
     tasks: Vec<tokio::task::JoinHandle<()>>,
-    _tmp: Option<tempfile_dir::TempDir>,
+    _tmp: Option<tempfile::TempDir>,
 }
 
 impl std::fmt::Debug for LocalAlliance {
@@ -27,34 +27,6 @@ impl std::fmt::Debug for LocalAlliance {
         f.debug_struct("LocalAlliance")
             .field("dir", &self.dir)
             .finish_non_exhaustive()
-    }
-}
-
-/// A temporary directory removed on drop (std only; no extra crate for the binary).
-pub mod tempfile_dir {
-    use std::path::{Path, PathBuf};
-
-    #[derive(Debug)]
-    pub struct TempDir(PathBuf);
-
-    impl TempDir {
-        pub fn new(prefix: &str) -> std::io::Result<Self> {
-            let p = std::env::temp_dir().join(format!(
-                "{prefix}-{}",
-                hex::encode(rand::random::<[u8; 6]>())
-            ));
-            std::fs::create_dir_all(&p)?;
-            Ok(Self(p))
-        }
-        pub fn path(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
     }
 }
 
@@ -76,12 +48,14 @@ impl LocalAlliance {
     pub fn create(
         dir: Option<&Path>,
         base_port: u16,
-    ) -> Result<(PathBuf, Option<tempfile_dir::TempDir>)> {
+    ) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
         let (dir, tmp) = match dir {
             Some(d) => (d.to_path_buf(), None),
             None => {
-                let t =
-                    tempfile_dir::TempDir::new("confide-demo").context("creating a temp dir")?;
+                let t = tempfile::Builder::new()
+                    .prefix("confide-demo-")
+                    .tempdir()
+                    .context("creating a temp dir")?;
                 (t.path().to_path_buf(), Some(t))
             }
         };
@@ -104,7 +78,7 @@ impl LocalAlliance {
     }
 
     /// Starts a daemon per party in this process and waits until they all answer.
-    pub async fn start(dir: PathBuf, tmp: Option<tempfile_dir::TempDir>) -> Result<Self> {
+    pub async fn start(dir: PathBuf, tmp: Option<tempfile::TempDir>) -> Result<Self> {
         let (stop, _) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         let mut configs = Vec::new();

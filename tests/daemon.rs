@@ -57,20 +57,7 @@ fn a_peer_that_dies_mid_job_fails_the_job_naming_it() {
     let mut bob = serve(&dir, "bob");
     wait_status_ok(&dir, "alice", Duration::from_secs(20));
     let cfg = config(&dir, "alice");
-    let job = std::process::Command::new(BIN)
-        .args([
-            "netcheck",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--rounds",
-            "100000",
-            "--interval-ms",
-            "20",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let job = spawn_long_netcheck(&cfg);
     std::thread::sleep(Duration::from_millis(1500));
     bob.child.kill().unwrap();
     let killed = Instant::now();
@@ -275,20 +262,7 @@ fn a_cancelled_job_stops_at_every_party() {
     let _bob = serve(&dir, "bob");
     wait_status_ok(&dir, "alice", Duration::from_secs(20));
     let cfg = config(&dir, "alice");
-    let job = std::process::Command::new(BIN)
-        .args([
-            "netcheck",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--rounds",
-            "100000",
-            "--interval-ms",
-            "20",
-        ])
-        .stderr(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let job = spawn_long_netcheck(&cfg);
     // Find the running job's id and cancel it.
     let started = Instant::now();
     let id = loop {

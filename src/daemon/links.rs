@@ -110,11 +110,15 @@ fn pump_inbound(
     failure: FailureSignal,
     metrics: Arc<Metrics>,
 ) {
+    let counter = metrics.peer(&peer);
     tokio::spawn(async move {
         loop {
             match inbound.message().await {
                 Ok(Some(frame)) => {
-                    metrics.bytes(&peer, 0, frame.payload.len() as u64);
+                    counter.received.fetch_add(
+                        frame.payload.len() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
                     if tx.send(Ok(frame.payload)).await.is_err() {
                         break; // the job is over
                     }
@@ -147,8 +151,11 @@ fn outbound_stream(
     rx: mpsc::Receiver<Vec<u8>>,
     metrics: Arc<Metrics>,
 ) -> impl tokio_stream::Stream<Item = Frame> + Send + 'static {
+    let counter = metrics.peer(&peer);
     ReceiverStream::new(rx).map(move |payload| {
-        metrics.bytes(&peer, payload.len() as u64, 0);
+        counter
+            .sent
+            .fetch_add(payload.len() as u64, std::sync::atomic::Ordering::Relaxed);
         Frame { payload }
     })
 }

@@ -36,27 +36,28 @@ pub fn stdout(o: &Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-/// Consecutive free ports on loopback.
+/// Consecutive free ports on loopback (the demo's search).
 pub fn free_base_port(n: u16) -> u16 {
-    for _ in 0..500 {
-        let base = 20_000 + (rand_u16() % 30_000);
-        if (0..n).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no free ports");
+    confide::demo::free_ports(n as usize).expect("free loopback ports")
 }
 
-fn rand_u16() -> u16 {
-    use std::hash::{BuildHasher, Hasher};
-    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
-    h.finish() as u16
+/// Starts a long `confide netcheck` job at the party of `cfg` (100,000 rounds, 20 ms apart),
+/// for tests that kill or cancel something while a job runs.
+pub fn spawn_long_netcheck(cfg: &Path) -> Child {
+    Command::new(BIN)
+        .args([
+            "netcheck",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--rounds",
+            "100000",
+            "--interval-ms",
+            "20",
+        ])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap()
 }
 
 /// `confide init` of `parties` in a fresh dir under `root`.
