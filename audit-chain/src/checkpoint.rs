@@ -14,8 +14,9 @@ use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::codec::{hex_array, hex_hashes};
+use crate::codec::hex_array;
 use crate::error::{AuditError, Result};
+pub use crate::evidence::Equivocation;
 use crate::genesis::{Genesis, check_name};
 use crate::merkle::{Hash, verify_consistency};
 
@@ -132,10 +133,11 @@ impl NoteSignature {
         if raw.len() != 68 {
             return Err(bad("not key id + Ed25519 signature"));
         }
+        let (key_id, signature) = raw.split_at(4);
         Ok(NoteSignature {
             name: name.to_string(),
-            key_id: raw[..4].try_into().expect("4 bytes"),
-            signature: raw[4..].try_into().expect("64 bytes"),
+            key_id: key_id.try_into().map_err(|_| bad("key id"))?,
+            signature: signature.try_into().map_err(|_| bad("signature"))?,
         })
     }
 
@@ -375,29 +377,8 @@ impl InclusionPromise {
     }
 }
 
-/// Evidence that the sequencer signed two inconsistent checkpoints: `note_a`
-/// (size_a) and `note_b` (size_b ≤ size_a). `proof` is a consistency proof from
-/// (size_b, `alt_root`) to note_a's root, so note_a commits to `alt_root` at
-/// size_b, which differs from note_b's root. (size_a = size_b: empty proof,
-/// alt_root = note_a's root.)
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Equivocation {
-    /// The earlier-accepted checkpoint note.
-    pub note_a: String,
-    /// Its size.
-    pub size_a: u64,
-    /// The conflicting checkpoint note.
-    pub note_b: String,
-    /// Its size.
-    pub size_b: u64,
-    /// The root note_a implies at size_b.
-    #[serde(with = "hex_array")]
-    pub alt_root: Hash,
-    /// Consistency proof (size_b, alt_root) → (size_a, root of note_a).
-    #[serde(with = "hex_hashes")]
-    pub proof: Vec<Hash>,
-}
-
+/// The check lives here, above the evidence type, because it needs signed
+/// notes and the genesis.
 impl Equivocation {
     /// Check the evidence independently, with only the genesis.
     pub fn verify(&self, genesis: &Genesis) -> Result<()> {

@@ -246,10 +246,15 @@ impl Entry {
     }
 
     fn signature(&self) -> Signature {
+        // Entries are only built by `create` / `from_bytes`, which guarantee the
+        // trailing 64-byte signature; a shorter buffer yields an all-zero one
+        // that never verifies.
         let n = self.bytes.len();
-        let sig: [u8; 64] = self.bytes[n - 64..]
-            .try_into()
-            .expect("entry has a signature");
+        let sig: [u8; 64] = self
+            .bytes
+            .get(n.saturating_sub(64)..)
+            .and_then(|s| s.try_into().ok())
+            .unwrap_or([0; 64]);
         Signature::from_bytes(&sig)
     }
 
@@ -307,7 +312,9 @@ impl Reader<'_> {
         Ok(self.take(1)?[0])
     }
     fn array<const N: usize>(&mut self) -> Result<[u8; N]> {
-        Ok(self.take(N)?.try_into().expect("take returns N bytes"))
+        self.take(N)?
+            .try_into()
+            .map_err(|_| AuditError::malformed("entry", "truncated"))
     }
     fn string(&mut self) -> Result<String> {
         let n = self.u8()? as usize;

@@ -1,6 +1,6 @@
 //! The crate's single error type.
 
-use crate::checkpoint::Equivocation;
+use crate::evidence::Equivocation;
 
 /// Everything that can go wrong in the audit chain.
 #[derive(Debug, thiserror::Error)]

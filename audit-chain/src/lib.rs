@@ -96,6 +96,7 @@ pub mod checkpoint;
 mod codec;
 pub mod entry;
 pub mod error;
+mod evidence;
 pub mod genesis;
 pub mod merkle;
 pub mod store;
