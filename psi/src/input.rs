@@ -258,9 +258,17 @@ pub fn prepare(
     }
 
     let mut rng = rand::rng();
+    // De-duplication keeps the input order (first occurrences), so that the CSPRNG
+    // shuffle below is the only thing that decides the send order.
     let mut dedup = |ids: Vec<String>| -> Vec<String> {
-        let set: HashSet<String> = ids.into_iter().collect();
-        let mut v: Vec<String> = set.into_iter().collect();
+        let mut seen: HashSet<&str> = HashSet::with_capacity(ids.len());
+        let first: Vec<bool> = ids.iter().map(|id| seen.insert(id.as_str())).collect();
+        drop(seen);
+        let mut v: Vec<String> = ids
+            .into_iter()
+            .zip(first)
+            .filter_map(|(id, first)| first.then_some(id))
+            .collect();
         v.shuffle(&mut rng);
         v
     };

@@ -71,7 +71,9 @@
 pub mod crypto;
 mod error;
 pub mod input;
+mod leakage;
 mod protocol;
+mod route;
 pub mod wire;
 
 use std::collections::BTreeMap;
@@ -82,6 +84,7 @@ use confide_mpc::transport::Transport;
 
 pub use crate::error::PsiError;
 pub use crate::input::{InputStats, Tuning};
+pub use crate::leakage::{Learns, disclosures, learners};
 
 /// Who receives the result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,20 +166,14 @@ pub fn check_input(path: &Path, id_column: &str) -> Result<(), PsiError> {
 /// Runs this party's side of a PSI job over `t`.
 ///
 /// The input is checked (header, ID column) and read before anything is sent. CPU-heavy
-/// work runs on the rayon pool, never on the async runtime's threads.
+/// work runs on the rayon pool, never on the async runtime's threads. A party that learns
+/// the intersection writes it to [`PsiJob::output`], if set.
 pub async fn run<T: Transport>(
     t: &T,
     job: &PsiJob,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<PsiReport, PsiError> {
-    protocol::run(
-        t,
-        job,
-        progress,
-        crypto::JobKey::random(),
-        Tuning::default(),
-    )
-    .await
+    run_tuned(t, job, progress, Tuning::default()).await
 }
 
 /// [`run`] with explicit size knobs (smaller buckets and chunks exercise the disk paths).
@@ -186,7 +183,22 @@ pub async fn run_tuned<T: Transport>(
     progress: &(dyn Fn(Progress) + Send + Sync),
     tuning: Tuning,
 ) -> Result<PsiReport, PsiError> {
-    protocol::run(t, job, progress, crypto::JobKey::random(), tuning).await
+    let key = crypto::JobKey::random();
+    Ok(protocol::run(t, job, progress, key, tuning, false).await?.0)
+}
+
+/// [`run`], also returning the intersection's IDs in memory, sorted, if this party learns
+/// the intersection (`None` otherwise, and in `SizeOnly` mode). [`PsiJob::output`] is
+/// still written if set; leave it `None` to keep the result in memory only. Memory for
+/// the result is bounded by the intersection: the IDs are gathered in one pass over this
+/// party's input buckets, one bucket in memory at a time.
+pub async fn run_to_memory<T: Transport>(
+    t: &T,
+    job: &PsiJob,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<(PsiReport, Option<Vec<String>>), PsiError> {
+    let key = crypto::JobKey::random();
+    protocol::run(t, job, progress, key, Tuning::default(), true).await
 }
 
 #[cfg(test)]
@@ -196,7 +208,7 @@ pub(crate) async fn run_with_key<T: Transport>(
     key: crypto::JobKey,
     tuning: Tuning,
 ) -> Result<PsiReport, PsiError> {
-    protocol::run(t, job, &|_| {}, key, tuning).await
+    Ok(protocol::run(t, job, &|_| {}, key, tuning, false).await?.0)
 }
 
 #[cfg(test)]

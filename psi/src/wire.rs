@@ -5,6 +5,7 @@
 //! points: 0x02 | stream u8 | origin u16 | count u32 | count × 32-byte compressed points
 //! tags:   0x03 | stream u8 | origin u16 | count u32 | count × 12-byte tags
 //! end:    0x04 | stream u8 | origin u16 | 0u32      | total items of the stream u64
+//! index:  0x05 | stream u8 | origin u16 | count u32 | count × u64 positions
 //! ```
 //!
 //! A *stream* is a sequence of `points` or `tags` chunks ended by `end`; `origin` is the
@@ -14,21 +15,26 @@
 use crate::crypto::{POINT_LEN, TAG_LEN, Tag};
 use crate::error::PsiError;
 
-/// Protocol version carried in the hello message.
-pub const VERSION: u8 = 1;
+/// Protocol version carried in the hello message (2: the multi-party routing of the
+/// crate docs; version 1 let the initiator finish a peer's set).
+pub const VERSION: u8 = 2;
 
 const HELLO: u8 = 1;
 const POINTS: u8 = 2;
 const TAGS: u8 = 3;
 const END: u8 = 4;
+const INDICES: u8 = 5;
 const HEADER: usize = 8;
 
-/// Stream kinds of tag messages (points streams use the round number, 1..n-1).
+/// Stream kinds of tag messages (points streams use the round number, 1..n-1). Two
+/// parties: a party's own fully masked set, returned to it.
 pub const STREAM_OWN: u8 = 0x80;
-/// A non-initiator's fully masked set, on its way to the combiner.
+/// Three or more parties: a fully masked set, from its finisher to the combiner.
 pub const STREAM_SET: u8 = 0x81;
-/// The combiner's intersection of the non-initiator sets, to the initiator.
-pub const STREAM_UNION: u8 = 0x82;
+/// Three or more parties: the result, from the combiner to the initiator (`index`
+/// messages with positions in the initiator's send order, or only an `end` carrying
+/// the intersection's size).
+pub const STREAM_RESULT: u8 = 0x83;
 
 /// A decoded message borrowing its payload.
 #[derive(Debug, PartialEq, Eq)]
@@ -62,6 +68,15 @@ pub enum Msg<'a> {
         /// Origin party index.
         origin: u16,
         /// `count × 12` bytes.
+        data: &'a [u8],
+    },
+    /// A chunk of positions (`count × 8` bytes, little-endian u64).
+    Indices {
+        /// Stream.
+        stream: u8,
+        /// Origin party index.
+        origin: u16,
+        /// `count × 8` bytes.
         data: &'a [u8],
     },
     /// End of a stream.
@@ -110,6 +125,24 @@ pub fn tags(stream: u8, origin: u16, data: &[Tag]) -> Vec<u8> {
     m
 }
 
+/// Encodes a chunk of positions.
+pub fn indices(stream: u8, origin: u16, data: &[u64]) -> Vec<u8> {
+    let mut m = header(INDICES, stream, origin, data.len(), data.len() * 8);
+    for i in data {
+        m.extend_from_slice(&i.to_le_bytes());
+    }
+    m
+}
+
+/// Decodes the positions of an `index` chunk.
+pub fn positions(data: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    data.chunks_exact(8).map(|c| {
+        let mut b = [0u8; 8];
+        b.copy_from_slice(c);
+        u64::from_le_bytes(b)
+    })
+}
+
 /// Encodes the end of a stream.
 pub fn end(stream: u8, origin: u16, total: u64) -> Vec<u8> {
     let mut m = header(END, stream, origin, 0, 8);
@@ -135,7 +168,7 @@ pub fn decode<'a>(peer: &str, m: &'a [u8]) -> Result<Msg<'a>, PsiError> {
                 set_size: u64::from_le_bytes(m[36..44].try_into().expect("8 bytes")),
             })
         }
-        Some(&kind @ (POINTS | TAGS | END)) => {
+        Some(&kind @ (POINTS | TAGS | END | INDICES)) => {
             if m.len() < HEADER {
                 return Err(bad("message shorter than its header"));
             }
@@ -160,6 +193,16 @@ pub fn decode<'a>(peer: &str, m: &'a [u8]) -> Result<Msg<'a>, PsiError> {
                         return Err(bad("points chunk length does not match its count"));
                     }
                     Ok(Msg::Points {
+                        stream,
+                        origin,
+                        data: body,
+                    })
+                }
+                INDICES => {
+                    if count.checked_mul(8) != Some(body.len()) {
+                        return Err(bad("index chunk length does not match its count"));
+                    }
+                    Ok(Msg::Indices {
                         stream,
                         origin,
                         data: body,
@@ -210,6 +253,15 @@ mod tests {
         );
         let t = tags(STREAM_OWN, 0, &[[1u8; TAG_LEN], [2u8; TAG_LEN]]);
         assert!(matches!(decode("p", &t).unwrap(), Msg::Tags { data, .. } if data.len() == 24));
+        let x = indices(STREAM_RESULT, 1, &[3, 1 << 40]);
+        match decode("p", &x).unwrap() {
+            Msg::Indices {
+                stream: STREAM_RESULT,
+                origin: 1,
+                data,
+            } => assert_eq!(positions(data).collect::<Vec<_>>(), vec![3, 1 << 40]),
+            other => panic!("{other:?}"),
+        }
         assert_eq!(
             decode("p", &end(1, 2, 5)).unwrap(),
             Msg::End {
@@ -218,7 +270,14 @@ mod tests {
                 total: 5
             }
         );
-        for garbage in [&[][..], &[9], &[2, 1, 0], &p[..p.len() - 1], &h[..10]] {
+        for garbage in [
+            &[][..],
+            &[9],
+            &[2, 1, 0],
+            &p[..p.len() - 1],
+            &h[..10],
+            &x[..x.len() - 3],
+        ] {
             assert!(matches!(
                 decode("p", garbage),
                 Err(PsiError::Malformed { .. })

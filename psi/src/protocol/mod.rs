@@ -1,0 +1,394 @@
+//! The protocol (see the crate docs): hello, n-1 masking rounds ([`exchange`]), delivery
+//! of the fully masked sets and combination ([`deliver`]), output ([`output`]).
+
+mod deliver;
+mod exchange;
+mod output;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use confide_mpc::transport::Transport;
+use rand::seq::SliceRandom;
+use sha2::{Digest, Sha256};
+
+use crate::crypto::{BadPoint, JobKey, TAG_LEN, Tag};
+use crate::error::PsiError;
+use crate::input::{self, IdStore, InputStats, Tuning};
+use crate::route::{Route, check_parties};
+use crate::wire::{self, Msg};
+use crate::{OutputMode, Progress, PsiJob, PsiReport};
+
+/// Runs `f` on the rayon pool and awaits its result without blocking the runtime. A panic
+/// in `f` (a bug) becomes an error instead of aborting the process.
+async fn cpu<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, PsiError> {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    rayon::spawn(move || {
+        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
+    });
+    match rx.await {
+        Ok(Ok(r)) => Ok(r),
+        _ => Err(PsiError::Internal("a rayon task panicked".into())),
+    }
+}
+
+/// Runs blocking file I/O on tokio's blocking pool.
+async fn blocking<R: Send + 'static>(
+    f: impl FnOnce() -> Result<R, PsiError> + Send + 'static,
+) -> Result<R, PsiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| PsiError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// The transport plus byte counters.
+struct Net<'a, T> {
+    t: &'a T,
+    sent: AtomicU64,
+    received: AtomicU64,
+}
+
+impl<T: Transport> Net<'_, T> {
+    async fn send(&self, to: &str, msg: Vec<u8>) -> Result<(), PsiError> {
+        self.sent.fetch_add(msg.len() as u64, Ordering::Relaxed);
+        Ok(self.t.send(to, msg).await?)
+    }
+
+    async fn recv(&self, from: &str) -> Result<Vec<u8>, PsiError> {
+        let m = self.t.recv(from).await?;
+        self.received.fetch_add(m.len() as u64, Ordering::Relaxed);
+        Ok(m)
+    }
+}
+
+/// The fixed facts of one job at this party.
+struct Ctx<'a> {
+    names: &'a [String],
+    n: usize,
+    me: usize,
+    initiator: usize,
+    route: Route,
+    mode: OutputMode,
+    tuning: Tuning,
+    key: Arc<JobKey>,
+    dir: PathBuf,
+    progress: &'a (dyn Fn(Progress) + Send + Sync),
+}
+
+impl Ctx<'_> {
+    fn name(&self, i: usize) -> &str {
+        &self.names[i]
+    }
+    /// True if this party learns the intersection (or, in `SizeOnly`, its size).
+    fn receives(&self) -> bool {
+        self.me == self.initiator || (self.n == 2 && self.mode == OutputMode::All)
+    }
+}
+
+fn validate<T: Transport>(t: &T, job: &PsiJob) -> Result<(usize, usize), PsiError> {
+    let initiator = check_parties(&job.parties, &job.initiator, job.mode)?;
+    let Some(me) = job.parties.iter().position(|p| p == t.me()) else {
+        return Err(PsiError::InvalidJob(format!(
+            "this party `{}` is not in the party list",
+            t.me()
+        )));
+    };
+    let mut others: Vec<String> = job
+        .parties
+        .iter()
+        .filter(|p| *p != t.me())
+        .cloned()
+        .collect();
+    others.sort();
+    if others != t.peers() {
+        return Err(PsiError::InvalidJob(format!(
+            "the party list {:?} does not match the transport's peers {:?}",
+            others,
+            t.peers()
+        )));
+    }
+    Ok((me, initiator))
+}
+
+fn fingerprint(job: &PsiJob) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"confide-psi job v2");
+    h.update([job.mode.byte()]);
+    for p in std::iter::once(&job.initiator).chain(&job.parties) {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().into()
+}
+
+/// Runs this party's side of `job`; returns its report and, if `collect` and this party
+/// learns the intersection, the intersection's IDs (sorted).
+pub(crate) async fn run<T: Transport>(
+    t: &T,
+    job: &PsiJob,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+    key: JobKey,
+    tuning: Tuning,
+    collect: bool,
+) -> Result<(PsiReport, Option<Vec<String>>), PsiError> {
+    let start = Instant::now();
+    let (me, initiator) = validate(t, job)?;
+    input::check_input(&job.input, &job.id_column)?;
+    std::fs::create_dir_all(&job.work_dir).map_err(|e| PsiError::io(&job.work_dir, e))?;
+    let dir = tempfile::Builder::new()
+        .prefix("psi-")
+        .tempdir_in(&job.work_dir)
+        .map_err(|e| PsiError::io(&job.work_dir, e))?;
+    let (store, stats) = read_input(job, dir.path(), tuning, progress).await?;
+    let n = job.parties.len();
+    let ctx = Ctx {
+        names: &job.parties,
+        n,
+        me,
+        initiator,
+        route: Route::new(n, initiator),
+        mode: job.mode,
+        tuning,
+        key: Arc::new(key),
+        dir: dir.path().to_path_buf(),
+        progress,
+    };
+    let net = Net {
+        t,
+        sent: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+    };
+    let store = Arc::new(store);
+    let sizes = hello(&net, &ctx, job, store.len()).await?;
+    let finished = exchange::exchange(&net, &ctx, &store, &sizes).await?;
+    let outcome = if n == 2 {
+        deliver::two_party(&net, &ctx, &sizes, finished).await?
+    } else {
+        deliver::multi_party(&net, &ctx, &sizes, finished).await?
+    };
+    let (output, ids) = match outcome.hits {
+        Some(hits) => {
+            let path = job.output.clone();
+            let s = store.clone();
+            let p = path.clone();
+            let ids =
+                blocking(move || output::write_matches(&s, &hits, p.as_deref(), collect)).await?;
+            (path, ids)
+        }
+        None => (None, None),
+    };
+    if let Some(size) = outcome.size {
+        (ctx.progress)(Progress {
+            stage: "matching",
+            done: size,
+            total: size,
+        });
+    }
+    drop(dir);
+    let report = PsiReport {
+        input: stats,
+        peer_set_sizes: (0..ctx.n)
+            .filter(|&i| i != me)
+            .map(|i| (ctx.name(i).to_string(), sizes[i]))
+            .collect::<BTreeMap<_, _>>(),
+        intersection_size: outcome.size,
+        output,
+        elapsed: start.elapsed(),
+        bytes_sent: net.sent.load(Ordering::Relaxed),
+        bytes_received: net.received.load(Ordering::Relaxed),
+    };
+    Ok((report, ids))
+}
+
+async fn read_input(
+    job: &PsiJob,
+    dir: &Path,
+    tuning: Tuning,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<(IdStore, InputStats), PsiError> {
+    let (path, column, dir) = (job.input.clone(), job.id_column.clone(), dir.to_path_buf());
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
+    let mut task = tokio::task::spawn_blocking(move || {
+        // One message per 65536 rows: the channel stays small.
+        input::prepare(&path, &column, &dir, &tuning, &|done, _| {
+            let _ = tx.send(done);
+        })
+    });
+    let report = |done| {
+        progress(Progress {
+            stage: "reading input",
+            done,
+            total: 0,
+        })
+    };
+    loop {
+        tokio::select! {
+            res = &mut task => {
+                let (store, stats) = res.map_err(|e| PsiError::Internal(format!("input task failed: {e}")))??;
+                report(stats.rows);
+                return Ok((store, stats));
+            }
+            Some(done) = rx.recv() => report(done),
+        }
+    }
+}
+
+/// Exchanges hellos with every peer; returns every party's set size.
+async fn hello<T: Transport>(
+    net: &Net<'_, T>,
+    ctx: &Ctx<'_>,
+    job: &PsiJob,
+    my_size: u64,
+) -> Result<Vec<u64>, PsiError> {
+    let fp = fingerprint(job);
+    let msg = wire::hello(job.mode.byte(), ctx.n as u8, &fp, my_size);
+    let peers: Vec<usize> = (0..ctx.n).filter(|&i| i != ctx.me).collect();
+    // One small message per link: it fits the link's buffer, so sending all first is safe.
+    for &p in &peers {
+        net.send(ctx.name(p), msg.clone()).await?;
+    }
+    let mut sizes = vec![0u64; ctx.n];
+    sizes[ctx.me] = my_size;
+    for &p in &peers {
+        let peer = ctx.name(p);
+        let m = net.recv(peer).await?;
+        match wire::decode(peer, &m)? {
+            Msg::Hello {
+                version,
+                mode,
+                parties,
+                fingerprint,
+                set_size,
+            } => {
+                if version != wire::VERSION {
+                    return Err(PsiError::malformed(
+                        peer,
+                        format!("protocol version {version}"),
+                    ));
+                }
+                if mode != job.mode.byte() || parties as usize != ctx.n || fingerprint != fp {
+                    return Err(PsiError::malformed(
+                        peer,
+                        "the peer's job (parties, initiator or output mode) differs from ours",
+                    ));
+                }
+                sizes[p] = set_size;
+            }
+            _ => return Err(PsiError::malformed(peer, "expected a hello message")),
+        }
+    }
+    Ok(sizes)
+}
+
+fn bad_point(peer: &str, e: BadPoint, offset: u64) -> PsiError {
+    PsiError::malformed(
+        peer,
+        format!(
+            "item {} is not a valid ristretto255 point",
+            offset + e.index as u64
+        ),
+    )
+}
+
+/// Capacity to reserve for `announced` items: the peer's announced size, capped so that a
+/// wrong announcement cannot make us allocate more than ~200 MB up front.
+fn reserve(announced: u64) -> usize {
+    announced.min(1 << 24) as usize
+}
+
+/// An error raised inside a rayon task, before the peer's name is attached.
+enum TaskError {
+    Point(BadPoint, u64),
+    Other(PsiError),
+}
+
+impl TaskError {
+    fn into_error(self, peer: &str) -> PsiError {
+        match self {
+            Self::Point(e, offset) => bad_point(peer, e, offset),
+            Self::Other(e) => e,
+        }
+    }
+}
+
+async fn send_tags<T: Transport>(
+    net: &Net<'_, T>,
+    ctx: &Ctx<'_>,
+    to: usize,
+    stream: u8,
+    origin: usize,
+    tags: &[Tag],
+) -> Result<(), PsiError> {
+    let to = ctx.name(to);
+    for chunk in tags.chunks(ctx.tuning.chunk_tags.max(1)) {
+        net.send(to, wire::tags(stream, origin as u16, chunk))
+            .await?;
+    }
+    net.send(to, wire::end(stream, origin as u16, tags.len() as u64))
+        .await
+}
+
+/// Receives a tag stream of at most `max` (exactly `max` if `exact`) tags.
+async fn recv_tags<T: Transport>(
+    net: &Net<'_, T>,
+    ctx: &Ctx<'_>,
+    from: usize,
+    stream: u8,
+    origin: usize,
+    max: u64,
+    exact: bool,
+) -> Result<Vec<Tag>, PsiError> {
+    let from = ctx.name(from);
+    let mut tags: Vec<Tag> = Vec::with_capacity(reserve(max));
+    loop {
+        let m = net.recv(from).await?;
+        match wire::decode(from, &m)? {
+            Msg::Tags {
+                stream: s,
+                origin: o,
+                data,
+            } if s == stream && o as usize == origin => {
+                if (tags.len() + data.len() / TAG_LEN) as u64 > max {
+                    return Err(PsiError::malformed(from, "more tags than expected"));
+                }
+                tags.extend(data.chunks_exact(TAG_LEN).map(|c| {
+                    let mut t = [0u8; TAG_LEN];
+                    t.copy_from_slice(c);
+                    t
+                }));
+            }
+            Msg::End {
+                stream: s,
+                origin: o,
+                total,
+            } if s == stream && o as usize == origin => {
+                if total != tags.len() as u64 || (exact && total != max) {
+                    return Err(PsiError::malformed(from, "tag stream of the wrong length"));
+                }
+                (ctx.progress)(Progress {
+                    stage: "delivering",
+                    done: total,
+                    total: max,
+                });
+                return Ok(tags);
+            }
+            _ => {
+                return Err(PsiError::malformed(
+                    from,
+                    "unexpected message while receiving tags",
+                ));
+            }
+        }
+    }
+}
+
+async fn shuffled(mut tags: Vec<Tag>) -> Result<Vec<Tag>, PsiError> {
+    cpu(move || {
+        tags.shuffle(&mut rand::rng());
+        tags
+    })
+    .await
+}
