@@ -16,6 +16,7 @@
 pub mod engine;
 pub mod error;
 pub mod local_trunc;
+pub mod offload;
 pub mod ring;
 pub mod share;
 pub mod sigmoid;
@@ -27,6 +28,6 @@ pub use ring::{FixedPoint, R64};
 pub use share::{BoolShares, Party, Shared, SharedMat, SharedVec};
 pub use sigmoid::Spline;
 pub use transport::{
-    ChannelTransport, Link, Recorded, Recording, RecordingTransport, Transport, TransportError,
-    memory_mesh, recording_contains,
+    ChannelTransport, Link, OnePeer, Recorded, Recording, RecordingTransport, Transport,
+    TransportError, memory_mesh, recording_contains,
 };

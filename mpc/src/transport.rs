@@ -242,6 +242,68 @@ pub fn memory_mesh(names: &[&str], depth: usize) -> Vec<ChannelTransport> {
         .collect()
 }
 
+/// A view of a transport restricted to one of its peers.
+///
+/// `peers()` lists only that peer, and sending to or receiving from any other party fails
+/// with [`TransportError::UnknownPeer`] without touching the inner transport. A two-party
+/// sub-protocol (such as a PSI between the two computing parties of a three-party job)
+/// runs over it while the job's other links stay idle; messages that other parties send
+/// meanwhile wait in the inner transport.
+#[derive(Debug)]
+pub struct OnePeer<'a, T> {
+    inner: &'a T,
+    peer: String,
+}
+
+impl<'a, T: Transport> OnePeer<'a, T> {
+    /// Restricts `inner` to `peer`, which must be one of its peers.
+    pub fn new(inner: &'a T, peer: impl Into<String>) -> Result<Self, TransportError> {
+        let peer = peer.into();
+        if !inner.peers().contains(&peer) {
+            return Err(TransportError::UnknownPeer(peer));
+        }
+        Ok(Self { inner, peer })
+    }
+
+    /// The one peer this view reaches.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// The unrestricted transport.
+    pub fn inner(&self) -> &'a T {
+        self.inner
+    }
+
+    fn check(&self, name: &str) -> Result<(), TransportError> {
+        if name == self.peer {
+            Ok(())
+        } else {
+            Err(TransportError::UnknownPeer(name.to_string()))
+        }
+    }
+}
+
+impl<T: Transport> Transport for OnePeer<'_, T> {
+    fn me(&self) -> &str {
+        self.inner.me()
+    }
+
+    fn peers(&self) -> Vec<String> {
+        vec![self.peer.clone()]
+    }
+
+    async fn send(&self, to: &str, msg: Vec<u8>) -> Result<(), TransportError> {
+        self.check(to)?;
+        self.inner.send(to, msg).await
+    }
+
+    async fn recv(&self, from: &str) -> Result<Vec<u8>, TransportError> {
+        self.check(from)?;
+        self.inner.recv(from).await
+    }
+}
+
 /// One message as seen by a [`RecordingTransport`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Recorded {
@@ -378,6 +440,50 @@ mod tests {
             tokio::join!(s, r);
         }
         tokio::join!(run(&a, "b"), run(&b, "a"));
+    }
+
+    #[tokio::test]
+    async fn one_peer_reaches_only_its_peer() {
+        let mut mesh = memory_mesh(&["a", "b", "c"], 4);
+        let c = mesh.pop().unwrap();
+        let b = mesh.pop().unwrap();
+        let a = mesh.pop().unwrap();
+        assert_eq!(
+            OnePeer::new(&a, "zed").unwrap_err(),
+            TransportError::UnknownPeer("zed".into())
+        );
+        assert_eq!(
+            OnePeer::new(&a, "a").unwrap_err(),
+            TransportError::UnknownPeer("a".into())
+        );
+        let ab = OnePeer::new(&a, "b").unwrap();
+        assert_eq!(ab.me(), "a");
+        assert_eq!(ab.peer(), "b");
+        assert_eq!(ab.peers(), vec!["b".to_string()]);
+        // The restricted view neither sends to nor receives from `c`.
+        assert_eq!(
+            ab.send("c", b"x".to_vec()).await,
+            Err(TransportError::UnknownPeer("c".into()))
+        );
+        c.send("a", b"from c".to_vec()).await.unwrap();
+        assert_eq!(
+            ab.recv("c").await,
+            Err(TransportError::UnknownPeer("c".into()))
+        );
+        assert_eq!(
+            a.counters("c")
+                .unwrap()
+                .messages_sent
+                .load(Ordering::Relaxed),
+            0
+        );
+        // With `b` it is the inner transport.
+        ab.send("b", b"hi".to_vec()).await.unwrap();
+        assert_eq!(b.recv("a").await.unwrap(), b"hi");
+        b.send("a", b"back".to_vec()).await.unwrap();
+        assert_eq!(ab.recv("b").await.unwrap(), b"back");
+        // The message from `c` waited in the inner transport.
+        assert_eq!(ab.inner().recv("c").await.unwrap(), b"from c");
     }
 
     #[tokio::test]
