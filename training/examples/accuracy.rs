@@ -76,7 +76,7 @@ fn main() {
         ("Taiwan", "credit_default_taiwan.csv"),
     ] {
         let (ta, tb) = load(&format!(
-            "{}/../../shared/data/credit/{file}",
+            "{}/../data/credit/{file}",
             env!("CARGO_MANIFEST_DIR")
         ));
         let order = batch_order(42, 0, ta.ids.len());

@@ -3,8 +3,18 @@
 //! Party A (the *active* party, party 0) holds the label and some feature columns,
 //! party B (*passive*, party 1) holds other columns of the same customers, and a third
 //! daemon deals correlated randomness. Rows are first aligned by ECDH-PSI on the ID
-//! columns (done by the caller: [`Table::align`] puts a loaded table in the agreed common
-//! order); [`train`] then takes each party's aligned local matrix.
+//! columns ([`align()`]: the PSI, then [`Table::align`] puts a loaded table in the
+//! agreed common order); [`train`] then takes each party's aligned local matrix.
+//!
+//! For the daemon's `train` and `predict` job kinds the crate also owns the job options
+//! ([`TrainOptions`], [`PredictOptions`]: parsing and every range check) and the stored
+//! model-share format ([`StoredShare`]).
+//!
+//! # Runtime
+//! The futures of [`train`], [`predict_shared`] and [`align()`] are `Send`; CPU-heavy
+//! steps leave the async runtime's worker threads free ([`confide_mpc::offload`] on a
+//! multi-threaded tokio runtime, the blocking pool and rayon for the PSI), so a daemon
+//! awaits them directly on its runtime, over its own transport.
 //!
 //! # Protocol
 //! 1. Handshake: row and column counts, feature names (between A and B only) and the job
@@ -39,15 +49,22 @@
 //! error ≤ 1 unit). See `ACCURACY.md` for the AUC against plaintext training.
 #![forbid(unsafe_code)]
 
+pub mod align;
 pub mod error;
+pub mod limits;
+pub mod options;
 pub mod plain;
 pub mod protocol;
+pub mod store;
 pub mod table;
 
+pub use align::{Aligned, align};
 pub use error::{Result, TrainError};
+pub use options::{PREDICT_BATCH, PredictOptions, TrainOptions, check_model_id};
 pub use plain::{auc, batch_order, generate_credit, train_plain};
 pub use protocol::{
-    EpochProgress, Metrics, Model, PartyNames, PredictParams, Role, SharedModel, SigmoidKind,
-    TrainOutcome, TrainParams, predict_shared, train,
+    EpochProgress, MIN_ROWS, Metrics, Model, PartyNames, PredictParams, Role, SharedModel,
+    SigmoidKind, TrainOutcome, TrainParams, predict_shared, train,
 };
+pub use store::{SHARE_FORMAT, ShareMeta, StoredShare, share_path};
 pub use table::{LocalData, Standardizer, Table, load_table};

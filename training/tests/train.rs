@@ -42,7 +42,7 @@ fn breast_cancer_auc_within_001_of_plaintext() {
     let (ta, tb) = split_dataset(
         Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../../shared/data/credit/breast_cancer_wisconsin.csv"
+            "/../data/credit/breast_cancer_wisconsin.csv"
         )),
         15,
         dir.path(),

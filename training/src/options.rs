@@ -1,0 +1,268 @@
+//! The options of the daemon's `train` and `predict` job kinds.
+//!
+//! A job carries its options as a map of strings (`epochs = "10"`); [`TrainOptions`] and
+//! [`PredictOptions`] parse such a map ([`TrainOptions::from_options`]), or deserialize
+//! from JSON with typed values (serde, unknown fields refused), and check every range in
+//! [`TrainOptions::validate`] / [`PredictOptions::validate`]. Errors are
+//! [`TrainError::Options`], whose message names the option.
+
+use std::collections::BTreeMap;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Result, TrainError};
+use crate::limits;
+use crate::protocol::{PartyNames, PredictParams, TrainParams};
+
+/// Rows per round trip when scoring ([`PredictOptions::params`]).
+pub const PREDICT_BATCH: usize = 4096;
+
+fn bad(m: impl Into<String>) -> TrainError {
+    TrainError::Options(m.into())
+}
+
+/// An option map, with today's messages for missing, unknown and non-numeric options.
+struct Raw(BTreeMap<String, String>);
+
+impl Raw {
+    fn new(
+        options: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
+        known: &[&str],
+    ) -> Result<Self> {
+        let mut map = BTreeMap::new();
+        for (k, v) in options {
+            let k = k.as_ref();
+            if !known.contains(&k) {
+                return Err(bad(format!("unknown option `{k}`")));
+            }
+            if map.insert(k.to_string(), v.as_ref().to_string()).is_some() {
+                return Err(bad(format!("option `{k}` is given twice")));
+            }
+        }
+        Ok(Self(map))
+    }
+
+    fn text(&self, key: &str) -> Result<String> {
+        self.0
+            .get(key)
+            .cloned()
+            .ok_or_else(|| bad(format!("option `{key}` is missing")))
+    }
+
+    fn num<T: FromStr>(&self, key: &str, default: Option<T>) -> Result<T> {
+        match self.0.get(key) {
+            Some(v) => v
+                .parse()
+                .map_err(|_| bad(format!("option `{key}` = `{v}` is not a valid number"))),
+            None => default.ok_or_else(|| bad(format!("option `{key}` is missing"))),
+        }
+    }
+}
+
+fn pairs<const N: usize>(p: [(&str, String); N]) -> Vec<(String, String)> {
+    p.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+}
+
+fn default_epochs() -> usize {
+    10
+}
+
+fn default_batch_size() -> usize {
+    1024
+}
+
+fn default_learning_rate() -> f64 {
+    0.1
+}
+
+/// The options of a `train` job (the same at every daemon of the job).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainOptions {
+    /// The label column, in the active (initiating) party's dataset.
+    pub label: String,
+    /// Passes over the data (default 10).
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Rows per SGD step (default 1024).
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Learning rate (default 0.1).
+    #[serde(default = "default_learning_rate")]
+    pub learning_rate: f64,
+    /// Keep the model secret-shared (for `predict`) instead of revealing it (default false).
+    #[serde(default)]
+    pub keep_shared: bool,
+    /// The public job seed of the batch order (drawn by the submitter).
+    pub seed: u64,
+    /// The dealer's party name.
+    pub dealer: String,
+}
+
+impl TrainOptions {
+    /// The option names.
+    pub const KEYS: &'static [&'static str] = &[
+        "label",
+        "epochs",
+        "batch_size",
+        "learning_rate",
+        "keep_shared",
+        "seed",
+        "dealer",
+    ];
+
+    /// Parses and validates a job's string options (`label`, `epochs`, `batch_size`,
+    /// `learning_rate`, `keep_shared`, `seed`, `dealer`; defaults as in the fields' docs).
+    pub fn from_options(
+        options: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
+    ) -> Result<Self> {
+        let raw = Raw::new(options, Self::KEYS)?;
+        let keep_shared = match raw.0.get("keep_shared").map(String::as_str) {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(v) => return Err(bad(format!("keep_shared = `{v}` (true or false)"))),
+        };
+        let o = Self {
+            label: raw.0.get("label").cloned().unwrap_or_default(),
+            epochs: raw.num("epochs", Some(default_epochs()))?,
+            batch_size: raw.num("batch_size", Some(default_batch_size()))?,
+            learning_rate: raw.num("learning_rate", Some(default_learning_rate()))?,
+            keep_shared,
+            seed: raw.num("seed", None)?,
+            dealer: raw.text("dealer")?,
+        };
+        o.validate().map(|()| o)
+    }
+
+    /// The options as a job carries them (the inverse of [`Self::from_options`]).
+    pub fn to_options(&self) -> Vec<(String, String)> {
+        pairs([
+            ("label", self.label.clone()),
+            ("epochs", self.epochs.to_string()),
+            ("batch_size", self.batch_size.to_string()),
+            ("learning_rate", self.learning_rate.to_string()),
+            ("keep_shared", self.keep_shared.to_string()),
+            ("seed", self.seed.to_string()),
+            ("dealer", self.dealer.clone()),
+        ])
+    }
+
+    /// Checks every option: a label and a dealer are named, epochs in 1..=100000, batch
+    /// size in 1..=1048576, learning rate in (0, 10].
+    pub fn validate(&self) -> Result<()> {
+        if self.label.trim().is_empty() {
+            return Err(bad("option `label` (the label column) is missing"));
+        }
+        if self.dealer.is_empty() {
+            return Err(bad("option `dealer` is missing"));
+        }
+        limits::epochs(self.epochs)
+            .and_then(|()| limits::batch_size(self.batch_size))
+            .and_then(|()| limits::learning_rate(self.learning_rate))
+            .map_err(TrainError::Options)
+    }
+
+    /// The training parameters of the job for the seats `parties`: the defaults of
+    /// [`TrainParams::new`] with these options; with `keep_shared` the model is revealed
+    /// to nobody.
+    pub fn params(&self, parties: PartyNames) -> TrainParams {
+        let mut p = TrainParams::new(parties);
+        p.epochs = self.epochs;
+        p.batch_size = self.batch_size;
+        p.learning_rate = self.learning_rate;
+        p.seed = self.seed;
+        if self.keep_shared {
+            p.reveal_to.clear();
+        }
+        p
+    }
+}
+
+/// The options of a `predict` job: the model and the seats it was trained with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PredictOptions {
+    /// The model id: the job id of the `train --keep-shared` job.
+    pub model: String,
+    /// The active party of the training job.
+    pub active: String,
+    /// The passive party of the training job.
+    pub passive: String,
+    /// The dealer of the training job (and of this one).
+    pub dealer: String,
+    /// Fixed-point fractional bits of the model.
+    pub frac_bits: u32,
+}
+
+impl PredictOptions {
+    /// The option names.
+    pub const KEYS: &'static [&'static str] =
+        &["model", "active", "passive", "dealer", "frac_bits"];
+
+    /// Parses and validates a job's string options (all required).
+    pub fn from_options(
+        options: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
+    ) -> Result<Self> {
+        let raw = Raw::new(options, Self::KEYS)?;
+        let o = Self {
+            model: raw.text("model")?,
+            active: raw.text("active")?,
+            passive: raw.text("passive")?,
+            dealer: raw.text("dealer")?,
+            frac_bits: raw.num("frac_bits", None)?,
+        };
+        o.validate().map(|()| o)
+    }
+
+    /// The options as a job carries them (the inverse of [`Self::from_options`]).
+    pub fn to_options(&self) -> Vec<(String, String)> {
+        pairs([
+            ("model", self.model.clone()),
+            ("active", self.active.clone()),
+            ("passive", self.passive.clone()),
+            ("dealer", self.dealer.clone()),
+            ("frac_bits", self.frac_bits.to_string()),
+        ])
+    }
+
+    /// Checks the model id ([`check_model_id`]), that the three seats are distinct and
+    /// that `frac_bits` is in 12..=24.
+    pub fn validate(&self) -> Result<()> {
+        check_model_id(&self.model)?;
+        limits::distinct(&self.active, &self.passive, &self.dealer)
+            .and_then(|()| limits::frac_bits(self.frac_bits))
+            .map_err(TrainError::Options)
+    }
+
+    /// The seats of the training job.
+    pub fn names(&self) -> PartyNames {
+        PartyNames {
+            active: self.active.clone(),
+            passive: self.passive.clone(),
+            dealer: self.dealer.clone(),
+        }
+    }
+
+    /// The scoring parameters, with `receiver` (the job's initiator) learning the scores.
+    pub fn params(&self, receiver: &str) -> PredictParams {
+        PredictParams {
+            parties: self.names(),
+            receiver: receiver.to_string(),
+            frac_bits: self.frac_bits,
+            batch_size: PREDICT_BATCH,
+        }
+    }
+}
+
+/// Model ids are job ids (1 to 64 hex digits); anything else could name a file outside
+/// the models directory.
+pub fn check_model_id(id: &str) -> Result<()> {
+    if !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err(bad(format!(
+            "`{id}` is not a model id (the job id of a `train --keep-shared` job)"
+        )))
+    }
+}

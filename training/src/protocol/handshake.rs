@@ -1,0 +1,161 @@
+//! The opening exchange of a job: shapes, parameters and local errors, checked by every seat.
+
+use serde::{Deserialize, Serialize};
+
+use super::prep::Prep;
+use super::{PartyNames, Role};
+use crate::error::{Result, TrainError};
+use confide_mpc::Transport;
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub(super) struct Hello {
+    pub(super) rows: usize,
+    pub(super) cols: usize,
+    pub(super) features: Vec<String>,
+    pub(super) params: String,
+    pub(super) error: Option<String>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct Verdict {
+    error: Option<String>,
+}
+
+impl Hello {
+    /// A computing party's hello: its prepared shape and what it tells its peer in
+    /// `features`.
+    pub(super) fn party(p: &Prep, features: Vec<String>, params: &str) -> Self {
+        Self {
+            rows: p.x.nrows(),
+            cols: p.x.ncols(),
+            features,
+            params: params.to_string(),
+            error: None,
+        }
+    }
+
+    /// The dealer's hello: no data.
+    pub(super) fn dealer(params: &str) -> Self {
+        Self {
+            rows: 0,
+            cols: 0,
+            features: vec![],
+            params: params.to_string(),
+            error: None,
+        }
+    }
+}
+
+/// The job parameters as every seat serializes them for comparison.
+pub(super) fn params_json<P: Serialize>(params: &P) -> Result<String> {
+    serde_json::to_string(params)
+        .map_err(|e| TrainError::Internal(format!("serializing the parameters: {e}")))
+}
+
+pub(super) fn to_json<S: Serialize>(v: &S) -> Vec<u8> {
+    serde_json::to_vec(v).expect("plain structs serialize")
+}
+
+pub(super) fn from_json<D: for<'de> Deserialize<'de>>(peer: &str, b: &[u8]) -> Result<D> {
+    serde_json::from_slice(b).map_err(|e| TrainError::Peer {
+        peer: peer.into(),
+        reason: format!("bad message: {e}"),
+    })
+}
+
+/// The opening exchange. Parties tell each other (and the dealer) their row and column
+/// counts, feature names (not to the dealer), the parameters and any local error; the
+/// dealer answers with a verdict. Returns the peer's hello at a party, both hellos at the
+/// dealer. Every seat fails if any seat reported an error or the shapes disagree.
+pub(super) async fn handshake<T: Transport>(
+    t: &T,
+    role: Role,
+    names: &PartyNames,
+    params_json: &str,
+    mine: std::result::Result<Hello, TrainError>,
+) -> Result<[Hello; 2]> {
+    let (me, peer) = match role {
+        Role::Active => (&names.active, &names.passive),
+        Role::Passive => (&names.passive, &names.active),
+        Role::Dealer => {
+            let (a, b) = tokio::join!(t.recv(&names.active), t.recv(&names.passive));
+            let a: Hello = from_json(&names.active, &a?)?;
+            let b: Hello = from_json(&names.passive, &b?)?;
+            let err = if let Some(e) = a.error.as_ref().or(b.error.as_ref()) {
+                Some(format!("a party failed: {e}"))
+            } else if a.params != params_json || b.params != params_json {
+                Some("the parties' job parameters differ from the dealer's".to_string())
+            } else if a.rows != b.rows {
+                Some(format!("row counts differ: {} vs {}", a.rows, b.rows))
+            } else {
+                None
+            };
+            let v = to_json(&Verdict { error: err.clone() });
+            let (s1, s2) =
+                tokio::join!(t.send(&names.active, v.clone()), t.send(&names.passive, v));
+            s1?;
+            s2?;
+            return match err {
+                Some(e) => Err(TrainError::Data(e)),
+                None => Ok([a, b]),
+            };
+        }
+    };
+    let _ = me;
+    let (hello, local_err) = match mine {
+        Ok(h) => (h, None),
+        Err(e) => (
+            Hello {
+                rows: 0,
+                cols: 0,
+                features: vec![],
+                params: params_json.to_string(),
+                error: Some(e.to_string()),
+            },
+            Some(e),
+        ),
+    };
+    let to_dealer = Hello {
+        features: vec![],
+        ..hello.clone()
+    };
+    let (s1, s2, r) = tokio::join!(
+        t.send(peer, to_json(&hello)),
+        t.send(&names.dealer, to_json(&to_dealer)),
+        t.recv(peer)
+    );
+    s1?;
+    s2?;
+    let theirs: Hello = from_json(peer, &r?)?;
+    let verdict: Verdict = from_json(&names.dealer, &t.recv(&names.dealer).await?)?;
+    if let Some(e) = local_err {
+        return Err(e);
+    }
+    if let Some(e) = theirs.error {
+        return Err(TrainError::Peer {
+            peer: peer.clone(),
+            reason: e,
+        });
+    }
+    if theirs.params != params_json {
+        return Err(TrainError::Params(format!(
+            "job parameters differ from `{peer}`'s"
+        )));
+    }
+    if theirs.rows != hello.rows {
+        return Err(TrainError::Data(format!(
+            "row counts differ: {} here, {} at `{peer}` (inputs are not aligned)",
+            hello.rows, theirs.rows
+        )));
+    }
+    if let Some(e) = verdict.error {
+        return Err(TrainError::Peer {
+            peer: names.dealer.clone(),
+            reason: e,
+        });
+    }
+    Ok(match role {
+        Role::Active => [hello, theirs],
+        _ => [theirs, hello],
+    })
+}
