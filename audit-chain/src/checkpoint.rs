@@ -3,7 +3,7 @@
 //!
 //! A checkpoint note is `origin\nsize\nbase64(root)\n`, then a blank line, then
 //! one line per signature: `— <member name> base64(key id ‖ Ed25519 signature)`
-//! with key id = SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key)[:4] (signature type
+//! with key id = SHA-256(name ‖ 0x0A ‖ 0x01 ‖ public key)\[:4\] (signature type
 //! 0x01, plain Ed25519 over the note text).
 
 use std::collections::{HashMap, HashSet};

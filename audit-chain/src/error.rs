@@ -74,9 +74,25 @@ pub enum AuditError {
     /// An entry or argument violates the entry rules (length limits, names, log id).
     #[error("invalid entry: {0}")]
     InvalidEntry(String),
+    /// A member's replication reply breaks the protocol (no request in flight,
+    /// a cosignature for another checkpoint or by someone else, no progress, ...).
+    #[error("replication with {member:?}: {why}")]
+    Replication {
+        /// The member whose reply was refused.
+        member: String,
+        /// Why.
+        why: String,
+    },
 }
 
 impl AuditError {
+    pub(crate) fn replication(member: &str, why: impl Into<String>) -> Self {
+        AuditError::Replication {
+            member: member.to_string(),
+            why: why.into(),
+        }
+    }
+
     pub(crate) fn malformed(what: &'static str, why: impl Into<String>) -> Self {
         AuditError::Malformed {
             what,

@@ -116,6 +116,10 @@ impl Genesis {
     }
 
     /// Pretty JSON for the genesis file.
+    #[allow(
+        clippy::expect_used,
+        reason = "serializing this plain struct (string keys, no fallible serializers) cannot fail"
+    )]
     pub fn to_json(&self) -> String {
         serde_json::to_string_pretty(self).expect("genesis serializes")
     }
@@ -133,6 +137,10 @@ impl Genesis {
 
     /// Canonical bytes: compact JSON with the fields in declaration order and
     /// lowercase hex keys, independent of the file's whitespace.
+    #[allow(
+        clippy::expect_used,
+        reason = "serializing this plain struct (string keys, no fallible serializers) cannot fail"
+    )]
     pub fn canonical_bytes(&self) -> Vec<u8> {
         let canon = Genesis {
             members: self

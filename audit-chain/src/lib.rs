@@ -22,6 +22,11 @@
 //! [`AuditStore::add_cosignature`] → final checkpoint at quorum → broadcast;
 //! members [`AuditStore::record_final`].
 //!
+//! The [`Replicator`] runs that sequencer policy as a sans-IO state machine
+//! (who gets which batch next, catch-up, backoff, finality) and
+//! [`handle_replicate`] is the member's side of it; the daemon only moves the
+//! [`ReplicateBatch`]es and [`ReplicateAck`]s (see [`replicator`]).
+//!
 //! ```
 //! use confide_audit::*;
 //! use ed25519_dalek::SigningKey;
@@ -99,6 +104,7 @@ pub mod error;
 mod evidence;
 pub mod genesis;
 pub mod merkle;
+pub mod replicator;
 pub mod store;
 
 pub use bundle::{MemberSummary, ProofBundle, VerifiedBundle, summarize, verify_bundle};
@@ -110,4 +116,8 @@ pub use entry::{Entry, EntryBody, JobKind, JobRequest, fingerprint, new_salt};
 pub use error::{AuditError, Result};
 pub use genesis::{Genesis, Member};
 pub use merkle::Hash;
+pub use replicator::{
+    FetchBatch, MemberView, ReplicateAck, ReplicateBatch, Replicator, ReplicatorConfig,
+    ReplyOutcome, handle_replicate, serve_fetch,
+};
 pub use store::{AuditStore, Update, VerifyReport};

@@ -123,7 +123,7 @@ impl MerkleTree {
         }
     }
 
-    /// RFC 6962 PATH(index, D[size]): the audit path of leaf `index` in the
+    /// RFC 6962 PATH(index, D\[size\]): the audit path of leaf `index` in the
     /// tree of the first `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Option<Vec<Hash>> {
         if index >= size || size > self.size() {
@@ -148,7 +148,7 @@ impl MerkleTree {
         }
     }
 
-    /// RFC 6962 PROOF(m, D[n]): consistency proof between sizes m ≤ n.
+    /// RFC 6962 PROOF(m, D\[n\]): consistency proof between sizes m ≤ n.
     pub fn consistency_proof(&self, m: u64, n: u64) -> Option<Vec<Hash>> {
         if m > n || n > self.size() {
             return None;
