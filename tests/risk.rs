@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use confide::config::PartyConfig;
-use confide::tls::TlsMaterial;
+use confide::base::config::PartyConfig;
+use confide::base::tls::TlsMaterial;
 use confide_audit::{Entry, EntryBody, Genesis, InclusionPromise, JobKind, fingerprint, new_salt};
 use confide_proto::audit_client::AuditClient;
 use confide_proto::peer_client::PeerClient;
@@ -154,7 +154,7 @@ async fn peer_as(
     } else {
         cfg.peers[to].address.clone()
     };
-    let ch = confide::daemon::links::endpoint(&addr, tls.client(to))
+    let ch = confide::net::links::endpoint(&addr, tls.client(to))
         .unwrap()
         .connect()
         .await
@@ -202,7 +202,7 @@ async fn log_entry(dir: &Path, member: &str, kind: JobKind, hash: [u8; 32]) -> V
     let entry = Entry::create(body, &genesis.log_id(), &key).unwrap();
     let cfg = PartyConfig::load(&config(dir, member)).unwrap();
     let tls = TlsMaterial::load(&cfg).unwrap();
-    let ch = confide::daemon::links::endpoint(
+    let ch = confide::net::links::endpoint(
         &cfg.peers[&genesis.sequencer].address,
         tls.client(&genesis.sequencer),
     )
@@ -218,7 +218,7 @@ async fn log_entry(dir: &Path, member: &str, kind: JobKind, hash: [u8; 32]) -> V
         .unwrap()
         .into_inner();
     let promise: InclusionPromise = serde_json::from_slice(&reply.promise).unwrap();
-    serde_json::to_vec(&confide::audit::QueryEvidence {
+    serde_json::to_vec(&confide::audit::evidence::QueryEvidence {
         entry_hex: hex::encode(entry.as_bytes()),
         promise,
         salt_hex: hex::encode(salt),
@@ -289,6 +289,23 @@ async fn forged_and_replayed_requests_are_refused(dir: &Path) {
         .await
         .unwrap_err();
     assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    // Queries are jobs on a party's own Control service: carol may not submit one at alice.
+    let cfg = PartyConfig::load(&config(dir, "carol")).unwrap();
+    let tls = TlsMaterial::load(&cfg).unwrap();
+    let ch = confide::net::links::endpoint(&cfg.peers["alice"].address, tls.client("alice"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let opts = confide::kinds::JobOptions::RiskQuery(confide::kinds::risk_query::Opts {
+        ids: vec!["C1".into()],
+    });
+    let s = confide_proto::control_client::ControlClient::new(ch)
+        .submit(confide::cli::submit::request(&opts, "", vec![], None))
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    // And the old local-call path is gone: a peer call to `risk.query` is unknown.
     let s = alice_as_carol
         .call(CallRequest {
             method: "risk.query".into(),
@@ -297,7 +314,7 @@ async fn forged_and_replayed_requests_are_refused(dir: &Path) {
         })
         .await
         .unwrap_err();
-    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert_eq!(s.code(), tonic::Code::InvalidArgument, "{s:?}");
 }
 
 #[test]

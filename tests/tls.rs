@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use confide::tls::{Ca, TlsMaterial};
+use confide::base::tls::{Ca, TlsMaterial};
 use confide_proto::control_client::ControlClient;
 use confide_proto::peer_client::PeerClient;
 use confide_proto::{PingRequest, StatusRequest};
@@ -31,10 +31,11 @@ async fn start(ca: &Ca) -> Setup {
     );
     let path = dir.path().join("party.toml");
     std::fs::write(&path, toml).unwrap();
-    let cfg = confide::config::PartyConfig::load(&path).unwrap();
+    let cfg = confide::base::config::PartyConfig::load(&path).unwrap();
     let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let listener = confide::daemon::bind(&cfg).await.unwrap();
     tokio::spawn(async move {
-        confide::daemon::serve(cfg, async move {
+        confide::daemon::serve(listener, cfg, async move {
             let _ = rx.wait_for(|s| *s).await;
         })
         .await
@@ -49,7 +50,7 @@ async fn start(ca: &Ca) -> Setup {
     }
 }
 
-fn material(ca_pem: &str, cert: &confide::tls::IssuedCert) -> TlsMaterial {
+fn material(ca_pem: &str, cert: &confide::base::tls::IssuedCert) -> TlsMaterial {
     TlsMaterial {
         ca_pem: ca_pem.as_bytes().to_vec(),
         cert_pem: cert.cert_pem.as_bytes().to_vec(),

@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
-use confide::config::PartyConfig;
+use confide::base::config::PartyConfig;
 
 const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
@@ -174,7 +174,7 @@ fn train_and_predict_between_real_daemons() {
     let t = confide_training::load_table(&pref, "id", Some("label")).unwrap();
     let y = t.label.clone().unwrap();
     let (secure, plain) =
-        confide::jobs::train::reference_aucs(&t, &model, EPOCHS, BATCH, 0.1, 7).unwrap();
+        confide::demo::train::reference_aucs(&t, &model, EPOCHS, BATCH, 0.1, 7).unwrap();
     assert!(
         (secure - plain).abs() <= 0.01,
         "secure {secure} plaintext {plain}"

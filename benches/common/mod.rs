@@ -23,7 +23,7 @@ pub fn confide(args: &[&str]) -> std::process::Output {
 
 /// `n` consecutive free ports on 127.0.0.1 (the demo's search).
 pub fn free_ports(n: u16) -> u16 {
-    confide::demo::free_ports(n as usize).expect("free loopback ports")
+    confide::kit::free_ports(n as usize).expect("free loopback ports")
 }
 
 /// Peak resident set size (VmHWM) of a process, in MiB.

@@ -1,76 +1,187 @@
-//! The job manager: every job has an id, a kind, its parties, a status, progress events
-//! streamed to the submitter, and a deadline. A broken link to any peer fails the job at
-//! once with a message naming the peer; it never hangs.
+//! The job table and runner: every job has an id, a kind, its parties, a status, progress
+//! events streamed to the submitter, and a deadline. A broken link to any peer fails the
+//! job at once with a message naming the peer; it never hangs.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use confide_mpc::{ChannelTransport, Link};
-use confide_proto::{DatasetRef, JobEvent, JobInfo, JobState};
+use confide_proto::{JobEvent, JobInfo, JobState};
+use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
-use crate::daemon::Daemon;
-use crate::daemon::links::{FailureSignal, open_stream};
-use crate::error::DaemonError;
+use super::Daemon;
+use crate::base::config::PartyConfig;
+use crate::base::error::{DaemonError, status_line};
+use crate::base::ids::now_ms;
+use crate::base::job::JobSpec;
+use crate::base::kind::JobKind;
+use crate::kinds::{Env, JobOptions};
+use crate::net::FailureSignal;
+use crate::net::links::open_stream;
 
-/// What a job is: the same at every party.
-#[derive(Debug, Clone)]
-pub struct JobSpec {
-    pub job_id: String,
-    pub kind: String,
-    /// Every party with its dataset; the initiator first.
-    pub parties: Vec<DatasetRef>,
-    pub options: BTreeMap<String, String>,
-    pub deadline: Duration,
-    /// Where this party writes its output (initiator: from the CLI; others: work dir).
-    pub output: Option<PathBuf>,
-    /// At the initiator: SHA-256 of each accepting peer's dataset, from its proposal reply.
-    pub dataset_hashes: BTreeMap<String, [u8; 32]>,
+/// One job in the job table.
+#[derive(Debug)]
+pub struct JobRecord {
+    pub info: JobInfo,
+    pub abort: FailureSignal,
 }
 
-impl JobSpec {
-    pub fn initiator(&self) -> &str {
-        self.parties.first().map(|p| p.party.as_str()).unwrap_or("")
+/// Every job this daemon knows, by id.
+#[derive(Debug, Default)]
+pub struct JobTable(Mutex<BTreeMap<String, JobRecord>>);
+
+impl JobTable {
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, JobRecord>>, DaemonError> {
+        self.0
+            .lock()
+            .map_err(|_| DaemonError::Internal("job table poisoned".into()))
     }
-    pub fn party_names(&self) -> Vec<String> {
-        self.parties.iter().map(|p| p.party.clone()).collect()
+
+    /// Records a job as queued; returns its abort signal.
+    pub fn register(&self, spec: &JobSpec) -> Result<FailureSignal, DaemonError> {
+        let (tx, _rx) = watch::channel(None);
+        let signal = Arc::new(tx);
+        let mut jobs = self.lock()?;
+        if jobs.contains_key(&spec.job_id) {
+            return Err(DaemonError::InvalidRequest(format!(
+                "job {} already exists",
+                spec.job_id
+            )));
+        }
+        jobs.insert(
+            spec.job_id.clone(),
+            JobRecord {
+                info: JobInfo {
+                    job_id: spec.job_id.clone(),
+                    kind: spec.kind.as_str().to_string(),
+                    parties: spec.party_names(),
+                    initiator: spec.initiator().to_string(),
+                    state: JobState::Queued as i32,
+                    started_unix_ms: now_ms(),
+                    ..Default::default()
+                },
+                abort: signal.clone(),
+            },
+        );
+        Ok(signal)
     }
-    pub fn dataset_of(&self, party: &str) -> Option<&str> {
-        self.parties
-            .iter()
-            .find(|p| p.party == party)
-            .map(|p| p.dataset.as_str())
-            .filter(|d| !d.is_empty())
+
+    pub fn set_state(&self, job_id: &str, state: JobState, error: &str) {
+        if let Ok(mut jobs) = self.lock()
+            && let Some(r) = jobs.get_mut(job_id)
+        {
+            r.info.state = state as i32;
+            r.info.error = error.to_string();
+            if matches!(
+                state,
+                JobState::Succeeded | JobState::Failed | JobState::Cancelled
+            ) {
+                r.info.finished_unix_ms = now_ms();
+            }
+        }
+    }
+
+    /// Every job, oldest id first.
+    pub fn list(&self) -> Vec<JobInfo> {
+        self.lock()
+            .map(|j| j.values().map(|r| r.info.clone()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Number of queued or running jobs.
+    pub fn running(&self) -> u64 {
+        self.lock()
+            .map(|j| {
+                j.values()
+                    .filter(|r| {
+                        r.info.state == JobState::Running as i32
+                            || r.info.state == JobState::Queued as i32
+                    })
+                    .count() as u64
+            })
+            .unwrap_or(0)
+    }
+
+    /// Trips a job's abort signal with `reason` (first reason wins). `from`: only if that
+    /// party takes part in the job. Returns whether this call tripped it.
+    pub fn abort(
+        &self,
+        job_id: &str,
+        from: Option<&str>,
+        reason: String,
+    ) -> Result<bool, DaemonError> {
+        let jobs = self.lock()?;
+        let rec = jobs
+            .get(job_id)
+            .ok_or_else(|| DaemonError::JobNotFound(job_id.to_string()))?;
+        if let Some(p) = from
+            && !rec.info.parties.iter().any(|x| x == p)
+        {
+            return Ok(false);
+        }
+        Ok(rec.abort.send_if_modified(|a| {
+            if a.is_none() {
+                *a = Some(reason);
+                true
+            } else {
+                false
+            }
+        }))
+    }
+
+    /// Trips every job's abort signal (shutdown).
+    pub fn abort_all(&self, reason: &str) {
+        if let Ok(jobs) = self.lock() {
+            for r in jobs.values() {
+                r.abort.send_if_modified(|a| {
+                    if a.is_none() {
+                        *a = Some(reason.to_string());
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+        }
     }
 }
 
-/// What a running job's code sees.
-pub struct JobCtx {
-    pub daemon: Arc<Daemon>,
-    pub spec: JobSpec,
-    pub work_dir: PathBuf,
+/// The [`Env`] a job runs in: the daemon's services, narrowed to what a job may use.
+struct DaemonEnv {
+    daemon: Arc<Daemon>,
+    spec: JobSpec,
+    work_dir: PathBuf,
     events: Option<mpsc::Sender<JobEvent>>,
 }
 
-impl std::fmt::Debug for JobCtx {
+impl std::fmt::Debug for DaemonEnv {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("JobCtx")
-            .field("spec", &self.spec)
+        f.debug_struct("DaemonEnv")
+            .field("job", &self.spec.job_id)
             .finish_non_exhaustive()
     }
 }
 
-impl JobCtx {
-    pub fn me(&self) -> &str {
-        &self.daemon.me
+/// Longest time one call to a compute node may take (a commit of millions of rows).
+const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(900);
+
+impl Env for DaemonEnv {
+    fn config(&self) -> &PartyConfig {
+        &self.daemon.cfg
     }
-    pub fn is_initiator(&self) -> bool {
-        self.spec.initiator() == self.daemon.me
+
+    fn spec(&self) -> &JobSpec {
+        &self.spec
     }
-    /// Reports progress to the submitter (never blocks the job).
-    pub fn progress(&self, stage: &str, done: u64, total: u64, message: &str) {
+
+    fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    fn progress(&self, stage: &str, done: u64, total: u64, message: &str) {
         tracing::debug!(job = %self.spec.job_id, stage, done, total, message, "progress");
         if let Some(tx) = &self.events {
             let _ = tx.try_send(JobEvent {
@@ -84,88 +195,83 @@ impl JobCtx {
             });
         }
     }
-    /// The option `key`, or `default`.
-    pub fn option(&self, key: &str) -> Option<&str> {
-        self.spec.options.get(key).map(String::as_str)
+
+    fn log_risk_eval(
+        &self,
+        kind: JobKind,
+        served_by: Vec<String>,
+        hash: [u8; 32],
+    ) -> BoxFuture<'_, Result<Vec<u8>, DaemonError>> {
+        Box::pin(async move {
+            let a = self.daemon.audit.as_ref().ok_or_else(|| {
+                DaemonError::Config(
+                    "this party has no audit chain configured (alliance.genesis, tls.audit_key)"
+                        .into(),
+                )
+            })?;
+            let kind = crate::audit::evidence::audit_kind(kind)
+                .ok_or_else(|| DaemonError::Internal(format!("`{kind}` is not logged")))?;
+            crate::audit::evidence::log_risk_eval(a, kind, &self.spec.job_id, served_by, hash).await
+        })
+    }
+
+    fn node_call(
+        &self,
+        node: &str,
+        request: Vec<u8>,
+    ) -> BoxFuture<'_, Result<Vec<u8>, DaemonError>> {
+        let node = node.to_string();
+        Box::pin(async move {
+            let d = &self.daemon;
+            if node == d.me() {
+                return d.require_risk_node().await?.serve(&node, request).await;
+            }
+            let address = d.channels.address(&node).unwrap_or("-").to_string();
+            let peer_err = |message: String| DaemonError::Peer {
+                peer: node.clone(),
+                address: address.clone(),
+                message,
+            };
+            let mut c = d.channels.client(&node)?;
+            let r = tokio::time::timeout(
+                NODE_CALL_TIMEOUT,
+                c.call(confide_proto::CallRequest {
+                    method: "risk.node".into(),
+                    job_id: self.spec.job_id.clone(),
+                    payload: request,
+                }),
+            )
+            .await
+            .map_err(|_| {
+                peer_err(format!(
+                    "no answer within {} s",
+                    NODE_CALL_TIMEOUT.as_secs()
+                ))
+            })?
+            .map_err(|s| peer_err(status_line(&s)))?;
+            Ok(r.into_inner().payload)
+        })
     }
 }
 
-/// A fresh job id.
-pub fn new_job_id() -> String {
-    hex::encode(rand::random::<[u8; 12]>())
-}
-
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-/// Records a job as queued; returns its abort signal.
-pub fn register(daemon: &Daemon, spec: &JobSpec) -> Result<FailureSignal, DaemonError> {
-    let (tx, _rx) = watch::channel(None);
-    let signal = Arc::new(tx);
-    let mut jobs = daemon
-        .jobs
-        .lock()
-        .map_err(|_| DaemonError::Internal("job table poisoned".into()))?;
-    if jobs.contains_key(&spec.job_id) {
-        return Err(DaemonError::InvalidRequest(format!(
-            "job {} already exists",
-            spec.job_id
-        )));
-    }
-    jobs.insert(
-        spec.job_id.clone(),
-        super::JobRecord {
-            info: JobInfo {
-                job_id: spec.job_id.clone(),
-                kind: spec.kind.clone(),
-                parties: spec.party_names(),
-                initiator: spec.initiator().to_string(),
-                state: JobState::Queued as i32,
-                started_unix_ms: now_ms(),
-                ..Default::default()
-            },
-            abort: signal.clone(),
-        },
-    );
-    Ok(signal)
-}
-
-fn set_state(daemon: &Daemon, job_id: &str, state: JobState, error: &str) {
-    if let Ok(mut jobs) = daemon.jobs.lock()
-        && let Some(r) = jobs.get_mut(job_id)
-    {
-        r.info.state = state as i32;
-        r.info.error = error.to_string();
-        if matches!(
-            state,
-            JobState::Succeeded | JobState::Failed | JobState::Cancelled
-        ) {
-            r.info.finished_unix_ms = now_ms();
-        }
-    }
-}
-
-/// Connects to every other party of the job, runs the job's protocol, records the outcome.
-/// Returns the job's JSON summary.
+/// Connects to every other party of the job, runs the job's protocol, records the outcome
+/// (and, at the initiator, anchors it on the audit chain). Returns the JSON summary.
 pub async fn run(
     daemon: Arc<Daemon>,
     spec: JobSpec,
+    options: JobOptions,
     abort: FailureSignal,
     events: Option<mpsc::Sender<JobEvent>>,
 ) -> Result<serde_json::Value, DaemonError> {
     let job_id = spec.job_id.clone();
-    let kind = spec.kind.clone();
-    set_state(&daemon, &job_id, JobState::Running, "");
+    let kind = spec.kind;
+    daemon.jobs.set_state(&job_id, JobState::Running, "");
     tracing::info!(job = %job_id, kind = %kind, parties = ?spec.party_names(), "job started");
     let started = Instant::now();
     let work_dir = daemon.cfg.party.data_dir.join("jobs").join(&job_id);
     let deadline = spec.deadline;
     let mut abort_rx = abort.subscribe();
-    let ctx = JobCtx {
+    let env = DaemonEnv {
         daemon: daemon.clone(),
         spec: spec.clone(),
         work_dir: work_dir.clone(),
@@ -174,9 +280,14 @@ pub async fn run(
     let body = async {
         std::fs::create_dir_all(&work_dir)
             .map_err(|e| DaemonError::io(format!("creating {}", work_dir.display()), e))?;
-        let transport = connect_all(&daemon, &spec, abort.clone()).await?;
-        ctx.progress("connected", 0, 0, "all parties joined");
-        crate::jobs::run(&ctx, &transport).await
+        let transport = if options.with_peers() {
+            let t = connect_all(&daemon, &spec, abort.clone()).await?;
+            env.progress("connected", 0, 0, "all parties joined");
+            t
+        } else {
+            ChannelTransport::from_links(daemon.me(), BTreeMap::new())
+        };
+        options.run(&env, &transport).await
     };
     let aborted = async {
         loop {
@@ -194,30 +305,13 @@ pub async fn run(
         _ = tokio::time::sleep(deadline) => Err(DaemonError::Deadline(deadline.as_secs())),
     };
     let _ = std::fs::remove_dir_all(&work_dir);
-    // The initiator anchors every job (succeeded or not) on the audit chain.
-    let result = if spec.initiator() == daemon.me {
-        match crate::audit::record_job(&daemon, &spec, &result).await {
-            Ok(Some(index)) => result.map(|mut v| {
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("audit_index".into(), index.into());
-                }
-                v
-            }),
-            Ok(None) => result,
-            Err(e) => {
-                tracing::error!(job = %job_id, error = %e, "could not anchor the job on the audit chain");
-                match result {
-                    Ok(_) => Err(DaemonError::Protocol(format!(
-                        "the job ran but could not be anchored on the audit chain: {e}"
-                    ))),
-                    Err(e0) => Err(e0),
-                }
-            }
-        }
+    // The initiator anchors every job with peers (succeeded or not) on the audit chain;
+    // risk jobs anchored each evaluation before it happened.
+    let result = if spec.initiator() == daemon.me() && options.with_peers() {
+        anchor(&daemon, &spec, result).await
     } else {
         result
     };
-    let elapsed = started.elapsed();
     let (state, status) = match &result {
         Ok(_) => (JobState::Succeeded, "succeeded"),
         Err(DaemonError::Cancelled(r)) if r.starts_with("cancelled") => {
@@ -230,27 +324,16 @@ pub async fn run(
         .err()
         .map(|e| e.to_string())
         .unwrap_or_default();
-    set_state(&daemon, &job_id, state, &err);
-    daemon.metrics.job(&kind, status);
+    daemon.jobs.set_state(&job_id, state, &err);
+    daemon.metrics.job(kind.as_str(), status);
     match &result {
         Ok(_) => {
-            tracing::info!(job = %job_id, kind = %kind, elapsed_ms = elapsed.as_millis() as u64, "job succeeded")
+            tracing::info!(job = %job_id, kind = %kind, elapsed_ms = started.elapsed().as_millis() as u64, "job succeeded")
         }
         Err(e) => {
             tracing::warn!(job = %job_id, kind = %kind, error = %e, "job {status}");
             // Tell the others, so nobody waits for us.
-            let reason = e.to_string();
-            for p in spec.party_names() {
-                if p != daemon.me
-                    && let Ok(mut c) = daemon.channels.client(&p)
-                {
-                    let req = confide_proto::AbortRequest {
-                        job_id: job_id.clone(),
-                        reason: reason.clone(),
-                    };
-                    let _ = tokio::time::timeout(Duration::from_secs(2), c.abort(req)).await;
-                }
-            }
+            tell_peers_abort(&daemon, &spec, &e.to_string()).await;
         }
     }
     if let Some(tx) = events {
@@ -269,13 +352,61 @@ pub async fn run(
     result
 }
 
+/// Anchors a finished job on the audit chain; the index goes into the summary.
+async fn anchor(
+    daemon: &Daemon,
+    spec: &JobSpec,
+    result: Result<serde_json::Value, DaemonError>,
+) -> Result<serde_json::Value, DaemonError> {
+    let Some(a) = &daemon.audit else {
+        return result;
+    };
+    match crate::audit::evidence::record_job(a, &daemon.cfg, spec, &result).await {
+        Ok(Some(index)) => result.map(|mut v| {
+            if let Some(o) = v.as_object_mut() {
+                o.insert("audit_index".into(), index.into());
+            }
+            v
+        }),
+        Ok(None) => result,
+        Err(e) => {
+            tracing::error!(job = %spec.job_id, error = %e, "could not anchor the job on the audit chain");
+            match result {
+                Ok(_) => Err(DaemonError::Protocol(format!(
+                    "the job ran but could not be anchored on the audit chain: {e}"
+                ))),
+                Err(e0) => Err(e0),
+            }
+        }
+    }
+}
+
+/// Sends `Abort` to every other party of the job (best effort, 2 s each).
+pub async fn tell_peers_abort(daemon: &Daemon, spec: &JobSpec, reason: &str) {
+    let futs = spec
+        .party_names()
+        .into_iter()
+        .filter(|p| p != daemon.me())
+        .filter_map(|p| daemon.channels.client(&p).ok())
+        .map(|mut c| {
+            let req = confide_proto::AbortRequest {
+                job_id: spec.job_id.clone(),
+                reason: reason.to_string(),
+            };
+            async move {
+                let _ = tokio::time::timeout(Duration::from_secs(2), c.abort(req)).await;
+            }
+        });
+    futures::future::join_all(futs).await;
+}
+
 /// Opens (or accepts) one stream per other party of the job.
 async fn connect_all(
     daemon: &Arc<Daemon>,
     spec: &JobSpec,
     failure: FailureSignal,
 ) -> Result<ChannelTransport, DaemonError> {
-    let me = daemon.me.clone();
+    let me = daemon.me().to_string();
     let timeout = Duration::from_secs(daemon.cfg.policy.peer_timeout_secs.max(1));
     let futs = spec
         .party_names()

@@ -1,42 +1,45 @@
-//! The party daemon: gRPC services over mutual TLS, the job manager, policy, metrics.
+//! The party daemon: gRPC services over mutual TLS, the job table and runner, metrics.
+//!
+//! [`serve`] runs a daemon on a listener until a shutdown future resolves (the
+//! mini-redis shape): `confide serve` binds and passes SIGINT/SIGTERM; tests start several
+//! daemons in one process on loopback listeners.
 
+mod control;
 pub mod jobs;
-pub mod links;
 pub mod metrics;
-mod services;
+mod peer;
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
 
-use confide_proto::JobInfo;
+use tokio::net::TcpListener;
 use tonic::transport::Server;
 
-use crate::config::PartyConfig;
-use crate::error::DaemonError;
-use crate::tls::TlsMaterial;
-use links::{FailureSignal, PeerChannels, Rendezvous};
-use metrics::Metrics;
+use crate::audit::AuditState;
+use crate::base::config::PartyConfig;
+use crate::base::error::DaemonError;
+use crate::base::metrics::Metrics;
+use crate::base::tls::TlsMaterial;
+use crate::net::{PeerChannels, Rendezvous};
+use crate::risk_node::RiskNode;
+use jobs::JobTable;
 
-/// One job in the job table.
-#[derive(Debug)]
-pub struct JobRecord {
-    pub info: JobInfo,
-    pub abort: FailureSignal,
-}
+/// The package version, reported by `Ping` and `Status`.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// The daemon's shared state.
 #[derive(Debug)]
 pub struct Daemon {
-    pub me: String,
-    pub cfg: PartyConfig,
-    pub channels: PeerChannels,
+    pub cfg: Arc<PartyConfig>,
+    pub channels: Arc<PeerChannels>,
     pub rendezvous: Rendezvous,
     pub metrics: Arc<Metrics>,
-    pub jobs: Mutex<BTreeMap<String, JobRecord>>,
+    pub jobs: JobTable,
     /// This member's audit chain, if the config names a genesis and an audit key.
-    pub audit: Option<Arc<crate::audit::AuditState>>,
-    /// Risk-query state, opened on first use (see `jobs::risk`).
-    pub risk: tokio::sync::OnceCell<Arc<crate::jobs::risk::RiskState>>,
+    pub audit: Option<Arc<AuditState>>,
+    /// The risk compute node (opened on first use; `None` inside if this party is not one).
+    risk: tokio::sync::OnceCell<Option<Arc<RiskNode>>>,
 }
 
 impl Daemon {
@@ -54,49 +57,71 @@ impl Daemon {
                 e,
             )
         })?;
+        let channels = Arc::new(PeerChannels::new(tls, addresses));
         Ok(Arc::new(Self {
-            me: cfg.party.name.clone(),
-            channels: PeerChannels::new(tls, addresses),
+            audit: AuditState::open(&cfg, channels.clone())?,
+            channels,
             rendezvous: Rendezvous::default(),
             metrics: Arc::new(Metrics::default()),
-            jobs: Mutex::new(BTreeMap::new()),
+            jobs: JobTable::default(),
             risk: tokio::sync::OnceCell::new(),
-            audit: crate::audit::AuditState::open(&cfg)?,
-            cfg,
+            cfg: Arc::new(cfg),
         }))
     }
 
-    /// Number of running or queued jobs.
-    pub fn jobs_running(&self) -> u64 {
-        self.jobs
-            .lock()
-            .map(|j| {
-                j.values()
-                    .filter(|r| {
-                        r.info.state == confide_proto::JobState::Running as i32
-                            || r.info.state == confide_proto::JobState::Queued as i32
-                    })
-                    .count() as u64
+    /// This party's name.
+    pub fn me(&self) -> &str {
+        &self.cfg.party.name
+    }
+
+    /// The risk compute node of this daemon, if it is one (opened on first use).
+    pub async fn risk_node(&self) -> Result<Option<Arc<RiskNode>>, DaemonError> {
+        self.risk
+            .get_or_try_init(|| async {
+                Ok::<_, DaemonError>(
+                    RiskNode::open(&self.cfg, self.audit.as_deref(), &self.channels)
+                        .await?
+                        .map(Arc::new),
+                )
             })
-            .unwrap_or(0)
+            .await
+            .cloned()
+    }
+
+    /// The risk compute node, or a refusal saying this party is not one.
+    pub async fn require_risk_node(&self) -> Result<Arc<RiskNode>, DaemonError> {
+        self.risk_node().await?.ok_or_else(|| {
+            DaemonError::PermissionDenied(format!(
+                "`{}` is not a risk compute node (alliance.compute = [{}])",
+                self.me(),
+                self.cfg.alliance.compute.join(", ")
+            ))
+        })
     }
 }
 
-/// Runs the daemon until `shutdown` resolves (SIGINT/SIGTERM in `confide serve`).
-pub async fn serve(
-    cfg: PartyConfig,
-    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<(), DaemonError> {
+/// Binds the daemon's listen address (a clear error if it is taken).
+pub async fn bind(cfg: &PartyConfig) -> Result<TcpListener, DaemonError> {
     let addr = cfg.listen_addr()?;
-    let tls = TlsMaterial::load(&cfg)?;
-    let daemon = Daemon::new(cfg)?;
-    // Bind first so that "address in use" is a clear error before anything else starts.
-    let listener = tokio::net::TcpListener::bind(addr)
+    TcpListener::bind(addr)
         .await
         .map_err(|source| DaemonError::Bind {
             addr: addr.to_string(),
             source,
-        })?;
+        })
+}
+
+/// Runs the daemon on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: TcpListener,
+    cfg: PartyConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<(), DaemonError> {
+    let tls = TlsMaterial::load(&cfg)?;
+    let daemon = Daemon::new(cfg)?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| DaemonError::io("reading the listener's address", e))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(m) = &daemon.cfg.party.metrics_listen {
         let maddr: std::net::SocketAddr = m.parse().map_err(|_| {
@@ -109,7 +134,7 @@ pub async fn serve(
         metrics::serve(
             maddr,
             daemon.metrics.clone(),
-            daemon.me.clone(),
+            daemon.me().to_string(),
             async move {
                 let _ = rx.wait_for(|s| *s).await;
             },
@@ -120,7 +145,7 @@ pub async fn serve(
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     health_reporter
-        .set_serving::<confide_proto::peer_server::PeerServer<services::PeerService>>()
+        .set_serving::<confide_proto::peer_server::PeerServer<peer::PeerService>>()
         .await;
     // Accepted sockets do not inherit the builder's tcp_nodelay: set it, or small replies
     // wait for delayed ACKs (~40 ms per unary call).
@@ -128,21 +153,26 @@ pub async fn serve(
         tokio_stream::wrappers::TcpListenerStream::new(listener),
         |s| s.inspect(|s| drop(s.set_nodelay(true))),
     );
-    tracing::info!(party = %daemon.me, %addr, "confide daemon listening (mutual TLS)");
+    tracing::info!(party = %daemon.me(), %addr, "confide daemon listening (mutual TLS)");
     let server = Server::builder()
         .tls_config(tls.server())
         .map_err(|e| DaemonError::Config(format!("TLS configuration: {e}")))?
-        .http2_keepalive_interval(Some(std::time::Duration::from_secs(4)))
-        .http2_keepalive_timeout(Some(std::time::Duration::from_secs(6)))
+        .http2_keepalive_interval(Some(Duration::from_secs(4)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(6)))
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(services::peer_server(daemon.clone()))
-        .add_service(services::control_server(daemon.clone()))
-        .add_service(crate::audit::audit_server(daemon.clone()));
-    tokio::spawn(crate::audit::replication_loop(
-        daemon.clone(),
-        stop_rx.clone(),
-    ));
+        .add_service(peer::server(daemon.clone()))
+        .add_service(control::server(daemon.clone()))
+        .add_service(crate::audit::service::audit_server(
+            daemon.me().to_string(),
+            daemon.audit.clone(),
+        ));
+    if let Some(a) = daemon.audit.clone() {
+        tokio::spawn(crate::audit::replicate::replication_loop(
+            a,
+            stop_rx.clone(),
+        ));
+    }
     let mut stop_rx2 = stop_rx.clone();
     let result = server.serve_with_incoming_shutdown(incoming, async move {
         let _ = stop_rx2.wait_for(|s| *s).await;
@@ -152,15 +182,9 @@ pub async fn serve(
         r = &mut result => r.map_err(|e| DaemonError::Internal(format!("server: {e}")))?,
         _ = shutdown => {
             tracing::info!("shutting down: cancelling running jobs");
-            if let Ok(jobs) = daemon.jobs.lock() {
-                for r in jobs.values() {
-                    r.abort.send_if_modified(|a| {
-                        if a.is_none() { *a = Some("cancelled: the daemon is shutting down".into()); true } else { false }
-                    });
-                }
-            }
+            daemon.jobs.abort_all("cancelled: the daemon is shutting down");
             let _ = stop_tx.send(true);
-            let _ = tokio::time::timeout(std::time::Duration::from_secs(5), result).await;
+            let _ = tokio::time::timeout(Duration::from_secs(5), result).await;
         }
     }
     tracing::info!("daemon stopped");

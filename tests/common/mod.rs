@@ -38,7 +38,7 @@ pub fn stdout(o: &Output) -> String {
 
 /// Consecutive free ports on loopback (the demo's search).
 pub fn free_base_port(n: u16) -> u16 {
-    confide::demo::free_ports(n as usize).expect("free loopback ports")
+    confide::kit::free_ports(n as usize).expect("free loopback ports")
 }
 
 /// Starts a long `confide netcheck` job at the party of `cfg` (100,000 rounds, 20 ms apart),

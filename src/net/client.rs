@@ -7,10 +7,10 @@ use confide_proto::audit_client::AuditClient;
 use confide_proto::control_client::ControlClient;
 use tonic::transport::Channel;
 
-use crate::config::PartyConfig;
-use crate::daemon::links::{MAX_MESSAGE, endpoint};
-use crate::error::{DaemonError, status_line};
-use crate::tls::TlsMaterial;
+use crate::base::config::PartyConfig;
+use crate::base::error::{DaemonError, error_chain, status_line};
+use crate::base::tls::TlsMaterial;
+use crate::net::links::{MAX_MESSAGE, endpoint};
 
 /// The address to dial for a listen address (a wildcard listen means loopback).
 pub fn dial_address(listen: &str) -> String {
@@ -64,19 +64,4 @@ pub fn daemon_error(cfg: &PartyConfig, s: &tonic::Status) -> DaemonError {
         address: dial_address(&cfg.party.listen),
         message: status_line(s),
     }
-}
-
-/// "a: b: c" from an error and its sources, on one line.
-pub fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !s.contains(&t) {
-            s.push_str(": ");
-            s.push_str(&t);
-        }
-        cur = c.source();
-    }
-    s.replace('\n', " ")
 }

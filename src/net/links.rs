@@ -18,9 +18,9 @@ use tokio_stream::StreamExt;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::transport::{Channel, Endpoint};
 
-use crate::daemon::metrics::Metrics;
-use crate::error::{DaemonError, status_line};
-use crate::tls::TlsMaterial;
+use crate::base::error::{DaemonError, status_line};
+use crate::base::metrics::Metrics;
+use crate::base::tls::TlsMaterial;
 
 /// Largest gRPC message accepted or sent between daemons.
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;

@@ -5,14 +5,16 @@
 //! `CONFIDE_DATA_DIR` replaces `party.data_dir`, and `CONFIDE_PEERS="bob=bob:7100,carol=carol:7100"`
 //! replaces peers' addresses.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-/// Job kinds a dataset policy can allow.
-pub const JOB_KINDS: &[&str] = &["psi", "train", "risk"];
+use crate::base::kind::PolicyKind;
+
+/// Job kinds a dataset policy can allow, as written in `allow`.
+const POLICY_KINDS: [PolicyKind; 3] = [PolicyKind::Psi, PolicyKind::Train, PolicyKind::Risk];
 
 /// A configuration problem, naming the file and the field.
 #[derive(Debug, thiserror::Error)]
@@ -141,9 +143,19 @@ pub struct DatasetSection {
     pub path: PathBuf,
     /// The column holding the ID.
     pub id_column: String,
-    /// Job kind → peers allowed to run it on this dataset.
+    /// Job kind → peers allowed to run it on this dataset, as written in the file.
     #[serde(default)]
     pub allow: BTreeMap<String, Vec<String>>,
+    /// `allow` parsed: the parties each kind is granted to (filled by validation).
+    #[serde(skip)]
+    pub allowed: BTreeMap<PolicyKind, BTreeSet<String>>,
+}
+
+impl DatasetSection {
+    /// Is `party` granted `kind` on this dataset?
+    pub fn allows(&self, kind: PolicyKind, party: &str) -> bool {
+        self.allowed.get(&kind).is_some_and(|s| s.contains(party))
+    }
 }
 
 impl PartyConfig {
@@ -209,6 +221,18 @@ impl PartyConfig {
             abs(&mut ds.path);
         }
         cfg.validate()?;
+        for ds in cfg.datasets.values_mut() {
+            ds.allowed = ds
+                .allow
+                .iter()
+                .filter_map(|(k, who)| {
+                    POLICY_KINDS
+                        .into_iter()
+                        .find(|p| p.as_str() == k)
+                        .map(|p| (p, who.iter().cloned().collect()))
+                })
+                .collect();
+        }
         Ok(cfg)
     }
 
@@ -277,12 +301,12 @@ impl PartyConfig {
                 return Err(self.invalid(&format!("datasets.{name}.id_column"), "is empty"));
             }
             for (kind, who) in &ds.allow {
-                if !JOB_KINDS.contains(&kind.as_str()) {
+                if !POLICY_KINDS.iter().any(|p| p.as_str() == kind) {
                     return Err(self.invalid(
                         &format!("datasets.{name}.allow.{kind}"),
                         format!(
                             "unknown job kind (expected one of {})",
-                            JOB_KINDS.join(", ")
+                            POLICY_KINDS.map(PolicyKind::as_str).join(", ")
                         ),
                     ));
                 }
@@ -319,7 +343,7 @@ impl PartyConfig {
     pub fn check_policy(
         &self,
         dataset: &str,
-        kind: &str,
+        kind: PolicyKind,
         peer: &str,
     ) -> Result<&DatasetSection, String> {
         let ds = self
@@ -329,11 +353,7 @@ impl PartyConfig {
         if peer == self.party.name {
             return Ok(ds);
         }
-        let allowed = ds
-            .allow
-            .get(kind)
-            .is_some_and(|v| v.iter().any(|p| p == peer));
-        if allowed {
+        if ds.allows(kind, peer) {
             Ok(ds)
         } else {
             Err(format!(
@@ -417,14 +437,19 @@ allow = { psi = ["bob"] }
         let (dir, p) = fixture();
         let cfg = parse(GOOD, &p).unwrap();
         assert_eq!(cfg.datasets["customers"].path, dir.path().join("data.csv"));
-        assert!(cfg.check_policy("customers", "psi", "bob").is_ok());
-        let refused = cfg.check_policy("customers", "train", "bob").unwrap_err();
+        assert!(
+            cfg.check_policy("customers", PolicyKind::Psi, "bob")
+                .is_ok()
+        );
+        let refused = cfg
+            .check_policy("customers", PolicyKind::Train, "bob")
+            .unwrap_err();
         assert!(
             refused.contains("does not allow `bob` to run `train`"),
             "{refused}"
         );
         assert!(
-            cfg.check_policy("nope", "psi", "bob")
+            cfg.check_policy("nope", PolicyKind::Psi, "bob")
                 .unwrap_err()
                 .contains("no dataset `nope`")
         );

@@ -10,8 +10,8 @@ use rcgen::{
 };
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
-use crate::config::PartyConfig;
-use crate::error::DaemonError;
+use crate::base::config::PartyConfig;
+use crate::base::error::DaemonError;
 
 /// A PEM certificate and its PEM private key.
 pub struct IssuedCert {
@@ -198,15 +198,4 @@ pub fn common_name_der(der: &[u8]) -> Result<String, String> {
         .and_then(|cn| cn.as_str().ok())
         .ok_or("certificate has no common name")?;
     Ok(cn.to_string())
-}
-
-/// The authenticated name of the caller of a gRPC request (mutual TLS).
-pub fn caller<T>(req: &tonic::Request<T>) -> Result<String, tonic::Status> {
-    let certs = req
-        .peer_certs()
-        .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
-    let first = certs
-        .first()
-        .ok_or_else(|| tonic::Status::unauthenticated("no client certificate"))?;
-    common_name_der(first.as_ref()).map_err(tonic::Status::unauthenticated)
 }

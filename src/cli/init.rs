@@ -4,9 +4,9 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use crate::config::valid_name;
-use crate::error::DaemonError;
-use crate::tls::Ca;
+use crate::base::config::valid_name;
+use crate::base::error::DaemonError;
+use crate::base::tls::Ca;
 
 /// What `confide init` needs.
 #[derive(Debug, Clone)]

@@ -1,0 +1,211 @@
+//! What jobs put on the chain: a fingerprint of every finished job (by its initiator), and
+//! the evidence that a risk evaluation was logged before a compute node answers it.
+
+use confide_audit::{
+    Entry, EntryBody, Genesis, InclusionPromise, JobKind, JobRequest, fingerprint, new_salt,
+};
+use sha2::{Digest, Sha256};
+
+use super::state::AuditState;
+use crate::base::config::PartyConfig;
+use crate::base::error::DaemonError;
+use crate::base::files::write_secret;
+use crate::base::ids::now_ms;
+use crate::base::job::JobSpec;
+use crate::base::kind::JobKind as Kind;
+
+/// The chain's kind for a job kind (netcheck jobs are not anchored; risk kinds anchor
+/// every evaluation themselves).
+pub fn audit_kind(kind: Kind) -> Option<JobKind> {
+    match kind {
+        Kind::Netcheck => None,
+        Kind::Psi => Some(JobKind::Psi),
+        Kind::Train => Some(JobKind::Train),
+        Kind::Predict => Some(JobKind::Train), // PREDICT-KIND: until confide-audit has Predict
+        Kind::RiskIngest => Some(JobKind::RiskIngest),
+        Kind::RiskQuery => Some(JobKind::RiskQuery),
+    }
+}
+
+/// SHA-256 of a dataset file's content (streamed).
+pub fn file_hash(path: &std::path::Path) -> Result<[u8; 32], DaemonError> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path)
+        .map_err(|e| DaemonError::io(format!("reading {}", path.display()), e))?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f
+            .read(&mut buf)
+            .map_err(|e| DaemonError::io(format!("reading {}", path.display()), e))?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(h.finalize().into())
+}
+
+/// Records a finished job started by this party (initiator). Returns the entry's index.
+pub async fn record_job(
+    a: &AuditState,
+    cfg: &PartyConfig,
+    spec: &JobSpec,
+    result: &Result<serde_json::Value, DaemonError>,
+) -> Result<Option<u64>, DaemonError> {
+    let Some(kind) = audit_kind(spec.kind) else {
+        return Ok(None);
+    };
+    let me = &a.me;
+    // Every party's dataset content hash, in party order: this party's own, and the peers'
+    // from their proposal replies (parties that bring no dataset, like a dealer, have none).
+    let mut dataset_hashes = Vec::new();
+    for party in spec.party_names() {
+        if party == *me {
+            if let Some(ds) = spec.dataset_of(me).and_then(|n| cfg.datasets.get(n)) {
+                let path = ds.path.clone();
+                dataset_hashes.push(
+                    tokio::task::spawn_blocking(move || file_hash(&path))
+                        .await
+                        .map_err(|e| DaemonError::Internal(e.to_string()))??,
+                );
+            }
+        } else if let Some(h) = spec.dataset_hashes.get(&party) {
+            dataset_hashes.push(*h);
+        }
+    }
+    let request = JobRequest {
+        kind,
+        parties: spec.party_names(),
+        dataset_hashes,
+        parameters: spec.options_json.as_bytes().to_vec(),
+    };
+    let result_bytes = match result {
+        Ok(v) => v.to_string().into_bytes(),
+        Err(e) => format!("failed: {e}").into_bytes(),
+    };
+    let salt = new_salt();
+    let body = EntryBody {
+        timestamp_ms: now_ms(),
+        member: me.clone(),
+        kind,
+        job_id: spec.job_id.clone(),
+        served_by: spec.party_names().into_iter().filter(|p| p != me).collect(),
+        fingerprint: fingerprint(&salt, &request.to_bytes(), &result_bytes),
+    };
+    let (_, promise) = a.append(body).await?;
+    // The salt stays with the initiator: with it, the request and result can later be
+    // shown to match the chain.
+    let dir = cfg.party.data_dir.join("audit-salts");
+    let record = serde_json::json!({
+        "job_id": spec.job_id, "index": promise.index, "salt": hex::encode(salt),
+        "request": hex::encode(request.to_bytes()), "result": String::from_utf8_lossy(&result_bytes),
+    });
+    write_secret(
+        &dir.join(format!("{}.json", spec.job_id)),
+        record.to_string().as_bytes(),
+    )?;
+    Ok(Some(promise.index))
+}
+
+/// Evidence that a risk query was logged before it is answered: the querier's signed
+/// entry, the sequencer's inclusion promise, the salt and the request it commits to.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+pub struct QueryEvidence {
+    pub entry_hex: String,
+    pub promise: InclusionPromise,
+    pub salt_hex: String,
+    /// The committed request: the SHA-256 of the blinded points (hex).
+    pub blinded_hash_hex: String,
+}
+
+/// Logs a risk query (kind `risk-query`) bound to `blinded_hash`; returns the evidence
+/// bytes the compute nodes check before evaluating anything.
+pub async fn log_risk_query(
+    a: &AuditState,
+    job_id: &str,
+    served_by: Vec<String>,
+    blinded_hash: [u8; 32],
+) -> Result<Vec<u8>, DaemonError> {
+    log_risk_eval(a, JobKind::RiskQuery, job_id, served_by, blinded_hash).await
+}
+
+/// As [`log_risk_query`] with the entry's kind: `RiskQuery` for a lender's query,
+/// `RiskIngest` for the OPRF evaluations of a holder's ingest.
+pub async fn log_risk_eval(
+    a: &AuditState,
+    kind: JobKind,
+    job_id: &str,
+    served_by: Vec<String>,
+    blinded_hash: [u8; 32],
+) -> Result<Vec<u8>, DaemonError> {
+    let salt = new_salt();
+    let body = EntryBody {
+        timestamp_ms: now_ms(),
+        member: a.me.clone(),
+        kind,
+        job_id: job_id.to_string(),
+        served_by,
+        fingerprint: fingerprint(&salt, &blinded_hash, b""),
+    };
+    let (entry, promise) = a.append(body).await?;
+    let ev = QueryEvidence {
+        entry_hex: hex::encode(entry.as_bytes()),
+        promise,
+        salt_hex: hex::encode(salt),
+        blinded_hash_hex: hex::encode(blinded_hash),
+    };
+    serde_json::to_vec(&ev).map_err(|e| DaemonError::Internal(e.to_string()))
+}
+
+/// The kind of the entry inside risk evidence (not verified: see [`check_risk_evidence`]).
+pub fn risk_evidence_kind(evidence: &[u8]) -> Result<JobKind, String> {
+    let ev: QueryEvidence =
+        serde_json::from_slice(evidence).map_err(|e| format!("malformed evidence: {e}"))?;
+    let bytes = hex::decode(&ev.entry_hex).map_err(|_| "malformed entry".to_string())?;
+    let entry = Entry::from_bytes(&bytes).map_err(|e| format!("bad entry: {e}"))?;
+    Ok(entry.body().kind)
+}
+
+/// Checks risk evidence: an entry signed by `querier` of kind risk-query (or risk-ingest), promised
+/// by the sequencer, whose fingerprint commits to exactly `blinded_hash`.
+pub fn check_risk_evidence(
+    genesis: &Genesis,
+    querier: &str,
+    blinded_hash: [u8; 32],
+    evidence: &[u8],
+) -> Result<(), String> {
+    let ev: QueryEvidence =
+        serde_json::from_slice(evidence).map_err(|e| format!("malformed evidence: {e}"))?;
+    let bytes = hex::decode(&ev.entry_hex).map_err(|_| "malformed entry".to_string())?;
+    let entry = Entry::from_bytes(&bytes).map_err(|e| format!("bad entry: {e}"))?;
+    let keys = genesis.keys().map_err(|e| e.to_string())?;
+    let key = keys
+        .get(querier)
+        .ok_or_else(|| format!("`{querier}` is not a member"))?;
+    if *entry.log_id() != genesis.log_id() {
+        return Err("the entry is for another log".into());
+    }
+    entry
+        .verify(key)
+        .map_err(|e| format!("entry signature: {e}"))?;
+    let b = entry.body();
+    if b.member != querier {
+        return Err(format!("the entry is `{}`'s, not `{querier}`'s", b.member));
+    }
+    if !matches!(b.kind, JobKind::RiskQuery | JobKind::RiskIngest) {
+        return Err("the entry is not a risk query or ingest".into());
+    }
+    ev.promise
+        .verify(genesis)
+        .map_err(|e| format!("inclusion promise: {e}"))?;
+    if ev.promise.entry_hash != entry.leaf_hash() {
+        return Err("the promise is for another entry".into());
+    }
+    let mut salt = [0u8; 32];
+    hex::decode_to_slice(&ev.salt_hex, &mut salt).map_err(|_| "malformed salt".to_string())?;
+    if fingerprint(&salt, &blinded_hash, b"") != b.fingerprint {
+        return Err("the logged entry does not commit to these blinded points".into());
+    }
+    Ok(())
+}

@@ -1,0 +1,218 @@
+//! The `Audit` gRPC service: the sequencer's `Append`, members' `Replicate` and `Fetch`,
+//! and the local CLI's read access.
+
+use std::sync::Arc;
+
+use confide_audit::{Entry, SignedCheckpoint};
+use confide_proto::audit_server::{Audit, AuditServer};
+use confide_proto::*;
+use tonic::{Request, Response, Status};
+
+use super::state::AuditState;
+use crate::base::error::DaemonError;
+use crate::net::MAX_MESSAGE;
+use crate::net::authz::{caller, only_self};
+
+/// The Audit gRPC service.
+#[derive(Debug)]
+pub struct AuditService {
+    me: String,
+    audit: Option<Arc<AuditState>>,
+}
+
+pub fn audit_server(me: String, audit: Option<Arc<AuditState>>) -> AuditServer<AuditService> {
+    AuditServer::new(AuditService { me, audit })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+impl AuditService {
+    fn state(&self) -> Result<&Arc<AuditState>, Status> {
+        self.audit
+            .as_ref()
+            .ok_or_else(|| Status::failed_precondition("this party has no audit chain configured"))
+    }
+}
+
+fn st(e: DaemonError) -> Status {
+    Status::from(e)
+}
+
+#[tonic::async_trait]
+impl Audit for AuditService {
+    async fn append(&self, req: Request<AppendRequest>) -> Result<Response<AppendReply>, Status> {
+        let who = caller(&req)?;
+        let a = self.state()?;
+        if !a.is_sequencer(&self.me) {
+            return Err(Status::failed_precondition(format!(
+                "`{}` is not the sequencer",
+                self.me
+            )));
+        }
+        let entry = Entry::from_bytes(&req.into_inner().entry)
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        if entry.body().member != who {
+            tracing::warn!(caller = %who, member = %entry.body().member, "refused audit entry signed for another member");
+            return Err(Status::permission_denied(format!(
+                "`{who}` may only append its own entries"
+            )));
+        }
+        let a2 = a.clone();
+        let promise = tokio::task::spawn_blocking(move || a2.with(|s| s.append_signed(&[entry])))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(st)?
+            .remove(0);
+        a.kick.notify_one();
+        Ok(Response::new(AppendReply {
+            index: promise.index,
+            promise: serde_json::to_vec(&promise).map_err(|e| Status::internal(e.to_string()))?,
+        }))
+    }
+
+    async fn replicate(
+        &self,
+        req: Request<ReplicateRequest>,
+    ) -> Result<Response<ReplicateReply>, Status> {
+        let who = caller(&req)?;
+        let a = self.state()?.clone();
+        if who != a.genesis.sequencer {
+            return Err(Status::permission_denied(format!(
+                "only the sequencer `{}` replicates",
+                a.genesis.sequencer
+            )));
+        }
+        let r = req.into_inner();
+        let reply = tokio::task::spawn_blocking(move || -> Result<ReplicateReply, DaemonError> {
+            for note in &r.final_checkpoints {
+                let fin = SignedCheckpoint::from_note(note).map_err(DaemonError::Audit)?;
+                // A final checkpoint beyond what we hold is recorded once we hold it.
+                let held = a.with(|s| Ok(s.size()))?;
+                if fin.checkpoint.size <= held {
+                    a.with(|s| s.record_final(&fin))?;
+                }
+            }
+            let mut cosignature = String::new();
+            if !r.checkpoint.is_empty() {
+                let cp = SignedCheckpoint::from_note(&r.checkpoint).map_err(DaemonError::Audit)?;
+                let entries = r
+                    .entries
+                    .iter()
+                    .map(|b| Entry::from_bytes(b))
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(DaemonError::Audit)?;
+                let proof = r
+                    .consistency_proof
+                    .iter()
+                    .map(|h| {
+                        <[u8; 32]>::try_from(h.as_slice())
+                            .map_err(|_| DaemonError::Protocol("bad proof hash".into()))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let cosig = a.with(|s| s.apply(&entries, &cp, &proof))?;
+                cosignature = serde_json::to_string(&cosig)
+                    .map_err(|e| DaemonError::Internal(e.to_string()))?;
+            }
+            Ok(ReplicateReply {
+                cosignature,
+                size: a.with(|s| Ok(s.size()))?,
+            })
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(st)?;
+        Ok(Response::new(reply))
+    }
+
+    async fn fetch(&self, req: Request<FetchRequest>) -> Result<Response<FetchReply>, Status> {
+        let who = caller(&req)?;
+        let a = self.state()?;
+        if !a.genesis.is_member(&who) {
+            return Err(Status::permission_denied(format!(
+                "`{who}` is not a member"
+            )));
+        }
+        let r = req.into_inner();
+        let limit = r.limit.clamp(1, 10_000);
+        let (entries, checkpoint) = a
+            .with(|s| {
+                let to = s.size().min(r.from_index.saturating_add(limit));
+                let e = s.entries_range(r.from_index.min(to), to)?;
+                Ok((e, s.latest_final().map(|c| c.to_note()).unwrap_or_default()))
+            })
+            .map_err(st)?;
+        Ok(Response::new(FetchReply {
+            entries: entries.iter().map(|e| e.as_bytes().to_vec()).collect(),
+            checkpoint,
+        }))
+    }
+
+    async fn log(&self, req: Request<LogRequest>) -> Result<Response<LogReply>, Status> {
+        only_self(&self.me, &req, "read its own audit log through this call")?;
+        let a = self.state()?;
+        let summary = req.into_inner().summary;
+        let json = a
+            .with(|s| {
+                if summary {
+                    let sum = s.summary()?;
+                    let v: serde_json::Map<String, serde_json::Value> = sum
+                        .into_iter()
+                        .map(|(k, m)| (k, serde_json::json!({"started": m.started, "served": m.served})))
+                        .collect();
+                    Ok(serde_json::Value::Object(v))
+                } else {
+                    let entries = s.log()?;
+                    let final_size = s.latest_final().map(|c| c.checkpoint.size);
+                    Ok(serde_json::json!({
+                        "size": s.size(),
+                        "final_size": final_size,
+                        "entries": entries.iter().map(|(i, e)| {
+                            let b = e.body();
+                            serde_json::json!({"index": i, "timestamp_ms": b.timestamp_ms, "member": b.member, "kind": b.kind.as_str(), "job_id": b.job_id, "served_by": b.served_by, "fingerprint": hex::encode(b.fingerprint)})
+                        }).collect::<Vec<_>>(),
+                    }))
+                }
+            })
+            .map_err(st)?;
+        Ok(Response::new(LogReply {
+            json: json.to_string(),
+        }))
+    }
+
+    async fn verify(&self, req: Request<VerifyRequest>) -> Result<Response<VerifyReply>, Status> {
+        only_self(&self.me, &req, "read its own audit log through this call")?;
+        let a = self.state()?;
+        let fault = a.with(|s| Ok(s.fault().map(str::to_string))).map_err(st)?;
+        match a.with(|s| s.verify_all()) {
+            Ok(r) if fault.is_none() => Ok(Response::new(VerifyReply {
+                ok: true,
+                report: format!(
+                    "{} entries verified (signatures, Merkle root {}), final checkpoint at size {}",
+                    r.entries,
+                    hex::encode(r.root),
+                    r.final_size
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "none yet".into())
+                ),
+            })),
+            Ok(_) => Ok(Response::new(VerifyReply {
+                ok: false,
+                report: fault.unwrap_or_default(),
+            })),
+            Err(e) => Ok(Response::new(VerifyReply {
+                ok: false,
+                report: e.to_string(),
+            })),
+        }
+    }
+
+    async fn prove(&self, req: Request<ProveRequest>) -> Result<Response<ProveReply>, Status> {
+        only_self(&self.me, &req, "read its own audit log through this call")?;
+        let a = self.state()?;
+        let job = req.into_inner().job_id;
+        let bundle = a.with(|s| s.prove_job(&job)).map_err(st)?;
+        Ok(Response::new(ProveReply {
+            bundle_json: bundle.to_json(),
+        }))
+    }
+}

@@ -1,0 +1,162 @@
+//! This member's copy of the audit log (confide-audit over redb) and appending to it
+//! through the sequencer.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use confide_audit::{AuditStore, Entry, EntryBody, Genesis, InclusionPromise};
+use confide_proto::AppendRequest;
+use confide_proto::audit_client::AuditClient;
+
+use crate::base::config::PartyConfig;
+use crate::base::error::{DaemonError, status_line};
+use crate::net::{MAX_MESSAGE, PeerChannels};
+
+/// This member's audit state.
+pub struct AuditState {
+    /// This member.
+    pub me: String,
+    /// Channels to the other members (the sequencer, or the members it replicates to).
+    pub channels: Arc<PeerChannels>,
+    pub genesis: Genesis,
+    pub genesis_json: String,
+    store: Mutex<AuditStore>,
+    /// Wakes the replication loop after an append.
+    pub(crate) kick: tokio::sync::Notify,
+}
+
+impl std::fmt::Debug for AuditState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuditState").finish_non_exhaustive()
+    }
+}
+
+impl AuditState {
+    /// Opens the store if the config names a genesis and an audit key.
+    pub fn open(
+        cfg: &PartyConfig,
+        channels: Arc<PeerChannels>,
+    ) -> Result<Option<Arc<Self>>, DaemonError> {
+        let (Some(genesis_path), Some(key_path)) = (&cfg.alliance.genesis, &cfg.tls.audit_key)
+        else {
+            return Ok(None);
+        };
+        let field_err = |field: &str, m: String| {
+            DaemonError::Config(format!(
+                "config file {}: field `{field}`: {m}",
+                cfg.source.display()
+            ))
+        };
+        let genesis_json = std::fs::read_to_string(genesis_path).map_err(|e| {
+            field_err(
+                "alliance.genesis",
+                format!("{}: {e}", genesis_path.display()),
+            )
+        })?;
+        let genesis = Genesis::from_json(&genesis_json).map_err(|e| {
+            field_err(
+                "alliance.genesis",
+                format!("{}: {e}", genesis_path.display()),
+            )
+        })?;
+        let key_hex = std::fs::read_to_string(key_path)
+            .map_err(|e| field_err("tls.audit_key", format!("{}: {e}", key_path.display())))?;
+        let key_hex = zeroize::Zeroizing::new(key_hex);
+        let mut seed = zeroize::Zeroizing::new([0u8; 32]);
+        hex::decode_to_slice(key_hex.trim(), &mut *seed).map_err(|_| {
+            field_err(
+                "tls.audit_key",
+                format!("{}: not a 32-byte hex key", key_path.display()),
+            )
+        })?;
+        let key = ed25519_dalek::SigningKey::from_bytes(&seed);
+        let store = AuditStore::open(
+            cfg.party.data_dir.join("audit.redb"),
+            genesis.clone(),
+            &cfg.party.name,
+            key,
+        )
+        .map_err(|e| field_err("alliance.genesis", format!("audit store: {e}")))?;
+        if let Some(fault) = store.fault() {
+            tracing::error!(%fault, "audit store refuses to cosign");
+        }
+        Ok(Some(Arc::new(Self {
+            me: cfg.party.name.clone(),
+            channels,
+            genesis,
+            genesis_json,
+            store: Mutex::new(store),
+            kick: tokio::sync::Notify::new(),
+        })))
+    }
+
+    pub(crate) fn with<R>(
+        &self,
+        f: impl FnOnce(&mut AuditStore) -> Result<R, confide_audit::AuditError>,
+    ) -> Result<R, DaemonError> {
+        let mut s = self
+            .store
+            .lock()
+            .map_err(|_| DaemonError::Internal("audit store poisoned".into()))?;
+        f(&mut s).map_err(DaemonError::Audit)
+    }
+
+    pub fn is_sequencer(&self, me: &str) -> bool {
+        self.genesis.sequencer == me
+    }
+
+    /// Appends a signed entry of this member through the sequencer; returns the promise.
+    pub async fn append(&self, body: EntryBody) -> Result<(Entry, InclusionPromise), DaemonError> {
+        let a = self;
+        let entry = a.with(|s| s.sign_entry(body))?;
+        let promise = if a.is_sequencer(&a.me) {
+            let e = entry.clone();
+            let p = a.with(move |s| s.append_signed(&[e]))?.remove(0);
+            a.kick.notify_one();
+            p
+        } else {
+            let seq = a.genesis.sequencer.clone();
+            let mut c = audit_client(&a.channels, &seq)?;
+            let r = tokio::time::timeout(
+                Duration::from_secs(10),
+                c.append(AppendRequest {
+                    entry: entry.as_bytes().to_vec(),
+                }),
+            )
+            .await
+            .map_err(|_| DaemonError::Peer {
+                peer: seq.clone(),
+                address: "-".into(),
+                message: "audit append: no answer within 10 s".into(),
+            })?
+            .map_err(|s| DaemonError::Peer {
+                peer: seq.clone(),
+                address: "-".into(),
+                message: format!("audit append: {}", status_line(&s)),
+            })?
+            .into_inner();
+            let p: InclusionPromise = serde_json::from_slice(&r.promise).map_err(|e| {
+                DaemonError::Protocol(format!("audit: bad promise from `{seq}`: {e}"))
+            })?;
+            p.verify(&a.genesis)?;
+            if p.entry_hash != entry.leaf_hash() {
+                return Err(DaemonError::Protocol(format!(
+                    "audit: `{seq}` promised another entry"
+                )));
+            }
+            p
+        };
+        Ok((entry, promise))
+    }
+}
+
+pub(crate) fn audit_client(
+    channels: &PeerChannels,
+    peer: &str,
+) -> Result<AuditClient<tonic::transport::Channel>, DaemonError> {
+    // Reuse the peer channel: build an Audit client on the same connection.
+    let ch = channels.channel(peer)?;
+    Ok(AuditClient::new(ch)
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE))
+}

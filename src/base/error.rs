@@ -1,0 +1,136 @@
+//! The daemon's error type, and its one mapping to `tonic::Status`.
+//!
+//! Each protocol crate's error is wrapped as it is (typed, with its source); strings are
+//! used only where no typed error exists. Every message is one line that names the file,
+//! field, peer or address at fault — the CLI prints it as it is.
+
+use confide_mpc::TransportError;
+
+use crate::base::config::ConfigError;
+
+/// Everything that can go wrong in the daemon and in the CLI's talk with it.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// A setting that cannot work (missing audit chain, bad TLS material, no compute nodes),
+    /// with the file and field in the message.
+    #[error("{0}")]
+    Config(String),
+    /// `party.toml` could not be read or parsed, or a field is invalid.
+    #[error(transparent)]
+    ConfigFile(#[from] ConfigError),
+    /// The daemon's listen (or metrics) address is taken or not ours.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: String,
+        source: std::io::Error,
+    },
+    /// A peer (or this party's own daemon, seen from the CLI) failed or is unreachable.
+    #[error("peer `{peer}` at {address}: {message}")]
+    Peer {
+        peer: String,
+        address: String,
+        message: String,
+    },
+    /// A policy refusal: who is not allowed what, on which dataset.
+    #[error("refused: {0}")]
+    PermissionDenied(String),
+    /// A request that can never succeed as sent (unknown kind, bad option, missing dataset).
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("job {0} not found")]
+    JobNotFound(String),
+    /// A job's link to a peer broke or carried a malformed message.
+    #[error(transparent)]
+    Transport(#[from] TransportError),
+    /// Private set intersection failed (input, peer or transport).
+    #[error("psi: {0}")]
+    Psi(#[from] confide_psi::PsiError),
+    /// Training or prediction failed.
+    #[error(transparent)]
+    Training(#[from] confide_training::TrainError),
+    /// A risk ingest, query or compute-node request failed.
+    #[error("risk: {0}")]
+    Risk(#[from] confide_risk::RiskError),
+    /// The audit chain refused or failed.
+    #[error("audit: {0}")]
+    Audit(#[from] confide_audit::AuditError),
+    /// A protocol step failed where no typed error exists.
+    #[error("{0}")]
+    Protocol(String),
+    #[error("job timed out after {0} s")]
+    Deadline(u64),
+    #[error("job cancelled: {0}")]
+    Cancelled(String),
+    /// A file could not be read or written (the context names it).
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        source: std::io::Error,
+    },
+    /// A bug or a broken invariant of this daemon (poisoned lock, task panic).
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl DaemonError {
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Self::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// Did a link to a peer break (rather than the protocol or input fail)?
+    pub fn is_transport(&self) -> bool {
+        matches!(
+            self,
+            DaemonError::Transport(_)
+                | DaemonError::Peer { .. }
+                | DaemonError::Psi(confide_psi::PsiError::Transport(_))
+        )
+    }
+}
+
+impl From<DaemonError> for tonic::Status {
+    fn from(e: DaemonError) -> Self {
+        use tonic::Status;
+        let msg = e.to_string().replace('\n', " ");
+        if e.is_transport() {
+            return Status::unavailable(msg);
+        }
+        match e {
+            DaemonError::PermissionDenied(_) => Status::permission_denied(msg),
+            DaemonError::InvalidRequest(_)
+            | DaemonError::Config(_)
+            | DaemonError::ConfigFile(_) => Status::invalid_argument(msg),
+            DaemonError::JobNotFound(_) => Status::not_found(msg),
+            DaemonError::Deadline(_) => Status::deadline_exceeded(msg),
+            DaemonError::Cancelled(_) => Status::cancelled(msg),
+            _ => Status::internal(msg),
+        }
+    }
+}
+
+/// A one-line description of a tonic status, for the CLI and for job errors.
+pub fn status_line(s: &tonic::Status) -> String {
+    let mut m = s.message().replace('\n', " ");
+    if m.is_empty() {
+        m = format!("{:?}", s.code());
+    }
+    m
+}
+
+/// "a: b: c" from an error and its sources, on one line.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let t = c.to_string();
+        if !s.contains(&t) {
+            s.push_str(": ");
+            s.push_str(&t);
+        }
+        cur = c.source();
+    }
+    s.replace('\n', " ")
+}

@@ -1,0 +1,153 @@
+//! `confide audit log|verify|prove|check`.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+
+use super::args::AuditCommand;
+use crate::base::config::PartyConfig;
+use crate::net::client;
+
+/// `confide audit ...`.
+pub async fn audit(c: AuditCommand) -> Result<ExitCode> {
+    use confide_proto::{LogRequest, VerifyRequest};
+    match c {
+        AuditCommand::Check { proof, genesis } => {
+            let b = std::fs::read_to_string(&proof)
+                .with_context(|| format!("reading {}", proof.display()))?;
+            let g = std::fs::read_to_string(&genesis)
+                .with_context(|| format!("reading {}", genesis.display()))?;
+            let v = confide_audit::verify_bundle(&b, &g)
+                .map_err(|e| anyhow!("{}: proof rejected: {e}", proof.display()))?;
+            let body = v.entry.body();
+            println!(
+                "proof OK: entry #{} ({} job {} by {}, served by {}) is in the log of size {}, cosigned by {} (offline check against {})",
+                v.index,
+                body.kind.as_str(),
+                body.job_id,
+                body.member,
+                if body.served_by.is_empty() {
+                    "-".to_string()
+                } else {
+                    body.served_by.join(",")
+                },
+                v.tree_size,
+                v.cosigners.join(", "),
+                genesis.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Log { config, summary } => {
+            let cfg = PartyConfig::load(&config.config)?;
+            let mut a = client::audit(&cfg).await?;
+            let r = a
+                .log(LogRequest { summary })
+                .await
+                .map_err(|s| client::daemon_error(&cfg, &s))?
+                .into_inner();
+            let v: serde_json::Value = serde_json::from_str(&r.json)?;
+            if summary {
+                println!("{:<12} {:>8} {:>8}", "member", "started", "served");
+                if let Some(m) = v.as_object() {
+                    for (name, x) in m {
+                        println!("{:<12} {:>8} {:>8}", name, x["started"], x["served"]);
+                    }
+                }
+            } else {
+                println!(
+                    "{} entries; final checkpoint at size {}",
+                    v["size"],
+                    v["final_size"]
+                        .as_u64()
+                        .map(|s| s.to_string())
+                        .unwrap_or_else(|| "none yet".into())
+                );
+                println!(
+                    "{:>6} {:<24} {:<8} {:<11} {:<26} {:<16} fingerprint",
+                    "index", "time (UTC ms)", "member", "kind", "job", "served by"
+                );
+                for e in v["entries"].as_array().into_iter().flatten() {
+                    let served: Vec<&str> = e["served_by"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|x| x.as_str())
+                        .collect();
+                    println!(
+                        "{:>6} {:<24} {:<8} {:<11} {:<26} {:<16} {}",
+                        e["index"],
+                        e["timestamp_ms"],
+                        e["member"].as_str().unwrap_or(""),
+                        e["kind"].as_str().unwrap_or(""),
+                        e["job_id"].as_str().unwrap_or(""),
+                        served.join(","),
+                        e["fingerprint"].as_str().unwrap_or("")
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        AuditCommand::Verify(config) => {
+            let cfg = PartyConfig::load(&config.config)?;
+            let mut a = client::audit(&cfg).await?;
+            let r = a
+                .verify(VerifyRequest {})
+                .await
+                .map_err(|s| client::daemon_error(&cfg, &s))?
+                .into_inner();
+            if r.ok {
+                println!("{}: audit log intact: {}", cfg.party.name, r.report);
+                Ok(ExitCode::SUCCESS)
+            } else {
+                bail!(
+                    "{}: audit log verification FAILED: {}",
+                    cfg.party.name,
+                    r.report
+                )
+            }
+        }
+        AuditCommand::Prove {
+            config,
+            job,
+            output,
+        } => {
+            let cfg = PartyConfig::load(&config.config)?;
+            let bundle = prove(&cfg, &job, Duration::from_secs(15)).await?;
+            std::fs::write(&output, &bundle)
+                .with_context(|| format!("writing {}", output.display()))?;
+            println!(
+                "wrote the proof of job {job} to {} (check it offline: confide audit check {} --genesis genesis.json)",
+                output.display(),
+                output.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Asks the daemon for a job's proof bundle, waiting up to `within` for its checkpoint
+/// to become final.
+pub async fn prove(cfg: &PartyConfig, job: &str, within: Duration) -> Result<String> {
+    let mut a = client::audit(cfg).await?;
+    let started = Instant::now();
+    loop {
+        match a
+            .prove(confide_proto::ProveRequest {
+                job_id: job.to_string(),
+            })
+            .await
+        {
+            Ok(r) => return Ok(r.into_inner().bundle_json),
+            Err(s)
+                if started.elapsed() < within
+                    && (s.message().contains("final")
+                        || s.message().contains("not found")
+                        || s.message().contains("no ")) =>
+            {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            Err(s) => return Err(client::daemon_error(cfg, &s).into()),
+        }
+    }
+}

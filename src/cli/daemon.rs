@@ -1,0 +1,173 @@
+//! The daemon's own commands: `serve`, `status`, `jobs`, `cancel`, `netcheck`.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Result, anyhow};
+use confide_proto::{DatasetRef, JobState, StatusRequest};
+
+use super::submit::{request, state_name, submit};
+use crate::base::config::PartyConfig;
+use crate::kinds::{JobOptions, netcheck};
+use crate::net::client;
+
+/// `confide netcheck`: a real job across `peers` (default: every peer).
+pub async fn netcheck(config: &Path, peers: Vec<String>, opts: netcheck::Opts) -> Result<ExitCode> {
+    let cfg = PartyConfig::load(config)?;
+    let peers = if peers.is_empty() {
+        cfg.peers.keys().cloned().collect()
+    } else {
+        peers
+    };
+    let peers = peers
+        .into_iter()
+        .map(|p| DatasetRef {
+            party: p,
+            dataset: String::new(),
+        })
+        .collect();
+    let req = request(&JobOptions::Netcheck(opts), "", peers, None);
+    let (job, result) = submit(&cfg, req).await?;
+    println!("netcheck job {job}: {result}");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `confide serve`: binds, then runs the daemon until SIGINT/SIGTERM.
+pub async fn serve(config: &Path) -> Result<ExitCode> {
+    let cfg = PartyConfig::load(config)?;
+    let listener = crate::daemon::bind(&cfg).await?;
+    crate::daemon::serve(listener, cfg, shutdown_signal()).await?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {},
+            _ = term.recv() => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// `confide status`: prints the daemon and each peer; Ok(FAILURE) if any is unreachable.
+pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCode> {
+    let cfg = PartyConfig::load(config)?;
+    let mut ctl = client::control(&cfg).await?;
+    let reply = tokio::time::timeout(
+        Duration::from_secs(8),
+        ctl.status(StatusRequest { self_only }),
+    )
+    .await
+    .map_err(|_| anyhow!("daemon of `{}` did not answer within 8 s", cfg.party.name))?
+    .map_err(|s| client::daemon_error(&cfg, &s))?
+    .into_inner();
+    let down: Vec<&str> = reply
+        .peers
+        .iter()
+        .filter(|p| !p.reachable)
+        .map(|p| p.name.as_str())
+        .collect();
+    if json {
+        let peers: Vec<_> = reply
+            .peers
+            .iter()
+            .map(|p| serde_json::json!({"name": p.name, "address": p.address, "reachable": p.reachable, "error": p.error, "latency_ms": p.latency_ms}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::json!({"party": reply.party, "version": reply.version, "jobs_running": reply.jobs_running, "peers": peers})
+        );
+    } else {
+        println!(
+            "{}: daemon up (confide {}), {} job(s) running",
+            reply.party, reply.version, reply.jobs_running
+        );
+        for p in &reply.peers {
+            if p.reachable {
+                println!(
+                    "  {:<12} {:<22} ok ({} ms, mutual TLS)",
+                    p.name, p.address, p.latency_ms
+                );
+            } else {
+                println!(
+                    "  {:<12} {:<22} UNREACHABLE: {}",
+                    p.name, p.address, p.error
+                );
+            }
+        }
+    }
+    if down.is_empty() {
+        Ok(ExitCode::SUCCESS)
+    } else {
+        eprintln!("error: unreachable peer(s): {}", down.join(", "));
+        Ok(ExitCode::FAILURE)
+    }
+}
+
+/// `confide jobs`.
+pub async fn jobs(config: &Path) -> Result<ExitCode> {
+    let cfg = PartyConfig::load(config)?;
+    let mut ctl = client::control(&cfg).await?;
+    let jobs = ctl
+        .list_jobs(confide_proto::ListJobsRequest {})
+        .await
+        .map_err(|s| client::daemon_error(&cfg, &s))?
+        .into_inner()
+        .jobs;
+    println!(
+        "{:<26} {:<9} {:<10} {:<10} parties",
+        "job", "kind", "state", "initiator"
+    );
+    for j in jobs {
+        let state = JobState::try_from(j.state).unwrap_or(JobState::Unspecified);
+        println!(
+            "{:<26} {:<9} {:<10} {:<10} {}{}",
+            j.job_id,
+            j.kind,
+            state_name(state),
+            j.initiator,
+            j.parties.join(","),
+            if j.error.is_empty() {
+                String::new()
+            } else {
+                format!("  ({})", j.error)
+            }
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `confide cancel`.
+pub async fn cancel(config: &Path, job: String) -> Result<ExitCode> {
+    let cfg = PartyConfig::load(config)?;
+    let mut ctl = client::control(&cfg).await?;
+    let r = ctl
+        .cancel_job(confide_proto::CancelJobRequest {
+            job_id: job.clone(),
+        })
+        .await
+        .map_err(|s| client::daemon_error(&cfg, &s))?
+        .into_inner();
+    if r.cancelled {
+        println!("job {job} cancelled");
+    } else {
+        println!("job {job} had already ended");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,175 @@
+//! One submit-and-progress path for every job kind: build the request from typed options,
+//! submit it to the party's own daemon, follow its progress (a bar on a terminal, plain
+//! lines otherwise), return the job id and its JSON summary.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use confide_proto::{DatasetRef, JobState, SubmitRequest};
+
+use crate::base::config::PartyConfig;
+use crate::base::error::status_line;
+use crate::kinds::JobOptions;
+use crate::net::client;
+
+/// A job request: this party's dataset ("" for none), the other parties, the typed
+/// options, and where this party's output goes.
+pub fn request(
+    options: &JobOptions,
+    dataset: &str,
+    peers: Vec<DatasetRef>,
+    output: Option<&Path>,
+) -> SubmitRequest {
+    SubmitRequest {
+        kind: options.kind().as_str().to_string(),
+        dataset: dataset.to_string(),
+        peers,
+        options_json: options.to_json(),
+        output: output
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        timeout_secs: 0,
+    }
+}
+
+pub fn state_name(s: JobState) -> &'static str {
+    match s {
+        JobState::Queued => "queued",
+        JobState::Running => "running",
+        JobState::Succeeded => "succeeded",
+        JobState::Failed => "failed",
+        JobState::Cancelled => "cancelled",
+        JobState::Unspecified => "unknown",
+    }
+}
+
+/// Parses `PARTY:DATASET`.
+pub fn parse_peer(s: &str) -> Result<DatasetRef> {
+    let (party, dataset) = s
+        .split_once(':')
+        .filter(|(p, d)| !p.is_empty() && !d.is_empty())
+        .ok_or_else(|| anyhow!("--peer `{s}`: expected PARTY:DATASET"))?;
+    Ok(DatasetRef {
+        party: party.to_string(),
+        dataset: dataset.to_string(),
+    })
+}
+
+/// An absolute form of a path given on the command line (the daemon resolves nothing).
+pub fn absolute(p: &Path) -> Result<PathBuf> {
+    if p.is_absolute() {
+        Ok(p.to_path_buf())
+    } else {
+        Ok(std::env::current_dir()
+            .context("current directory")?
+            .join(p))
+    }
+}
+
+/// How a submitted job's progress is shown on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Show {
+    /// A progress bar (a terminal).
+    Bar,
+    /// A plain line per stage, at most one every 2 s (logs, pipes).
+    Lines,
+    /// Nothing (commands whose stdout/stderr is parsed, like `risk query`).
+    Quiet,
+}
+
+impl Show {
+    /// A bar on a terminal, else `otherwise`.
+    pub fn bar_or(otherwise: Show) -> Show {
+        if std::io::stderr().is_terminal() {
+            Show::Bar
+        } else {
+            otherwise
+        }
+    }
+}
+
+/// Submits a job to this party's daemon and follows its progress (a bar on a terminal,
+/// plain lines otherwise). Returns the job id and its JSON result.
+pub async fn submit(cfg: &PartyConfig, req: SubmitRequest) -> Result<(String, serde_json::Value)> {
+    submit_with(cfg, req, Show::bar_or(Show::Lines)).await
+}
+
+/// As [`submit`], choosing the progress display.
+pub async fn submit_with(
+    cfg: &PartyConfig,
+    req: SubmitRequest,
+    show: Show,
+) -> Result<(String, serde_json::Value)> {
+    let bar = show == Show::Bar;
+    let mut ctl = client::control(cfg).await?;
+    let kind = req.kind.clone();
+    let mut stream = ctl
+        .submit(req)
+        .await
+        .map_err(|s| anyhow!("{kind}: {}", status_line(&s)))?
+        .into_inner();
+    let pb = bar.then(|| {
+        let pb = indicatif::ProgressBar::new(0);
+        pb.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} {prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
+            .progress_chars("=> "),
+        );
+        pb.enable_steady_tick(Duration::from_millis(200));
+        pb
+    });
+    let mut job_id = String::new();
+    let mut last_plain = Instant::now() - Duration::from_secs(10);
+    let mut last_stage = String::new();
+    loop {
+        let ev = match stream.message().await {
+            Ok(Some(ev)) => ev,
+            Ok(None) => {
+                bail!("{kind} job {job_id}: the daemon closed the stream before the job ended")
+            }
+            Err(s) => bail!("{kind} job {job_id}: {}", status_line(&s)),
+        };
+        job_id = ev.job_id.clone();
+        let state = JobState::try_from(ev.state).unwrap_or(JobState::Unspecified);
+        match state {
+            JobState::Succeeded => {
+                if let Some(pb) = &pb {
+                    pb.finish_and_clear();
+                }
+                let v = serde_json::from_str(&ev.result_json).unwrap_or(serde_json::Value::Null);
+                return Ok((job_id, v));
+            }
+            JobState::Failed | JobState::Cancelled => {
+                if let Some(pb) = &pb {
+                    pb.finish_and_clear();
+                }
+                bail!("{kind} job {job_id} {}: {}", state_name(state), ev.error);
+            }
+            _ => {
+                if let Some(pb) = &pb {
+                    pb.set_prefix(ev.stage.clone());
+                    pb.set_length(ev.total);
+                    pb.set_position(ev.done);
+                    pb.set_message(ev.message.clone());
+                } else if show == Show::Lines
+                    && (ev.stage != last_stage || last_plain.elapsed() > Duration::from_secs(2))
+                {
+                    last_plain = Instant::now();
+                    last_stage = ev.stage.clone();
+                    if ev.total > 0 {
+                        eprintln!(
+                            "[{job_id}] {}: {}/{} {}",
+                            ev.stage, ev.done, ev.total, ev.message
+                        );
+                    } else {
+                        eprintln!("[{job_id}] {}: {}", ev.stage, ev.message);
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,137 @@
+//! `confide train` and `confide predict`.
+
+use std::process::ExitCode;
+
+use anyhow::{Result, anyhow, bail};
+use confide_proto::DatasetRef;
+
+use super::args::{PredictArgs, TrainArgs};
+use super::submit::{absolute, parse_peer, request, submit};
+use crate::base::config::PartyConfig;
+use crate::kinds::train_common::{read_meta, valid_model_id};
+use crate::kinds::{self, JobOptions};
+
+/// The dealer a `train` or `predict` job uses: the configured one, distinct from both
+/// computing parties.
+pub fn configured_dealer(cfg: &PartyConfig, peer: &str) -> Result<String> {
+    let dealer = cfg.alliance.dealer.clone().ok_or_else(|| {
+        anyhow!(
+            "no training dealer is configured: set `dealer` under [alliance] in {} (confide init --dealer NAME)",
+            cfg.source.display()
+        )
+    })?;
+    if dealer == cfg.party.name || dealer == peer {
+        bail!(
+            "the configured dealer `{dealer}` is a party of this job; the dealer must be a third party"
+        );
+    }
+    Ok(dealer)
+}
+
+/// The parties of a `train` or `predict` job after the initiator: the peer, then the
+/// dealer (without a dataset).
+fn peers_and_dealer(peer: DatasetRef, dealer: &str) -> Vec<DatasetRef> {
+    vec![
+        peer,
+        DatasetRef {
+            party: dealer.into(),
+            dataset: String::new(),
+        },
+    ]
+}
+
+/// `confide train`.
+pub async fn train(a: TrainArgs) -> Result<ExitCode> {
+    let cfg = PartyConfig::load(&a.config.config)?;
+    let peer = parse_peer(&a.peer)?;
+    let dealer = configured_dealer(&cfg, &peer.party)?;
+    let opts = kinds::train::Opts {
+        label: a.label.clone(),
+        epochs: a.epochs as usize,
+        batch_size: a.batch_size as usize,
+        learning_rate: a.learning_rate.unwrap_or(0.1),
+        keep_shared: a.keep_shared,
+        seed: rand::random(),
+        dealer: dealer.clone(),
+    };
+    let output = absolute(&a.output)?;
+    let req = request(
+        &JobOptions::Train(opts),
+        &a.dataset,
+        peers_and_dealer(peer, &dealer),
+        Some(&output),
+    );
+    let (job, r) = submit(&cfg, req).await?;
+    println!("{}", train_summary(&job, &r));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The one-line summary of a train job.
+pub fn train_summary(job: &str, r: &serde_json::Value) -> String {
+    let n = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
+    let f = |k: &str| r.get(k).and_then(|v| v.as_f64());
+    let mut s = format!(
+        "train job {job}: {} common rows, {} epochs",
+        n("common_rows"),
+        n("epochs")
+    );
+    if let Some(l) = f("final_loss") {
+        s.push_str(&format!(", final loss {l:.4}"));
+    }
+    if let Some(auc) = f("train_auc") {
+        s.push_str(&format!(", train AUC {auc:.4}"));
+    }
+    match (
+        r.get("output").and_then(|v| v.as_str()),
+        r.get("shared_model").and_then(|v| v.as_str()),
+    ) {
+        (Some(out), _) => s.push_str(&format!("; model written to {out}")),
+        (None, Some(_)) => s.push_str(&format!(
+            "; model kept secret-shared (use `confide predict --model {job}`)"
+        )),
+        (None, None) => s.push_str("; model not revealed to this party"),
+    }
+    s.push_str(&format!(" in {:.2} s", n("elapsed_ms") as f64 / 1000.0));
+    s
+}
+
+/// `confide predict`.
+pub async fn predict(a: PredictArgs) -> Result<ExitCode> {
+    let cfg = PartyConfig::load(&a.config.config)?;
+    let peer = parse_peer(&a.peer)?;
+    valid_model_id(&a.model)?;
+    let meta = read_meta(&cfg, &a.model)?;
+    let holders = [&meta.parties.active, &meta.parties.passive];
+    if !holders.contains(&&peer.party) || peer.party == cfg.party.name {
+        bail!(
+            "model `{}` is shared between `{}` and `{}`: the peer must be the other one",
+            a.model,
+            meta.parties.active,
+            meta.parties.passive
+        );
+    }
+    let opts = kinds::predict::Opts {
+        model: a.model.clone(),
+        active: meta.parties.active.clone(),
+        passive: meta.parties.passive.clone(),
+        dealer: meta.parties.dealer.clone(),
+        frac_bits: meta.frac_bits,
+    };
+    let output = absolute(&a.output)?;
+    let req = request(
+        &JobOptions::Predict(opts),
+        &a.dataset,
+        peers_and_dealer(peer, &meta.parties.dealer),
+        Some(&output),
+    );
+    let (job, r) = submit(&cfg, req).await?;
+    println!(
+        "predict job {job}: scored {} common rows with model {}; scores written to {} (only {} sees them) in {:.2} s",
+        r.get("common_rows").and_then(|v| v.as_u64()).unwrap_or(0),
+        a.model,
+        r.get("output").and_then(|v| v.as_str()).unwrap_or("-"),
+        cfg.party.name,
+        r.get("elapsed_ms").and_then(|v| v.as_u64()).unwrap_or(0) as f64 / 1000.0
+    );
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,256 @@
+//! The `Control` service: the local CLI (and Python) to its own daemon. Only the party
+//! itself, holding its own certificate, may call it.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use confide_proto::control_server::{Control, ControlServer};
+use confide_proto::*;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+use super::{Daemon, VERSION, jobs};
+use crate::base::error::{DaemonError, status_line};
+use crate::base::ids::{new_job_id, now_ms};
+use crate::base::job::JobSpec;
+use crate::kinds::{JobOptions, Plan};
+use crate::net::authz::only_self;
+use crate::net::{FailureSignal, MAX_MESSAGE};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[derive(Debug)]
+pub struct ControlService {
+    daemon: Arc<Daemon>,
+}
+
+pub fn server(daemon: Arc<Daemon>) -> ControlServer<ControlService> {
+    ControlServer::new(ControlService { daemon })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+impl ControlService {
+    fn local<T>(&self, req: &Request<T>) -> Result<(), Status> {
+        only_self(self.daemon.me(), req, "control its own daemon")
+    }
+}
+
+/// Pings one peer (4 s at most).
+async fn ping_peer(d: &Daemon, name: &str, address: &str) -> PeerStatus {
+    let started = Instant::now();
+    let mut st = PeerStatus {
+        name: name.to_string(),
+        address: address.to_string(),
+        ..Default::default()
+    };
+    let res = match d.channels.client(name) {
+        Ok(mut c) => {
+            match tokio::time::timeout(Duration::from_secs(4), c.ping(PingRequest {})).await {
+                Ok(Ok(r)) if r.get_ref().party == name => Ok(()),
+                Ok(Ok(r)) => Err(format!("answered as `{}`", r.get_ref().party)),
+                Ok(Err(s)) => Err(status_line(&s)),
+                Err(_) => Err("no answer within 4 s".to_string()),
+            }
+        }
+        Err(e) => Err(e.to_string()),
+    };
+    match res {
+        Ok(()) => {
+            st.reachable = true;
+            st.latency_ms = started.elapsed().as_millis() as u64;
+        }
+        Err(e) => st.error = e,
+    }
+    st
+}
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn status(&self, req: Request<StatusRequest>) -> Result<Response<StatusReply>, Status> {
+        self.local(&req)?;
+        let d = &self.daemon;
+        let peers = if req.get_ref().self_only {
+            Vec::new()
+        } else {
+            futures::future::join_all(
+                d.cfg
+                    .peers
+                    .iter()
+                    .map(|(name, p)| ping_peer(d, name, &p.address)),
+            )
+            .await
+        };
+        Ok(Response::new(StatusReply {
+            party: d.me().to_string(),
+            version: VERSION.into(),
+            peers,
+            jobs_running: d.jobs.running(),
+        }))
+    }
+
+    type SubmitStream = BoxStream<JobEvent>;
+
+    async fn submit(
+        &self,
+        req: Request<SubmitRequest>,
+    ) -> Result<Response<Self::SubmitStream>, Status> {
+        self.local(&req)?;
+        let r = req.into_inner();
+        let d = self.daemon.clone();
+        let (spec, options, abort) = prepare(&d, r).await.map_err(Status::from)?;
+        let (tx, rx) = tokio::sync::mpsc::channel(256);
+        let _ = tx
+            .send(JobEvent {
+                job_id: spec.job_id.clone(),
+                state: JobState::Queued as i32,
+                stage: "accepted".into(),
+                message: format!("all parties accepted job {}", spec.job_id),
+                ..Default::default()
+            })
+            .await;
+        let span =
+            tracing::info_span!("job", job = %spec.job_id, kind = %spec.kind, party = %d.me());
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _ = jobs::run(d, spec, options, abort, Some(tx)).await;
+            },
+            span,
+        ));
+        use tokio_stream::StreamExt;
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok),
+        )))
+    }
+
+    async fn list_jobs(
+        &self,
+        req: Request<ListJobsRequest>,
+    ) -> Result<Response<ListJobsReply>, Status> {
+        self.local(&req)?;
+        Ok(Response::new(ListJobsReply {
+            jobs: self.daemon.jobs.list(),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        req: Request<CancelJobRequest>,
+    ) -> Result<Response<CancelJobReply>, Status> {
+        self.local(&req)?;
+        let id = req.into_inner().job_id;
+        let cancelled = self
+            .daemon
+            .jobs
+            .abort(&id, None, "cancelled by the submitter".into())
+            .map_err(Status::from)?;
+        Ok(Response::new(CancelJobReply { cancelled }))
+    }
+}
+
+/// Validates a submitted job locally, proposes it to every peer, and registers it.
+async fn prepare(
+    d: &Arc<Daemon>,
+    r: SubmitRequest,
+) -> Result<(JobSpec, JobOptions, FailureSignal), DaemonError> {
+    let options = JobOptions::parse(&r.kind, &r.options_json)?;
+    let mut parties = vec![DatasetRef {
+        party: d.me().to_string(),
+        dataset: r.dataset.clone(),
+    }];
+    for p in &r.peers {
+        if p.party == d.me() || parties.iter().any(|q| q.party == p.party) {
+            return Err(DaemonError::InvalidRequest(format!(
+                "party `{}` named twice",
+                p.party
+            )));
+        }
+        d.channels.address(&p.party)?;
+        parties.push(p.clone());
+    }
+    if !options.with_peers() && parties.len() > 1 {
+        return Err(DaemonError::InvalidRequest(format!(
+            "a `{}` job takes no peers",
+            options.kind()
+        )));
+    }
+    options.check_local(
+        &d.cfg,
+        &Plan {
+            me: d.me(),
+            initiator: d.me(),
+            parties: &parties,
+        },
+    )?;
+    let timeout = if r.timeout_secs == 0 {
+        d.cfg.policy.job_timeout_secs
+    } else {
+        r.timeout_secs
+    };
+    let mut spec = JobSpec {
+        job_id: new_job_id(),
+        kind: options.kind(),
+        parties: parties.clone(),
+        options_json: options.to_json(),
+        deadline: Duration::from_secs(timeout),
+        output: (!r.output.is_empty()).then(|| r.output.clone().into()),
+        dataset_hashes: BTreeMap::new(),
+    };
+    let proposal = JobProposal {
+        job_id: spec.job_id.clone(),
+        kind: spec.kind.as_str().to_string(),
+        parties,
+        options_json: spec.options_json.clone(),
+        deadline_unix_ms: now_ms() + timeout * 1000,
+    };
+    // Register first so that early streams from peers find the job.
+    let abort = d.jobs.register(&spec)?;
+    let futs = spec.parties.iter().skip(1).map(|p| {
+        let proposal = proposal.clone();
+        async move {
+            let address = d.channels.address(&p.party)?.to_string();
+            let peer_err = |message: String| DaemonError::Peer {
+                peer: p.party.clone(),
+                address: address.clone(),
+                message,
+            };
+            let mut c = d.channels.client(&p.party)?;
+            let reply = tokio::time::timeout(Duration::from_secs(10), c.propose(proposal))
+                .await
+                .map_err(|_| peer_err("no answer within 10 s".into()))?
+                .map_err(|s| peer_err(status_line(&s)))?
+                .into_inner();
+            if reply.accepted {
+                Ok((
+                    p.party.clone(),
+                    <[u8; 32]>::try_from(reply.dataset_hash.as_slice()).ok(),
+                ))
+            } else {
+                Err(DaemonError::PermissionDenied(reply.reason))
+            }
+        }
+    });
+    match futures::future::try_join_all(futs).await {
+        Ok(hashes) => {
+            for (party, hash) in hashes {
+                if let Some(h) = hash {
+                    spec.dataset_hashes.insert(party, h);
+                }
+            }
+            Ok((spec, options, abort))
+        }
+        Err(e) => {
+            let _ = d
+                .jobs
+                .abort(&spec.job_id, None, format!("not started: {e}"));
+            d.jobs
+                .set_state(&spec.job_id, JobState::Failed, &e.to_string());
+            d.metrics.job(spec.kind.as_str(), "failed");
+            // Peers that did accept are told to stop.
+            jobs::tell_peers_abort(d, &spec, &e.to_string()).await;
+            Err(e)
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! The `Peer` service: daemon to daemon.
+
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use confide_proto::peer_server::{Peer, PeerServer};
+use confide_proto::*;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status, Streaming};
+
+use super::{Daemon, VERSION, jobs};
+use crate::base::error::DaemonError;
+use crate::base::ids::{now_ms, valid_job_id};
+use crate::base::job::JobSpec;
+use crate::kinds::{JobOptions, Plan};
+use crate::net::MAX_MESSAGE;
+use crate::net::authz::{caller, known_peer};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+#[derive(Debug)]
+pub struct PeerService {
+    daemon: Arc<Daemon>,
+}
+
+pub fn server(daemon: Arc<Daemon>) -> PeerServer<PeerService> {
+    PeerServer::new(PeerService { daemon })
+        .max_decoding_message_size(MAX_MESSAGE)
+        .max_encoding_message_size(MAX_MESSAGE)
+}
+
+impl PeerService {
+    fn known(&self, name: &str) -> Result<(), Status> {
+        known_peer(self.daemon.me(), &self.daemon.cfg.peers, name)
+    }
+}
+
+#[tonic::async_trait]
+impl Peer for PeerService {
+    async fn ping(&self, req: Request<PingRequest>) -> Result<Response<PingReply>, Status> {
+        let who = caller(&req)?;
+        if who != self.daemon.me() {
+            self.known(&who)?;
+        }
+        Ok(Response::new(PingReply {
+            party: self.daemon.me().to_string(),
+            version: VERSION.into(),
+        }))
+    }
+
+    async fn propose(&self, req: Request<JobProposal>) -> Result<Response<ProposalReply>, Status> {
+        let who = caller(&req)?;
+        self.known(&who)?;
+        let p = req.into_inner();
+        let d = &self.daemon;
+        let me = d.me();
+        let initiator = p.parties.first().map(|x| x.party.as_str()).unwrap_or("");
+        if initiator != who {
+            return Err(Status::permission_denied(format!(
+                "`{who}` proposed a job whose initiator is `{initiator}`"
+            )));
+        }
+        if !valid_job_id(&p.job_id) {
+            return Err(Status::invalid_argument("malformed job id"));
+        }
+        if !p.parties.iter().any(|x| x.party == me) {
+            return Err(Status::invalid_argument(format!(
+                "`{me}` is not a party of this job"
+            )));
+        }
+        for x in &p.parties {
+            if x.party != me {
+                self.known(&x.party)?;
+            }
+        }
+        let refuse = |reason: String| {
+            tracing::warn!(job = %p.job_id, kind = %p.kind, peer = %who, %reason, "refused job");
+            Ok(Response::new(ProposalReply {
+                accepted: false,
+                reason,
+                dataset_hash: Vec::new(),
+            }))
+        };
+        let plan = Plan {
+            me,
+            initiator,
+            parties: &p.parties,
+        };
+        let checked = JobOptions::parse(&p.kind, &p.options_json)
+            .and_then(|o| o.check_peer(&d.cfg, &plan).map(|()| o));
+        let options = match checked {
+            Ok(o) => o,
+            // The initiator adds "refused:" itself.
+            Err(DaemonError::PermissionDenied(m)) => return refuse(m),
+            Err(other) => return refuse(other.to_string()),
+        };
+        let deadline_ms = p.deadline_unix_ms.saturating_sub(now_ms());
+        let spec = JobSpec {
+            job_id: p.job_id.clone(),
+            kind: options.kind(),
+            parties: p.parties.clone(),
+            options_json: options.to_json(),
+            deadline: Duration::from_millis(deadline_ms.clamp(1_000, 30 * 86_400_000)),
+            output: None,
+            dataset_hashes: BTreeMap::new(),
+        };
+        // The content hash of the dataset this party brings, for the initiator's audit entry.
+        let dataset_hash = match d.cfg.datasets.get(plan.my_dataset()) {
+            Some(ds) => {
+                let path = ds.path.clone();
+                tokio::task::spawn_blocking(move || crate::audit::evidence::file_hash(&path))
+                    .await
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .map_err(Status::from)?
+                    .to_vec()
+            }
+            None => Vec::new(),
+        };
+        let abort = d.jobs.register(&spec).map_err(Status::from)?;
+        tracing::info!(job = %spec.job_id, kind = %spec.kind, peer = %who, "accepted job");
+        let daemon = d.clone();
+        let span = tracing::info_span!("job", job = %spec.job_id, kind = %spec.kind, party = %me);
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let _ = jobs::run(daemon, spec, options, abort, None).await;
+            },
+            span,
+        ));
+        Ok(Response::new(ProposalReply {
+            accepted: true,
+            reason: String::new(),
+            dataset_hash,
+        }))
+    }
+
+    type StreamStream = BoxStream<Frame>;
+
+    async fn stream(
+        &self,
+        req: Request<Streaming<Frame>>,
+    ) -> Result<Response<Self::StreamStream>, Status> {
+        let who = caller(&req)?;
+        self.known(&who)?;
+        let job_id = req
+            .metadata()
+            .get(JOB_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string)
+            .ok_or_else(|| Status::invalid_argument(format!("missing `{JOB_HEADER}` header")))?;
+        let out = self
+            .daemon
+            .rendezvous
+            .accept(&job_id, &who, req.into_inner(), self.daemon.metrics.clone())
+            .map_err(Status::from)?;
+        use tokio_stream::StreamExt;
+        Ok(Response::new(Box::pin(out.map(Ok))))
+    }
+
+    async fn abort(&self, req: Request<AbortRequest>) -> Result<Response<AbortReply>, Status> {
+        let who = caller(&req)?;
+        self.known(&who)?;
+        let r = req.into_inner();
+        let reason = format!("peer `{who}` ended the job: {}", r.reason);
+        // Unknown jobs are ignored: the abort may overtake a proposal that was refused.
+        let _ = self.daemon.jobs.abort(&r.job_id, Some(&who), reason);
+        Ok(Response::new(AbortReply {}))
+    }
+
+    async fn call(&self, req: Request<CallRequest>) -> Result<Response<CallReply>, Status> {
+        let who = caller(&req)?;
+        if who != self.daemon.me() {
+            self.known(&who)?;
+        }
+        let r = req.into_inner();
+        let Some(method) = r.method.strip_prefix("risk.") else {
+            return Err(Status::invalid_argument(format!(
+                "unknown call `{}`",
+                r.method
+            )));
+        };
+        let node = self.daemon.require_risk_node().await.map_err(|e| {
+            tracing::warn!(caller = %who, "risk: refused a compute request: not a compute node");
+            Status::from(e)
+        })?;
+        let payload = node
+            .handle_call(&who, method, r.payload)
+            .await
+            .map_err(Status::from)?;
+        Ok(Response::new(CallReply { payload }))
+    }
+}

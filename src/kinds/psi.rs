@@ -1,0 +1,137 @@
+//! `psi`: ECDH private set intersection (confide-psi) between the daemons of the job.
+//!
+//! Options: `mode` = `initiator` (default: the initiator learns the intersection), `all`
+//! (both parties of a two-party job learn it) or `size-only`.
+
+use confide_mpc::ChannelTransport;
+use confide_psi::{OutputMode, PsiJob};
+use serde::{Deserialize, Serialize};
+
+use super::{Env, Kind, Plan};
+use crate::base::config::PartyConfig;
+use crate::base::error::DaemonError;
+use crate::base::kind::{JobKind, PolicyKind};
+
+/// Who learns the intersection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum Mode {
+    #[default]
+    Initiator,
+    All,
+    SizeOnly,
+}
+
+impl From<Mode> for OutputMode {
+    fn from(m: Mode) -> Self {
+        match m {
+            Mode::Initiator => OutputMode::Initiator,
+            Mode::All => OutputMode::All,
+            Mode::SizeOnly => OutputMode::SizeOnly,
+        }
+    }
+}
+
+impl Mode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Initiator => "initiator",
+            Mode::All => "all",
+            Mode::SizeOnly => "size-only",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Opts {
+    pub mode: Mode,
+}
+
+#[derive(Debug)]
+pub struct Psi;
+
+fn check(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
+    if o.mode == Mode::All && plan.parties.len() != 2 {
+        return Err(DaemonError::InvalidRequest(
+            "psi: delivering the intersection to every party needs exactly two parties".into(),
+        ));
+    }
+    let ds = plan.checked_dataset(cfg, PolicyKind::Psi)?;
+    confide_psi::check_input(&ds.path, &ds.id_column).map_err(|e| {
+        DaemonError::InvalidRequest(format!(
+            "dataset `{}` of `{}`: {e}",
+            plan.my_dataset(),
+            plan.me
+        ))
+    })
+}
+
+impl Kind for Psi {
+    type Opts = Opts;
+    const KIND: JobKind = JobKind::Psi;
+
+    fn check_local(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
+        check(cfg, plan, o)
+    }
+
+    fn check_peer(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
+        check(cfg, plan, o)
+    }
+
+    async fn run(
+        env: &dyn Env,
+        o: &Opts,
+        t: &ChannelTransport,
+    ) -> Result<serde_json::Value, DaemonError> {
+        let (name, ds) = env.my_dataset()?;
+        let spec = env.spec();
+        let output = if env.is_initiator() {
+            match o.mode {
+                Mode::SizeOnly => None,
+                _ => Some(spec.output.clone().ok_or_else(|| {
+                    DaemonError::InvalidRequest(
+                        "psi: an output file is needed unless the job is size-only".into(),
+                    )
+                })?),
+            }
+        } else if o.mode == Mode::All {
+            let dir = env.results_dir();
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| DaemonError::io(format!("creating {}", dir.display()), e))?;
+            Some(dir.join(format!("psi-{}.csv", spec.job_id)))
+        } else {
+            None
+        };
+        let job = PsiJob {
+            initiator: spec.initiator().to_string(),
+            parties: spec.party_names(),
+            mode: o.mode.into(),
+            input: ds.path.clone(),
+            id_column: ds.id_column.clone(),
+            output,
+            work_dir: env.work_dir().to_path_buf(),
+        };
+        let progress = |p: confide_psi::Progress| env.progress(p.stage, p.done, p.total, "");
+        let report = confide_psi::run(t, &job, &progress).await?;
+        Ok(serde_json::json!({
+            "kind": "psi",
+            "job_id": spec.job_id,
+            "mode": o.mode.as_str(),
+            "party": env.me(),
+            "dataset": name,
+            "rows": report.input.rows,
+            "distinct": report.input.distinct,
+            "duplicates": report.input.duplicates,
+            "blank": report.input.blank,
+            "malformed": report.input.malformed,
+            "malformed_lines": report.input.malformed_lines,
+            "peer_set_sizes": report.peer_set_sizes,
+            "intersection_size": report.intersection_size,
+            "output": report.output,
+            "elapsed_ms": report.elapsed.as_millis() as u64,
+            "bytes_sent": report.bytes_sent,
+            "bytes_received": report.bytes_received,
+        }))
+    }
+}

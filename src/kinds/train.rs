@@ -1,0 +1,315 @@
+//! `train`: rows aligned by ECDH-PSI on the ID columns, then vertical logistic regression
+//! on secret shares (confide-training) with the alliance's dealer.
+//!
+//! Parties, in this order at every daemon: the initiator (party A, the label holder), the
+//! other computing party, the dealer (`alliance.dealer`, holding no dataset).
+//!
+//! 1. The two computing parties run a two-party PSI (`All` mode) over the job's streams;
+//!    the dealer takes no part and learns nothing of it. Both sort the common IDs the same
+//!    way and put their rows in that order.
+//! 2. [`confide_training::train`]; the model (raw units) is revealed to both computing
+//!    parties unless `keep_shared`, and each party's share is then kept under
+//!    `data_dir/models/<job>.share` (mode 0600) for `predict`.
+//!
+//! What each party learns beyond the training crate's own leakage (see its docs): both
+//! computing parties learn the common IDs (PSI `All`); the dealer learns the job's
+//! parties, options (label name, epochs, …) and, from the training handshake, row and
+//! column counts.
+
+use std::sync::Mutex;
+use std::time::Instant;
+
+use confide_mpc::ChannelTransport;
+use confide_training::{EpochProgress, Model, PartyNames, Role, TrainParams};
+use serde::{Deserialize, Serialize};
+
+use super::train_common::{
+    SHARE_FORMAT, ShareMeta, StoredShare, align, bad, bytes_received, bytes_sent, check_dealer,
+    check_named_dealer, check_peers, checked_dataset, on_own_thread, role_name, share_path, three,
+};
+use super::{Env, Kind, Plan};
+use crate::base::config::PartyConfig;
+use crate::base::error::DaemonError;
+use crate::base::files::write_atomic;
+use crate::base::ids::now_ms;
+use crate::base::kind::JobKind;
+
+/// The options of a `train` job.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Opts {
+    /// The label column (at the initiator).
+    pub label: String,
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    #[serde(default = "default_batch")]
+    pub batch_size: usize,
+    #[serde(default = "default_lr")]
+    pub learning_rate: f64,
+    #[serde(default)]
+    pub keep_shared: bool,
+    /// Drawn by the submitter; the batch order is public.
+    pub seed: u64,
+    /// The dealer, as the initiator's configuration names it.
+    pub dealer: String,
+}
+
+fn default_epochs() -> usize {
+    10
+}
+fn default_batch() -> usize {
+    1024
+}
+fn default_lr() -> f64 {
+    0.1
+}
+
+impl Opts {
+    pub fn validate(&self) -> Result<(), DaemonError> {
+        if self.label.trim().is_empty() {
+            return Err(bad("option `label` (the label column) is missing"));
+        }
+        if !(1..=100_000).contains(&self.epochs) {
+            return Err(bad(format!(
+                "epochs must be in 1..=100000, got {}",
+                self.epochs
+            )));
+        }
+        if !(1..=1 << 20).contains(&self.batch_size) {
+            return Err(bad(format!(
+                "batch size must be in 1..=1048576, got {}",
+                self.batch_size
+            )));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
+            return Err(bad(format!(
+                "learning rate must be in (0, 10], got {}",
+                self.learning_rate
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug)]
+pub struct Train;
+
+impl Kind for Train {
+    type Opts = Opts;
+    const KIND: JobKind = JobKind::Train;
+
+    fn check_local(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
+        o.validate()?;
+        check_peers(cfg, &plan.parties[1..], &o.dealer)?;
+        let (ds, header) = checked_dataset(cfg, plan)?;
+        if o.label == ds.id_column {
+            return Err(bad(format!(
+                "the label column `{}` is the ID column",
+                o.label
+            )));
+        }
+        if !header.contains(&o.label) {
+            return Err(bad(format!(
+                "label column `{}` is not in dataset `{}` of `{}` ({})",
+                o.label,
+                plan.my_dataset(),
+                plan.me,
+                ds.path.display()
+            )));
+        }
+        Ok(())
+    }
+
+    fn check_peer(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
+        o.validate()?;
+        if plan.my_dataset().is_empty() {
+            return check_dealer(cfg, &o.dealer);
+        }
+        check_named_dealer(cfg, &o.dealer)?;
+        checked_dataset(cfg, plan).map(|_| ())
+    }
+
+    async fn run(
+        env: &dyn Env,
+        o: &Opts,
+        t: &ChannelTransport,
+    ) -> Result<serde_json::Value, DaemonError> {
+        run_train(env, o, t).await
+    }
+}
+
+/// This party's side of a `train` job.
+async fn run_train(
+    env: &dyn Env,
+    o: &Opts,
+    t: &ChannelTransport,
+) -> Result<serde_json::Value, DaemonError> {
+    o.validate()?;
+    let started = Instant::now();
+    let me = env.me().to_string();
+    let [a, b, dealer] = three(env)?;
+    if dealer != o.dealer || env.spec().dataset_of(&dealer).is_some() {
+        return Err(bad("the last party must be the dealer, without a dataset"));
+    }
+    let names = PartyNames {
+        active: a.clone(),
+        passive: b.clone(),
+        dealer: dealer.clone(),
+    };
+    let role = if me == a {
+        Role::Active
+    } else if me == b {
+        Role::Passive
+    } else {
+        Role::Dealer
+    };
+    let mut params = TrainParams::new(names.clone());
+    params.epochs = o.epochs;
+    params.batch_size = o.batch_size;
+    params.learning_rate = o.learning_rate;
+    params.seed = o.seed;
+    if o.keep_shared {
+        params.reveal_to = vec![];
+    }
+
+    // 1. Row alignment (computing parties only).
+    let mut data = None;
+    let mut ds_info = None;
+    let mut load_ms = 0;
+    if role != Role::Dealer {
+        let (dataset_name, ds) = env.my_dataset()?;
+        let (dataset_name, ds) = (dataset_name.to_string(), ds.clone());
+        let other = if role == Role::Active { &b } else { &a };
+        let label = (role == Role::Active).then(|| o.label.clone());
+        let (local, ids, ms) = align(env, t, &ds, other, label).await?;
+        ds_info = Some((dataset_name, local.feature_names.clone(), ids.len()));
+        load_ms = ms;
+        data = Some(local);
+    }
+    let psi_ms = started.elapsed().as_millis() as u64;
+    let psi_bytes = bytes_sent(t);
+
+    // 2. Training, on its own thread.
+    let epoch_bytes = Mutex::new(Vec::with_capacity(o.epochs));
+    env.progress("training", 0, o.epochs as u64, "");
+    let train_started = Instant::now();
+    let p2 = params.clone();
+    let outcome = on_own_thread(
+        t,
+        move |inner, ptx| async move {
+            let progress = move |p: EpochProgress| {
+                let _ = ptx.send(p);
+            };
+            confide_training::train(&inner, role, data, &p2, &progress).await
+        },
+        |p: EpochProgress| {
+            if let Ok(mut v) = epoch_bytes.lock() {
+                v.push(bytes_sent(t));
+            }
+            let msg = p.loss.map(|l| format!("loss {l:.4}")).unwrap_or_default();
+            tracing::info!(job = %env.spec().job_id, epoch = p.epoch, epochs = p.epochs, loss = ?p.loss, "epoch done");
+            env.progress("epoch", p.epoch as u64, p.epochs as u64, &msg);
+        },
+    )
+    .await?
+    ?;
+    let train_ms = train_started.elapsed().as_millis() as u64;
+    for w in &outcome.warnings {
+        env.progress("warning", 0, 0, w);
+    }
+
+    // 3. Outputs.
+    let model_json = |m: &Model| {
+        serde_json::to_vec_pretty(m)
+            .map_err(|e| DaemonError::Internal(format!("serializing the model: {e}")))
+    };
+    let mut output = None;
+    if let Some(m) = &outcome.model {
+        let path = if env.is_initiator() {
+            env.spec()
+                .output
+                .clone()
+                .ok_or_else(|| bad("the initiator needs an output file"))?
+        } else {
+            env.results_dir()
+                .join(format!("model-{}.json", env.spec().job_id))
+        };
+        write_atomic(&path, &model_json(m)?, false)?;
+        output = Some(path);
+    }
+    let mut shared_path = None;
+    if o.keep_shared
+        && let (Some(share), Some((dataset_name, feature_names, _))) =
+            (outcome.shared.clone(), ds_info.as_ref())
+    {
+        let stored = StoredShare {
+            meta: ShareMeta {
+                format: SHARE_FORMAT.into(),
+                job_id: env.spec().job_id.clone(),
+                parties: names.clone(),
+                role,
+                dataset: dataset_name.clone(),
+                label: (role == Role::Active).then(|| o.label.clone()),
+                feature_names: feature_names.clone(),
+                frac_bits: share.frac_bits,
+                created_unix_ms: now_ms(),
+            },
+            share,
+        };
+        let bytes = zeroize::Zeroizing::new(
+            serde_json::to_vec(&stored)
+                .map_err(|e| DaemonError::Internal(format!("serializing the share: {e}")))?,
+        );
+        let path = share_path(env.config(), &env.spec().job_id);
+        write_atomic(&path, &bytes, true)?;
+        shared_path = Some(path);
+    }
+
+    let epochs_bytes = epoch_bytes.into_inner().unwrap_or_default();
+    let per_epoch: Vec<u64> = epochs_bytes
+        .iter()
+        .scan(psi_bytes, |prev, &now| {
+            let d = now.saturating_sub(*prev);
+            *prev = now;
+            Some(d)
+        })
+        .collect();
+    let total = bytes_sent(t);
+    let metrics = outcome.model.as_ref().map(|m| &m.metrics);
+    let summary = serde_json::json!({
+        "kind": "train",
+        "job_id": env.spec().job_id,
+        "party": me,
+        "role": role_name(role),
+        "dataset": ds_info.as_ref().map(|x| x.0.clone()),
+        "parties": names,
+        "common_rows": ds_info.as_ref().map(|x| x.2),
+        "features": ds_info.as_ref().map(|x| x.1.len()),
+        "epochs": o.epochs,
+        "batch_size": o.batch_size,
+        "learning_rate": o.learning_rate,
+        "seed": o.seed,
+        "label": o.label,
+        "loss_per_epoch": metrics.map(|m| m.loss_per_epoch.clone()),
+        "final_loss": metrics.and_then(|m| m.loss_per_epoch.last().copied()),
+        "train_auc": metrics.and_then(|m| m.train_auc),
+        "positives": metrics.and_then(|m| m.positives),
+        "revealed_to": params.reveal_to,
+        "output": output,
+        "shared_model": shared_path,
+        "warnings": outcome.warnings,
+        // Loading this party's CSV, then the PSI.
+        "load_ms": load_ms,
+        "psi_ms": psi_ms.saturating_sub(load_ms),
+        "train_ms": train_ms,
+        "elapsed_ms": started.elapsed().as_millis() as u64,
+        "bytes_sent": total,
+        "bytes_received": bytes_received(t),
+        "bytes_sent_psi": psi_bytes,
+        // Epoch 1 includes the handshake and masking X once (the Beaver cache).
+        "bytes_sent_per_epoch": per_epoch,
+        "bytes_sent_after_training": total.saturating_sub(epochs_bytes.last().copied().unwrap_or(psi_bytes)),
+    });
+    tracing::info!(job = %env.spec().job_id, summary = %summary, "train finished");
+    Ok(summary)
+}
