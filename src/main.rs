@@ -17,7 +17,16 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(confide::cli::run(cli)) {
+    let run = async move {
+        match cli.command {
+            confide::cli::args::Command::Demo(a) => {
+                confide::cli::init_tracing(cli.log.as_deref(), false);
+                confide::demo::run(a).await
+            }
+            _ => confide::cli::run(cli).await,
+        }
+    };
+    match runtime.block_on(run) {
         Ok(code) => code,
         Err(e) => {
             eprintln!("error: {}", one_line(&e));

@@ -15,7 +15,7 @@ use confide::base::config::PartyConfig;
 
 const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../shared/data/credit/breast_cancer_wisconsin.csv"
+    "/data/credit/breast_cancer_wisconsin.csv"
 );
 const EPOCHS: usize = 3;
 const BATCH: usize = 32;

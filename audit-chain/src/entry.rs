@@ -47,6 +47,8 @@ pub enum JobKind {
     RiskQuery,
     /// Alliance administration (policy changes and the like).
     Admin,
+    /// Scoring with a secret-shared model.
+    Predict,
 }
 
 impl JobKind {
@@ -57,6 +59,7 @@ impl JobKind {
             JobKind::RiskIngest => 3,
             JobKind::RiskQuery => 4,
             JobKind::Admin => 5,
+            JobKind::Predict => 6,
         }
     }
 
@@ -67,6 +70,7 @@ impl JobKind {
             3 => JobKind::RiskIngest,
             4 => JobKind::RiskQuery,
             5 => JobKind::Admin,
+            6 => JobKind::Predict,
             _ => return None,
         })
     }
@@ -79,6 +83,7 @@ impl JobKind {
             JobKind::RiskIngest => "risk-ingest",
             JobKind::RiskQuery => "risk-query",
             JobKind::Admin => "admin",
+            JobKind::Predict => "predict",
         }
     }
 }
@@ -408,6 +413,28 @@ mod tests {
         assert!(p.verify(&other.verifying_key()).is_err());
         let json = serde_json::to_string(&e).unwrap();
         assert_eq!(serde_json::from_str::<Entry>(&json).unwrap(), e);
+    }
+
+    #[test]
+    fn every_kind_round_trips_by_code_and_name() {
+        let all = [
+            JobKind::Psi,
+            JobKind::Train,
+            JobKind::RiskIngest,
+            JobKind::RiskQuery,
+            JobKind::Admin,
+            JobKind::Predict,
+        ];
+        let key = SigningKey::from_bytes(&[7; 32]);
+        for k in all {
+            assert_eq!(JobKind::from_code(k.code()), Some(k));
+            let mut b = body();
+            b.kind = k;
+            let e = Entry::create(b, &[3; 32], &key).unwrap();
+            assert_eq!(Entry::from_bytes(e.as_bytes()).unwrap().body().kind, k);
+        }
+        assert_eq!(JobKind::Predict.as_str(), "predict");
+        assert_ne!(JobKind::Predict.code(), JobKind::Train.code());
     }
 
     #[test]

@@ -21,7 +21,7 @@ pub fn audit_kind(kind: Kind) -> Option<JobKind> {
         Kind::Netcheck => None,
         Kind::Psi => Some(JobKind::Psi),
         Kind::Train => Some(JobKind::Train),
-        Kind::Predict => Some(JobKind::Train), // PREDICT-KIND: until confide-audit has Predict
+        Kind::Predict => Some(JobKind::Predict),
         Kind::RiskIngest => Some(JobKind::RiskIngest),
         Kind::RiskQuery => Some(JobKind::RiskQuery),
     }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use confide_audit::{Entry, SignedCheckpoint};
+use confide_audit::{Entry, ReplicateBatch, handle_replicate, serve_fetch};
 use confide_proto::audit_server::{Audit, AuditServer};
 use confide_proto::*;
 use tonic::{Request, Response, Status};
@@ -84,38 +84,17 @@ impl Audit for AuditService {
         }
         let r = req.into_inner();
         let reply = tokio::task::spawn_blocking(move || -> Result<ReplicateReply, DaemonError> {
-            for note in &r.final_checkpoints {
-                let fin = SignedCheckpoint::from_note(note).map_err(DaemonError::Audit)?;
-                // A final checkpoint beyond what we hold is recorded once we hold it.
-                let held = a.with(|s| Ok(s.size()))?;
-                if fin.checkpoint.size <= held {
-                    a.with(|s| s.record_final(&fin))?;
-                }
-            }
-            let mut cosignature = String::new();
-            if !r.checkpoint.is_empty() {
-                let cp = SignedCheckpoint::from_note(&r.checkpoint).map_err(DaemonError::Audit)?;
-                let entries = r
-                    .entries
-                    .iter()
-                    .map(|b| Entry::from_bytes(b))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(DaemonError::Audit)?;
-                let proof = r
-                    .consistency_proof
-                    .iter()
-                    .map(|h| {
-                        <[u8; 32]>::try_from(h.as_slice())
-                            .map_err(|_| DaemonError::Protocol("bad proof hash".into()))
-                    })
-                    .collect::<Result<Vec<_>, _>>()?;
-                let cosig = a.with(|s| s.apply(&entries, &cp, &proof))?;
-                cosignature = serde_json::to_string(&cosig)
-                    .map_err(|e| DaemonError::Internal(e.to_string()))?;
-            }
+            let batch = ReplicateBatch::from_wire(
+                r.first_index,
+                &r.entries,
+                &r.checkpoint,
+                &r.consistency_proof,
+                &r.final_checkpoints,
+            )?;
+            let ack = a.with(|s| handle_replicate(s, &batch))?;
             Ok(ReplicateReply {
-                cosignature,
-                size: a.with(|s| Ok(s.size()))?,
+                cosignature: ack.cosignature_json()?,
+                size: ack.size,
             })
         })
         .await
@@ -133,17 +112,19 @@ impl Audit for AuditService {
             )));
         }
         let r = req.into_inner();
-        let limit = r.limit.clamp(1, 10_000);
-        let (entries, checkpoint) = a
-            .with(|s| {
-                let to = s.size().min(r.from_index.saturating_add(limit));
-                let e = s.entries_range(r.from_index.min(to), to)?;
-                Ok((e, s.latest_final().map(|c| c.to_note()).unwrap_or_default()))
-            })
+        let batch = a
+            .with(|s| serve_fetch(s, r.from_index, r.limit))
             .map_err(st)?;
         Ok(Response::new(FetchReply {
-            entries: entries.iter().map(|e| e.as_bytes().to_vec()).collect(),
-            checkpoint,
+            entries: batch
+                .entries
+                .iter()
+                .map(|e| e.as_bytes().to_vec())
+                .collect(),
+            checkpoint: batch
+                .final_checkpoint
+                .map(|c| c.to_note())
+                .unwrap_or_default(),
         }))
     }
 

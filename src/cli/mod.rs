@@ -76,11 +76,12 @@ pub async fn run(cli: Cli) -> Result<ExitCode> {
         Command::Predict(a) => train::predict(a).await,
         Command::Risk(c) => risk::risk(c).await,
         Command::Audit(c) => audit::audit(c).await,
-        Command::Demo(a) => crate::demo::run(a).await,
+        // `confide demo` sits above the CLI (it uses it): `main` dispatches it.
+        Command::Demo(_) => Ok(ExitCode::FAILURE),
     }
 }
 
-fn init_tracing(filter: Option<&str>, verbose: bool) {
+pub fn init_tracing(filter: Option<&str>, verbose: bool) {
     use tracing_subscriber::EnvFilter;
     let default = if verbose { "info" } else { "warn" };
     let filter = filter

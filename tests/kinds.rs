@@ -1,0 +1,318 @@
+//! Every job kind over the in-process kit: three daemons in this test process on loopback
+//! listeners (`confide::kit`), driven through the CLI's own submit path.
+
+use std::io::Write;
+use std::path::Path;
+use std::time::Duration;
+
+use confide::cli::submit::{Show, request, submit_with};
+use confide::kinds::{JobOptions, netcheck, predict, psi, risk_ingest, risk_query, train};
+use confide::kit::LocalAlliance;
+use confide_proto::DatasetRef;
+
+fn peer(party: &str, dataset: &str) -> DatasetRef {
+    DatasetRef {
+        party: party.into(),
+        dataset: dataset.into(),
+    }
+}
+
+fn append(dir: &Path, party: &str, text: &str) {
+    let mut f = std::fs::OpenOptions::new()
+        .append(true)
+        .open(dir.join(party).join("party.toml"))
+        .unwrap();
+    writeln!(f, "\n{text}").unwrap();
+}
+
+fn dataset(dir: &Path, party: &str, name: &str, csv: &str, id: &str, allow: &str) {
+    let path = dir.join(format!("{party}-{name}.csv"));
+    std::fs::write(&path, csv).unwrap();
+    append(
+        dir,
+        party,
+        &format!(
+            "[datasets.{name}]\npath = \"{}\"\nid_column = \"{id}\"\nallow = {allow}",
+            path.display()
+        ),
+    );
+}
+
+/// Two numeric columns at alice (with the label) and two at bob; 300 common rows.
+fn training_data(dir: &Path) {
+    let mut a = String::from("id,y,a1,a2\n");
+    let mut b = String::from("id,b1,b2\n");
+    for i in 0..320u64 {
+        let x = |k: u64| ((i * 7919 + k * 104_729) % 1000) as f64 / 100.0 - 5.0;
+        let y = u8::from(x(1) + 0.5 * x(3) - 0.3 * x(2) > 0.0);
+        if i < 310 {
+            a.push_str(&format!("c{i:04},{y},{:.3},{:.3}\n", x(1), x(2)));
+        }
+        if i >= 10 {
+            b.push_str(&format!("c{i:04},{:.3},{:.3}\n", x(3), x(4)));
+        }
+    }
+    dataset(dir, "alice", "credit", &a, "id", "{ train = [\"bob\"] }");
+    dataset(dir, "bob", "credit", &b, "id", "{ train = [\"alice\"] }");
+}
+
+async fn job(
+    a: &LocalAlliance,
+    who: &str,
+    opts: JobOptions,
+    dataset: &str,
+    peers: Vec<DatasetRef>,
+    output: Option<&Path>,
+) -> anyhow::Result<(String, serde_json::Value)> {
+    let cfg = a.config(who)?;
+    submit_with(&cfg, request(&opts, dataset, peers, output), Show::Quiet).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_kind_runs_in_process() {
+    let (dir, tmp) = LocalAlliance::create(None, 0).unwrap();
+    dataset(
+        &dir,
+        "alice",
+        "customers",
+        "phone\n1\n2\n3\n4\n",
+        "phone",
+        "{ psi = [\"bob\"] }",
+    );
+    dataset(
+        &dir,
+        "bob",
+        "customers",
+        "phone\n3\n4\n5\n",
+        "phone",
+        "{ psi = [\"alice\"] }",
+    );
+    dataset(
+        &dir,
+        "carol",
+        "customers",
+        "phone\n4\n",
+        "phone",
+        "{ psi = [] }",
+    );
+    training_data(&dir);
+    let loans = "id,blacklisted,loans,amount,overdue\nA1,1,2,500,0\nA2,0,1,100,1\n";
+    dataset(
+        &dir,
+        "carol",
+        "loans",
+        loans,
+        "id",
+        "{ risk = [\"alice\", \"bob\"] }",
+    );
+    let a = LocalAlliance::start(dir.clone(), tmp).await.unwrap();
+
+    // netcheck: every pair exchanges the rounds.
+    let (_, r) = job(
+        &a,
+        "alice",
+        JobOptions::Netcheck(netcheck::Opts {
+            rounds: 4,
+            size: 100,
+            interval_ms: 0,
+        }),
+        "",
+        vec![peer("bob", ""), peer("carol", "")],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["rounds"], 4);
+    // Bounds are checked once, where the options enter the daemon.
+    let e = job(
+        &a,
+        "alice",
+        JobOptions::Netcheck(netcheck::Opts {
+            rounds: 1,
+            size: netcheck::MAX_SIZE + 1,
+            interval_ms: 0,
+        }),
+        "",
+        vec![peer("bob", "")],
+        None,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("exceeds"), "{e}");
+
+    // psi: the intersection at the initiator; carol's policy refuses alice.
+    let out = dir.join("matched.csv");
+    let (_, r) = job(
+        &a,
+        "alice",
+        JobOptions::Psi(psi::Opts::default()),
+        "customers",
+        vec![peer("bob", "customers")],
+        Some(&out),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["intersection_size"], 2);
+    let mut got: Vec<String> = std::fs::read_to_string(&out)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(String::from)
+        .collect();
+    got.sort();
+    assert_eq!(got, ["3", "4"]);
+    let e = job(
+        &a,
+        "alice",
+        JobOptions::Psi(psi::Opts::default()),
+        "customers",
+        vec![peer("carol", "customers")],
+        Some(&out),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("refused") && e.contains("does not allow `alice`"),
+        "{e}"
+    );
+
+    // train (kept shared) then predict with the shared model; carol is the dealer.
+    let (model, r) = job(
+        &a,
+        "alice",
+        JobOptions::Train(train::Opts {
+            label: "y".into(),
+            epochs: 2,
+            batch_size: 64,
+            learning_rate: 0.1,
+            keep_shared: true,
+            seed: 5,
+            dealer: "carol".into(),
+        }),
+        "credit",
+        vec![peer("bob", "credit"), peer("carol", "")],
+        Some(&dir.join("model.json")),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["common_rows"], 300);
+    assert!(r["shared_model"].is_string(), "{r}");
+    let meta =
+        confide::kinds::train_common::read_meta(&a.config("alice").unwrap(), &model).unwrap();
+    let scores = dir.join("scores.csv");
+    let (_, r) = job(
+        &a,
+        "alice",
+        JobOptions::Predict(predict::Opts {
+            model: model.clone(),
+            active: "alice".into(),
+            passive: "bob".into(),
+            dealer: "carol".into(),
+            frac_bits: meta.frac_bits,
+        }),
+        "credit",
+        vec![peer("bob", "credit"), peer("carol", "")],
+        Some(&scores),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["common_rows"], 300);
+    assert_eq!(
+        std::fs::read_to_string(&scores).unwrap().lines().count(),
+        301
+    );
+
+    // risk-ingest at carol, risk-query at carol: the nodes (alice, bob) answer the sums.
+    let (_, r) = job(
+        &a,
+        "carol",
+        JobOptions::RiskIngest(risk_ingest::Opts {}),
+        "loans",
+        vec![],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["rows"], 2);
+    let (_, r) = job(
+        &a,
+        "carol",
+        JobOptions::RiskQuery(risk_query::Opts {
+            ids: vec!["A1".into(), "nobody".into()],
+        }),
+        "",
+        vec![],
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["answers"][0], serde_json::json!([1, 2, 500, 0, 1]));
+    assert_eq!(r["answers"][1], serde_json::json!([0, 0, 0, 0, 1]));
+    // Risk jobs run at the initiator alone.
+    let e = job(
+        &a,
+        "carol",
+        JobOptions::RiskQuery(risk_query::Opts {
+            ids: vec!["A1".into()],
+        }),
+        "",
+        vec![peer("alice", "")],
+        None,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("takes no peers"), "{e}");
+
+    // Every kind appears in the job table, and the chain records predict as predict.
+    let cfg = a.config("alice").unwrap();
+    let mut ctl = confide::net::client::control(&cfg).await.unwrap();
+    let jobs = ctl
+        .list_jobs(confide_proto::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    for k in ["netcheck", "psi", "train", "predict"] {
+        assert!(jobs.iter().any(|j| j.kind == k), "no {k} job in {jobs:?}");
+    }
+    let cfg = a.config("carol").unwrap();
+    let mut ctl = confide::net::client::control(&cfg).await.unwrap();
+    let jobs = ctl
+        .list_jobs(confide_proto::ListJobsRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .jobs;
+    for k in ["risk-ingest", "risk-query"] {
+        assert!(
+            jobs.iter().any(|j| j.kind == k && j.state == 3),
+            "no {k} job in {jobs:?}"
+        );
+    }
+    a.wait_audit_replicated(Duration::from_secs(20))
+        .await
+        .unwrap();
+    let mut au = confide::net::client::audit(&a.config("bob").unwrap())
+        .await
+        .unwrap();
+    let log = au
+        .log(confide_proto::LogRequest { summary: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .json;
+    let v: serde_json::Value = serde_json::from_str(&log).unwrap();
+    let kinds: Vec<&str> = v["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["kind"].as_str())
+        .collect();
+    for k in ["psi", "train", "predict", "risk-ingest", "risk-query"] {
+        assert!(kinds.contains(&k), "no {k} entry on the chain: {kinds:?}");
+    }
+    a.stop().await;
+}
