@@ -162,8 +162,8 @@ fn read_ids(path: &Path) -> Result<Vec<String>, PsiError> {
     let mut rest = &bytes[..];
     while !rest.is_empty() {
         let corrupt = || PsiError::Internal(format!("{}: corrupt bucket file", path.display()));
-        let (len, tail) = rest.split_at_checked(4).ok_or_else(corrupt)?;
-        let len = u32::from_le_bytes(len.try_into().expect("4 bytes")) as usize;
+        let (len, tail) = rest.split_first_chunk::<4>().ok_or_else(corrupt)?;
+        let len = u32::from_le_bytes(*len) as usize;
         let (id, tail) = tail.split_at_checked(len).ok_or_else(corrupt)?;
         ids.push(String::from_utf8(id.to_vec()).map_err(|_| corrupt())?);
         rest = tail;
@@ -233,16 +233,15 @@ pub fn prepare(
             continue;
         }
         let utf8 = record.iter().all(|f| std::str::from_utf8(f).is_ok());
-        if record.len() != columns || !utf8 {
+        let id = record.get(col).and_then(|f| std::str::from_utf8(f).ok());
+        let (Some(id), true, true) = (id, record.len() == columns, utf8) else {
             stats.malformed += 1;
             if stats.malformed_lines.len() < MAX_MALFORMED_LINES {
                 stats.malformed_lines.push(line);
             }
             continue;
-        }
-        let id = std::str::from_utf8(&record[col])
-            .expect("checked above")
-            .trim();
+        };
+        let id = id.trim();
         if id.is_empty() {
             stats.blank += 1;
             continue;

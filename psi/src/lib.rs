@@ -3,55 +3,93 @@
 //! # Protocol
 //!
 //! Each party hashes each of its (trimmed, de-duplicated) IDs to the group,
-//! `P(id) = RistrettoPoint::hash_from_bytes::<Sha512>(DST ‖ id)`, draws a fresh secret
-//! scalar `k` for the job (zeroized when the job ends), and sends `k·P(id)` for all its
-//! IDs, shuffled with a CSPRNG, in chunks of thousands of 32-byte compressed points.
-//! Because scalar multiplication commutes, once a point has been raised to every party's
-//! key its value `K·P(id)` (with `K` the product of all keys) no longer depends on who
-//! held the ID; the parties compare the first 12 bytes of `SHA-512(TAG_DST ‖ K·P(id))`
-//! (*tags*). An unkeyed hash of an ID never leaves a party.
+//! `P(id) = RistrettoPoint::hash_from_bytes::<Sha512>(DST ‖ id)` (the element derivation of
+//! RFC 9496 from 64 uniform bytes), draws a fresh secret scalar `k` for the job (zeroized
+//! when the job ends), and sends `k·P(id)` for all its IDs, shuffled with a CSPRNG, in
+//! chunks of thousands of 32-byte compressed points. Because scalar multiplication
+//! commutes, once a point has been raised to every party's key its value `K·P(id)` (with
+//! `K` the product of all keys) no longer depends on who held the ID: this is the
+//! commutative-encryption intersection of Meadows (IEEE S&P 1986), Huberman, Franklin and
+//! Hogg (ACM EC 1999) and Agrawal, Evfimievski and Srikant (SIGMOD 2003). The parties
+//! compare *tags*, the first 12 bytes of `SHA-512(TAG_DST ‖ K·P(id))`. An unkeyed hash of
+//! an ID never leaves a party.
 //!
-//! The parties form a ring in the order of [`PsiJob::parties`]. In round `r` (1 ≤ r < n)
-//! every party sends to its successor the set it received in round `r-1` (its own in round
-//! 1), after raising it to its key. After `n-1` rounds each party holds its successor's
-//! set raised to every key, as tags, and delivers them:
+//! **Masking rounds.** The parties form a ring in the order of [`PsiJob::parties`]. Every
+//! set visits every party once, starting at its owner, one hop per round (n-1 rounds);
+//! each party raises what it receives to its key and passes it on in the same order. Sets
+//! travel the ring forwards, except, with three or more parties, the set of the
+//! initiator's successor, which travels backwards. The last party a set visits applies
+//! the last key: it *finishes* the set, as tags. Numbering the ring from the initiator
+//! (party 0), set `o ≠ 1` is finished by party `o-1` and set 1 by party 2, the
+//! *combiner*. So the initiator finishes no set, the combiner finishes two (sets 1 and 3;
+//! for three parties sets 1 and 0), and every other party finishes exactly one, never its
+//! own.
 //!
-//! * **Two parties.** `Initiator`: the responder returns the initiator's tags in the
-//!   initiator's order, so the initiator maps them to its IDs and intersects them with the
-//!   responder's tags, which it computed itself. `All`: both sides do this for each other.
-//!   `SizeOnly`: the responder shuffles the initiator's tags before returning them, so the
-//!   initiator can only count the matches.
-//! * **Three or more parties** (`Initiator` or `SizeOnly`; `All` is refused). The
-//!   initiator's tags return to it (in its order, or shuffled for `SizeOnly`). The tags of
-//!   every other party's set are shuffled and sent to the *combiner*, the party after the
-//!   initiator in the ring, which intersects them and sends the intersection `U`, shuffled,
-//!   to the initiator. The initiator's output is its own IDs whose tags are in `U`.
+//! **Two parties.** Each party finishes the other's set. `Initiator`: the responder
+//! returns the initiator's tags in the initiator's order, so the initiator maps them to
+//! its IDs and intersects them with the responder's tags, which it finished itself. `All`:
+//! both sides do this for each other. `SizeOnly`: the responder shuffles the initiator's
+//! tags before returning them, so the initiator can only count the matches.
 //!
-//! # What each party learns (semi-honest, non-colluding parties)
+//! **Three or more parties** (`Initiator` or `SizeOnly`; `All` is refused). Every party
+//! but the combiner sends the set it finished to the combiner, shuffled, except the
+//! initiator's set in `Initiator` mode, which goes in the initiator's (secret, random)
+//! send order. The combiner intersects all `n` sets and sends the initiator the
+//! positions, in the initiator's send order, of the initiator's tags that are in every
+//! set (`Initiator`), or only their number (`SizeOnly`). The initiator's output is its
+//! IDs at those positions.
+//!
+//! # What each party learns
+//!
+//! Parties are semi-honest and do not collude. The masked values are pseudorandom under
+//! the decisional Diffie-Hellman assumption in ristretto255 with the hash to the group
+//! modelled as a random oracle, so what a party learns is what it can *compare*: equal
+//! tags, or points that become equal under its own key. A party's own fully masked set
+//! reaches a party that can compare it with another set only shuffled by someone else or
+//! in its owner's secret order, and the initiator never holds a fully masked value at all.
 //!
 //! * **Every party** learns the number of distinct IDs of every party (each announces it,
-//!   and it is the length of the streams it sends) and nothing else about other sets:
-//!   what it receives is points raised to keys it does not know, in an order unrelated
-//!   to their owners' input order.
-//! * **Two parties.** The initiator (or both, in `All`) learns the intersection; in
-//!   `SizeOnly` the initiator learns only its size. The responder in `Initiator` and
-//!   `SizeOnly` mode learns nothing beyond the initiator's set size.
-//! * **Three or more parties.** The initiator learns the final intersection (or only its
-//!   size) and one intermediate cardinality: `|U|`, the size of the intersection of all
-//!   the *other* parties' sets. The combiner learns, for every subfamily of the
-//!   non-initiator sets, the size of its intersection (it holds their tags, unlinkable to
-//!   IDs since the last party to mask each set shuffled it), but no ID of anyone's and
-//!   nothing about the initiator's set beyond its size. The other parties learn only set
-//!   sizes. Colluding parties learn more: e.g. the combiner together with the initiator
-//!   learn which of the initiator's IDs are in each other party's set.
+//!   and it is the length of the streams it relays). Below, "nothing else" means nothing
+//!   else about other parties' sets.
+//! * **Two parties.** `Initiator`: the initiator learns the intersection; the responder
+//!   nothing else. `All`: both learn the intersection. `SizeOnly`: the initiator learns
+//!   the intersection's size; the responder nothing else.
+//! * **Three or more parties.**
+//!   - The *initiator* learns the intersection of all the sets (`Initiator`) or its size
+//!     (`SizeOnly`), and nothing else: not the size of any partial intersection, and in
+//!     particular not which (or how many) of its IDs any one other party holds.
+//!   - The *combiner* (two places after the initiator in the ring) learns, for every group
+//!     of the parties' sets, the size of the group's intersection (equivalently: for every
+//!     group of parties, how many IDs exactly that group holds), which includes the final
+//!     intersection's size, reported as [`PsiReport::intersection_size`]. It learns no ID
+//!     and cannot tell which of its own IDs are counted where: its own fully masked set
+//!     reaches it shuffled by its finisher, and it cannot compute a fully masked value
+//!     from an ID. This is the leakage profile of the n-party commutative-encryption
+//!     protocol of Vaidya and Clifton (J. Computer Security 13(4), 2005), concentrated at
+//!     one party.
+//!   - *Every other party* learns nothing else.
+//!
+//!   [`disclosures`] and [`learners`] give this statement for a given job, per data owner.
+//!
+//! Colluding parties learn more. For example, the initiator and the combiner together
+//! learn which of the initiator's IDs every group of the other parties holds; the
+//! combiner and its predecessor in the ring (which finishes the combiner's set) learn
+//! which of the combiner's IDs every group holds.
+//!
+//! The tests check this statement on the wire. The privacy tests record every byte of
+//! two- and three-party runs: no raw ID, no SHA-256/SHA-512 of one and no unkeyed
+//! hash-to-point encoding crosses it, and every set leaves its owner in an order unrelated
+//! to the input file's. The view tests replay three- and four-party runs from each party's
+//! view: every equality a party can test with its own key and IDs ties its IDs to nothing
+//! beyond its stated leakage; a simulator that knows only that leakage (with the party's
+//! input, key and order, and the set sizes) produces views with exactly the same
+//! equality structure; and two worlds that differ in everything but the initiator's
+//! leakage give the initiator views with the same structure.
 //!
 //! Order: a party's masked set leaves in a CSPRNG-shuffled order (for bucketed inputs:
 //! bucket by bucket, buckets chosen by a secret-keyed hash of the ID, each bucket shuffled;
-//! see [`input`]). Tags returned for `SizeOnly`, sent to the combiner, or sent as `U` are
-//! shuffled again by their sender. The privacy tests record every byte of two- and
-//! three-party runs and check that no raw ID, no SHA-256/SHA-512 of one and no unkeyed
-//! hash-to-point encoding crosses the wire, and that these orders are unrelated to the
-//! input order.
+//! see [`input`]). Tags returned for `SizeOnly` and sets sent to the combiner are shuffled
+//! again by their sender (except the initiator's, as above).
 //!
 //! Tags are 96 bits: a false match between sets of 10^7 happens with probability below
 //! 2^-49.
@@ -61,11 +99,13 @@
 //! Inputs are read as a stream and, above [`Tuning::bucket_bytes`], bucketed to disk under
 //! [`PsiJob::work_dir`] for de-duplication; the curve work runs on rayon in batches, off
 //! the async runtime. Memory is one input bucket (about 200 MB at the default 32 MiB
-//! buckets) while reading, then 12 bytes per item of the tag sets a party holds: its own
-//! and its successor's (about 250 MB for 10^7 rows per side); the combiner of a
-//! multi-party job holds the tags of all the non-initiator sets. Points in flight are
-//! bounded by the transport's buffers; points between rounds of a multi-party job go to
-//! files under the work directory.
+//! buckets) while reading, then 12 bytes per item of the tag sets a party holds: with two
+//! parties its successor's and its own (about 250 MB for 10^7 rows per side); with more,
+//! the set it finishes, except at the combiner, which holds all `n` sets, and at the
+//! initiator, which holds one bit per ID. Points in flight are bounded by the transport's
+//! buffers; points between rounds go to files under the work directory. The
+//! intersection's IDs are gathered bucket by bucket, so [`run_to_memory`] holds one input
+//! bucket and the intersection.
 #![forbid(unsafe_code)]
 
 pub mod crypto;
@@ -213,3 +253,5 @@ pub(crate) async fn run_with_key<T: Transport>(
 
 #[cfg(test)]
 mod privacy_tests;
+#[cfg(test)]
+mod view_tests;

@@ -90,6 +90,65 @@ pub enum Msg<'a> {
     },
 }
 
+/// What the items of a stream are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Items {
+    /// `points` messages.
+    Points,
+    /// `tags` messages.
+    Tags,
+    /// `index` messages.
+    Indices,
+}
+
+/// The next message of a stream, as its receiver wants it.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Chunk<'a> {
+    /// A chunk's payload.
+    Data(&'a [u8]),
+    /// The end, with the number of items the sender says it sent.
+    End(u64),
+}
+
+/// Decodes `m` from `peer` as the next message of the stream (`stream`, `origin`) of
+/// `items`; anything else is [`PsiError::Malformed`] ("unexpected message {context}").
+pub fn decode_chunk<'a>(
+    peer: &str,
+    m: &'a [u8],
+    items: Items,
+    stream: u8,
+    origin: usize,
+    context: &str,
+) -> Result<Chunk<'a>, PsiError> {
+    let ours = |s: u8, o: u16| s == stream && o as usize == origin;
+    match decode(peer, m)? {
+        Msg::Points {
+            stream: s,
+            origin: o,
+            data,
+        } if items == Items::Points && ours(s, o) => Ok(Chunk::Data(data)),
+        Msg::Tags {
+            stream: s,
+            origin: o,
+            data,
+        } if items == Items::Tags && ours(s, o) => Ok(Chunk::Data(data)),
+        Msg::Indices {
+            stream: s,
+            origin: o,
+            data,
+        } if items == Items::Indices && ours(s, o) => Ok(Chunk::Data(data)),
+        Msg::End {
+            stream: s,
+            origin: o,
+            total,
+        } if ours(s, o) => Ok(Chunk::End(total)),
+        _ => Err(PsiError::malformed(
+            peer,
+            format!("unexpected message {context}"),
+        )),
+    }
+}
+
 /// Encodes a hello message.
 pub fn hello(mode: u8, parties: u8, fingerprint: &[u8; 32], set_size: u64) -> Vec<u8> {
     let mut m = Vec::with_capacity(44);
@@ -160,12 +219,14 @@ pub fn decode<'a>(peer: &str, m: &'a [u8]) -> Result<Msg<'a>, PsiError> {
             }
             let mut fingerprint = [0u8; 32];
             fingerprint.copy_from_slice(&m[4..36]);
+            let mut size = [0u8; 8];
+            size.copy_from_slice(&m[36..44]);
             Ok(Msg::Hello {
                 version: m[1],
                 mode: m[2],
                 parties: m[3],
                 fingerprint,
-                set_size: u64::from_le_bytes(m[36..44].try_into().expect("8 bytes")),
+                set_size: u64::from_le_bytes(size),
             })
         }
         Some(&kind @ (POINTS | TAGS | END | INDICES)) => {
@@ -174,14 +235,16 @@ pub fn decode<'a>(peer: &str, m: &'a [u8]) -> Result<Msg<'a>, PsiError> {
             }
             let stream = m[1];
             let origin = u16::from_le_bytes([m[2], m[3]]);
-            let count = u32::from_le_bytes(m[4..8].try_into().expect("4 bytes")) as usize;
+            let count = u32::from_le_bytes([m[4], m[5], m[6], m[7]]) as usize;
             let body = &m[HEADER..];
             match kind {
                 END => {
                     if body.len() != 8 {
                         return Err(bad("end marker of the wrong length"));
                     }
-                    let total = u64::from_le_bytes(body.try_into().expect("8 bytes"));
+                    let mut total = [0u8; 8];
+                    total.copy_from_slice(body);
+                    let total = u64::from_le_bytes(total);
                     Ok(Msg::End {
                         stream,
                         origin,
@@ -270,6 +333,22 @@ mod tests {
                 total: 5
             }
         );
+        assert_eq!(
+            decode_chunk("p", &t, Items::Tags, STREAM_OWN, 0, "x").unwrap(),
+            Chunk::Data(&[[1u8; TAG_LEN], [2u8; TAG_LEN]].concat())
+        );
+        assert_eq!(
+            decode_chunk("p", &end(1, 2, 5), Items::Points, 1, 2, "x").unwrap(),
+            Chunk::End(5)
+        );
+        for (items, stream, origin) in
+            [(Items::Points, STREAM_OWN, 0), (Items::Tags, STREAM_OWN, 1)]
+        {
+            assert!(matches!(
+                decode_chunk("p", &t, items, stream, origin, "x"),
+                Err(PsiError::Malformed { reason, .. }) if reason == "unexpected message x"
+            ));
+        }
         for garbage in [
             &[][..],
             &[9],

@@ -231,10 +231,10 @@ async fn missing_column_fails_before_anything_is_sent() {
     );
 }
 
-/// Corrupts the first point of every points message it sends.
-struct Tamper(ChannelTransport);
+/// Rewrites every message it sends with a function.
+struct Rewrite<F>(ChannelTransport, F);
 
-impl Transport for Tamper {
+impl<F: Fn(&mut [u8]) + Send + Sync> Transport for Rewrite<F> {
     fn me(&self) -> &str {
         self.0.me()
     }
@@ -242,13 +242,18 @@ impl Transport for Tamper {
         self.0.peers()
     }
     async fn send(&self, to: &str, mut msg: Vec<u8>) -> Result<(), TransportError> {
-        if msg.first() == Some(&2) && msg.len() >= 40 {
-            msg[8..40].copy_from_slice(&[0xff; 32]);
-        }
+        (self.1)(&mut msg);
         self.0.send(to, msg).await
     }
     async fn recv(&self, from: &str) -> Result<Vec<u8>, TransportError> {
         self.0.recv(from).await
+    }
+}
+
+/// Corrupts the first point of every points message.
+fn corrupt_points(msg: &mut [u8]) {
+    if msg.first() == Some(&2) && msg.len() >= 40 {
+        msg[8..40].copy_from_slice(&[0xff; 32]);
     }
 }
 
@@ -258,7 +263,7 @@ async fn malformed_point_from_a_peer_is_an_error() {
     write_input(dir.path(), "alice", &ids(0..300));
     write_input(dir.path(), "bob", &ids(100..400));
     let mut mesh = memory_mesh(&["alice", "bob"], 2);
-    let bob = Tamper(mesh.pop().unwrap());
+    let bob = Rewrite(mesh.pop().unwrap(), corrupt_points);
     let alice = mesh.pop().unwrap();
     let ja = job(dir.path(), "alice", 2, 0, OutputMode::Initiator);
     let jb = job(dir.path(), "bob", 2, 0, OutputMode::Initiator);
@@ -373,4 +378,108 @@ async fn progress_is_reported() {
     let last_exchange = seen.iter().rev().find(|p| p.stage == "exchanging").unwrap();
     assert_eq!((last_exchange.done, last_exchange.total), (950, 950));
     assert!(seen.iter().any(|p| p.stage == "matching"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn run_to_memory_returns_the_intersection_to_those_who_learn_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let sets = [ids(0..400), ids(150..700), ids(100..300)];
+    for (i, s) in sets.iter().enumerate() {
+        write_input(dir.path(), NAMES[i], s);
+    }
+    let plain = |n: usize| {
+        plain_intersection(&sets[..n])
+            .into_iter()
+            .collect::<Vec<_>>()
+    };
+    let cases = [
+        (2, OutputMode::All, vec![true, true]),
+        (2, OutputMode::Initiator, vec![true, false]),
+        (3, OutputMode::Initiator, vec![true, false, false]),
+        (3, OutputMode::SizeOnly, vec![false, false, false]),
+    ];
+    for (n, mode, learns) in cases {
+        let mesh = memory_mesh(&NAMES[..n], 2);
+        let mut handles = Vec::new();
+        for (i, t) in mesh.into_iter().enumerate() {
+            let mut j = job(dir.path(), NAMES[i], n, 0, mode);
+            // Alice keeps the result in memory only; the others also write it.
+            if i == 0 {
+                j.output = None;
+            }
+            handles.push(tokio::spawn(async move {
+                let r = confide_psi::run_to_memory(&t, &j, &|_| {}).await;
+                (j, r)
+            }));
+        }
+        for (i, h) in handles.into_iter().enumerate() {
+            let (j, r) = h.await.unwrap();
+            let (report, got) = r.unwrap();
+            if learns[i] {
+                let got = got.expect("the intersection in memory");
+                assert_eq!(got, plain(n), "{n} parties, {mode:?}, party {i}");
+                match &j.output {
+                    Some(path) => {
+                        let want: BTreeSet<String> = plain(n).into_iter().collect();
+                        assert_eq!(read_output(path), want);
+                        assert_eq!(report.output.as_deref(), Some(path.as_path()));
+                    }
+                    None => assert_eq!(report.output, None),
+                }
+            } else {
+                assert_eq!(got, None, "{n} parties, {mode:?}, party {i}");
+            }
+        }
+        for name in &NAMES[..n] {
+            let _ = std::fs::remove_file(dir.path().join(format!("{name}.out.csv")));
+        }
+    }
+    assert!(!dir.path().join("alice.out.csv").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bad_result_from_the_combiner_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (i, r) in [0..300, 100..400, 50..250].into_iter().enumerate() {
+        write_input(dir.path(), NAMES[i], &ids(r));
+    }
+    let tuning = Tuning {
+        chunk_tags: 1,
+        ..Tuning::default()
+    };
+    // Out of range; and, with one position per chunk, a position repeated.
+    for bad in [u64::MAX, 299] {
+        let mut mesh = memory_mesh(&NAMES[..3], 2);
+        // Rewrites the first position of every result chunk.
+        let rewrite = move |msg: &mut [u8]| {
+            if msg.first() == Some(&5) && msg.len() >= 16 {
+                msg[8..16].copy_from_slice(&bad.to_le_bytes());
+            }
+        };
+        let carol = Rewrite(mesh.pop().unwrap(), rewrite);
+        let bob = mesh.pop().unwrap();
+        let alice = mesh.pop().unwrap();
+        let [ja, jb, jc] =
+            [0, 1, 2].map(|i| job(dir.path(), NAMES[i], 3, 0, OutputMode::Initiator));
+        // Each task owns its transport: alice's failure disconnects her from carol.
+        let a = tokio::spawn(async move { run_tuned(&alice, &ja, &|_| {}, tuning).await });
+        let b = tokio::spawn(async move { run_tuned(&bob, &jb, &|_| {}, tuning).await });
+        let c = tokio::spawn(async move { run_tuned(&carol, &jc, &|_| {}, tuning).await });
+        let ra = tokio::time::timeout(Duration::from_secs(60), a)
+            .await
+            .unwrap()
+            .unwrap();
+        match ra {
+            Err(PsiError::Malformed { peer, reason }) => {
+                assert_eq!(peer, "carol");
+                assert!(reason.contains("out of order or out of range"), "{reason}");
+            }
+            other => panic!("expected a malformed-result error, got {other:?}"),
+        }
+        assert!(b.await.unwrap().is_ok());
+        let _ = tokio::time::timeout(Duration::from_secs(60), c)
+            .await
+            .unwrap();
+        assert!(!dir.path().join("alice.out.csv").exists());
+    }
 }

@@ -2,6 +2,7 @@
 //! and the result (see "Protocol" in the crate docs).
 
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 
 use confide_mpc::transport::Transport;
 use rayon::prelude::*;
@@ -9,7 +10,7 @@ use rayon::prelude::*;
 use super::{Ctx, Net, cpu, recv_tags, send_tags, shuffled};
 use crate::crypto::Tag;
 use crate::error::PsiError;
-use crate::wire::{self, Msg, STREAM_OWN, STREAM_RESULT, STREAM_SET};
+use crate::wire::{self, Chunk, Items, STREAM_OWN, STREAM_RESULT, STREAM_SET};
 use crate::{OutputMode, Progress};
 
 /// What this party learns.
@@ -123,11 +124,10 @@ pub(super) async fn multi_party<T: Transport>(
     let (me, i0, combiner) = (ctx.me, ctx.initiator, ctx.route.combiner());
     if me == combiner {
         let mut sets = finished;
-        for o in 0..ctx.n {
-            if !sets.contains_key(&o) {
+        for (o, &size) in sizes.iter().enumerate() {
+            if let Entry::Vacant(slot) = sets.entry(o) {
                 let from = ctx.route.finisher(o);
-                let tags = recv_tags(net, ctx, from, STREAM_SET, o, sizes[o], true).await?;
-                sets.insert(o, tags);
+                slot.insert(recv_tags(net, ctx, from, STREAM_SET, o, size, true).await?);
             }
         }
         let first = sets
@@ -189,12 +189,9 @@ async fn recv_result<T: Transport>(
     let mut next = 0u64;
     loop {
         let m = net.recv(from).await?;
-        match wire::decode(from, &m)? {
-            Msg::Indices {
-                stream: STREAM_RESULT,
-                origin,
-                data,
-            } if wants_ids && origin as usize == me => {
+        let context = "while receiving the result";
+        match wire::decode_chunk(from, &m, Items::Indices, STREAM_RESULT, me, context)? {
+            Chunk::Data(data) if wants_ids => {
                 for p in wire::positions(data) {
                     let slot = usize::try_from(p).ok().and_then(|i| hits.get_mut(i));
                     match slot {
@@ -213,11 +210,10 @@ async fn recv_result<T: Transport>(
                     return Err(PsiError::malformed(from, "a result larger than a set"));
                 }
             }
-            Msg::End {
-                stream: STREAM_RESULT,
-                origin,
-                total,
-            } if origin as usize == me => {
+            Chunk::Data(_) => {
+                return Err(PsiError::malformed(from, "positions in a size-only job"));
+            }
+            Chunk::End(total) => {
                 if total > max || (wants_ids && total != got) {
                     return Err(PsiError::malformed(from, "result of the wrong size"));
                 }
@@ -225,12 +221,6 @@ async fn recv_result<T: Transport>(
                     hits: wants_ids.then_some(hits),
                     size: Some(total),
                 });
-            }
-            _ => {
-                return Err(PsiError::malformed(
-                    from,
-                    "unexpected message while receiving the result",
-                ));
             }
         }
     }

@@ -17,7 +17,7 @@ use crate::Progress;
 use crate::crypto::{POINT_LEN, Tag};
 use crate::error::PsiError;
 use crate::input::IdStore;
-use crate::wire::{self, Msg};
+use crate::wire::{self, Chunk, Items};
 
 /// What receiving one stream produced.
 enum Received {
@@ -213,12 +213,9 @@ async fn recv_stream<T: Transport>(
     let mut got = 0u64;
     loop {
         let m = net.recv(from).await?;
-        match wire::decode(from, &m)? {
-            Msg::Points {
-                stream: s,
-                origin: o,
-                data,
-            } if s == stream && o as usize == origin => {
+        let context = format!("in round {r}");
+        match wire::decode_chunk(from, &m, Items::Points, stream, origin, &context)? {
+            Chunk::Data(data) => {
                 let count = (data.len() / POINT_LEN) as u64;
                 if got + count > announced {
                     return Err(PsiError::malformed(from, "more points than announced"));
@@ -248,11 +245,7 @@ async fn recv_stream<T: Transport>(
                 got += count;
                 tick(count as usize);
             }
-            Msg::End {
-                stream: s,
-                origin: o,
-                total,
-            } if s == stream && o as usize == origin => {
+            Chunk::End(total) => {
                 if total != got || got != announced {
                     return Err(PsiError::malformed(
                         from,
@@ -262,12 +255,6 @@ async fn recv_stream<T: Transport>(
                     ));
                 }
                 break;
-            }
-            _ => {
-                return Err(PsiError::malformed(
-                    from,
-                    format!("unexpected message in round {r}"),
-                ));
             }
         }
     }

@@ -19,7 +19,7 @@ use crate::crypto::{BadPoint, JobKey, TAG_LEN, Tag};
 use crate::error::PsiError;
 use crate::input::{self, IdStore, InputStats, Tuning};
 use crate::route::{Route, check_parties};
-use crate::wire::{self, Msg};
+use crate::wire::{self, Chunk, Items, Msg};
 use crate::{OutputMode, Progress, PsiJob, PsiReport};
 
 /// Runs `f` on the rayon pool and awaits its result without blocking the runtime. A panic
@@ -345,12 +345,9 @@ async fn recv_tags<T: Transport>(
     let mut tags: Vec<Tag> = Vec::with_capacity(reserve(max));
     loop {
         let m = net.recv(from).await?;
-        match wire::decode(from, &m)? {
-            Msg::Tags {
-                stream: s,
-                origin: o,
-                data,
-            } if s == stream && o as usize == origin => {
+        let context = "while receiving tags";
+        match wire::decode_chunk(from, &m, Items::Tags, stream, origin, context)? {
+            Chunk::Data(data) => {
                 if (tags.len() + data.len() / TAG_LEN) as u64 > max {
                     return Err(PsiError::malformed(from, "more tags than expected"));
                 }
@@ -360,11 +357,7 @@ async fn recv_tags<T: Transport>(
                     t
                 }));
             }
-            Msg::End {
-                stream: s,
-                origin: o,
-                total,
-            } if s == stream && o as usize == origin => {
+            Chunk::End(total) => {
                 if total != tags.len() as u64 || (exact && total != max) {
                     return Err(PsiError::malformed(from, "tag stream of the wrong length"));
                 }
@@ -374,12 +367,6 @@ async fn recv_tags<T: Transport>(
                     total: max,
                 });
                 return Ok(tags);
-            }
-            _ => {
-                return Err(PsiError::malformed(
-                    from,
-                    "unexpected message while receiving tags",
-                ));
             }
         }
     }
