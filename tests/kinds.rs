@@ -63,9 +63,11 @@ async fn job(
     dataset: &str,
     peers: Vec<DatasetRef>,
     output: Option<&Path>,
-) -> anyhow::Result<(String, serde_json::Value)> {
-    let cfg = a.config(who)?;
-    submit_with(&cfg, request(&opts, dataset, peers, output), Show::Quiet).await
+) -> Result<(String, serde_json::Value), String> {
+    let cfg = a.config(who).map_err(|e| e.to_string())?;
+    submit_with(&cfg, request(&opts, dataset, peers, output), Show::Quiet)
+        .await
+        .map_err(|e| e.to_string())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -137,8 +139,7 @@ async fn every_kind_runs_in_process() {
         None,
     )
     .await
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
     assert!(e.contains("exceeds"), "{e}");
 
     // psi: the intersection at the initiator; carol's policy refuses alice.
@@ -171,8 +172,7 @@ async fn every_kind_runs_in_process() {
         Some(&out),
     )
     .await
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
     assert!(
         e.contains("refused") && e.contains("does not allow `alice`"),
         "{e}"
@@ -262,8 +262,7 @@ async fn every_kind_runs_in_process() {
         None,
     )
     .await
-    .unwrap_err()
-    .to_string();
+    .unwrap_err();
     assert!(e.contains("takes no peers"), "{e}");
 
     // Every kind appears in the job table, and the chain records predict as predict.
@@ -314,5 +313,65 @@ async fn every_kind_runs_in_process() {
     for k in ["psi", "train", "predict", "risk-ingest", "risk-query"] {
         assert!(kinds.contains(&k), "no {k} entry on the chain: {kinds:?}");
     }
+    a.stop().await;
+}
+
+/// Opens a `Peer.Stream` to `to` as `me` for `job` and returns the status it ends with.
+async fn open_stream_as(a: &LocalAlliance, me: &str, to: &str, job: &str) -> tonic::Status {
+    let cfg = a.config(me).unwrap();
+    let tls = confide::base::tls::TlsMaterial::load(&cfg).unwrap();
+    let ch = confide::net::links::endpoint(&cfg.peers[to].address, tls.client(to))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut req = tonic::Request::new(futures::stream::pending::<confide_proto::Frame>());
+    req.metadata_mut()
+        .insert(confide_proto::JOB_HEADER, job.parse().unwrap());
+    match confide_proto::peer_client::PeerClient::new(ch)
+        .stream(req)
+        .await
+    {
+        Ok(_) => tonic::Status::ok("accepted"),
+        Err(s) => s,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn streams_for_unknown_jobs_or_outsiders_are_refused() {
+    let (dir, tmp) = LocalAlliance::create(None, 0).unwrap();
+    for p in ["alice", "bob", "carol"] {
+        let path = dir.join(p).join("party.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(
+            &path,
+            text.replace("peer_timeout_secs = 15", "peer_timeout_secs = 1"),
+        )
+        .unwrap();
+    }
+    let a = LocalAlliance::start(dir, tmp).await.unwrap();
+    // No such job at alice.
+    let s = open_stream_as(&a, "bob", "alice", "00112233445566778899aabb").await;
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    // A live job between alice and bob: carol is not a party of it.
+    let cfg = a.config("alice").unwrap();
+    let opts = JobOptions::Netcheck(netcheck::Opts {
+        rounds: 1000,
+        size: 10,
+        interval_ms: 20,
+    });
+    let mut ctl = confide::net::client::control(&cfg).await.unwrap();
+    let mut events = ctl
+        .submit(request(&opts, "", vec![peer("bob", "")], None))
+        .await
+        .unwrap()
+        .into_inner();
+    let job = events.message().await.unwrap().unwrap().job_id;
+    let s = open_stream_as(&a, "carol", "alice", &job).await;
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    assert!(s.message().contains("not a party"), "{s:?}");
+    ctl.cancel_job(confide_proto::CancelJobRequest { job_id: job })
+        .await
+        .unwrap();
     a.stop().await;
 }

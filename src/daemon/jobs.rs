@@ -132,6 +132,26 @@ impl JobTable {
         }))
     }
 
+    /// Is `party` a party of job `job_id` here? Waits up to `grace` for the job to be
+    /// registered (a peer may open its stream just before this party has seen the
+    /// proposal). Returns whether it is.
+    pub async fn wait_for_party(&self, job_id: &str, party: &str, grace: Duration) -> bool {
+        let started = Instant::now();
+        loop {
+            if let Ok(jobs) = self.lock()
+                && let Some(r) = jobs.get(job_id)
+            {
+                let live = r.info.state == JobState::Queued as i32
+                    || r.info.state == JobState::Running as i32;
+                return live && r.info.parties.iter().any(|p| p == party);
+            }
+            if started.elapsed() >= grace {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     /// Trips every job's abort signal (shutdown).
     pub fn abort_all(&self, reason: &str) {
         if let Ok(jobs) = self.lock() {

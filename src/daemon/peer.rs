@@ -149,6 +149,15 @@ impl Peer for PeerService {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .ok_or_else(|| Status::invalid_argument(format!("missing `{JOB_HEADER}` header")))?;
+        // Only a party of a live job here may open a stream for it.
+        let grace = Duration::from_secs(self.daemon.cfg.policy.peer_timeout_secs.clamp(1, 10));
+        if !self.daemon.jobs.wait_for_party(&job_id, &who, grace).await {
+            tracing::warn!(job = %job_id, peer = %who, "refused a stream: not a party of a live job here");
+            return Err(Status::permission_denied(format!(
+                "`{who}` is not a party of a live job {job_id} at `{}`",
+                self.daemon.me()
+            )));
+        }
         let out = self
             .daemon
             .rendezvous

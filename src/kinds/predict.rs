@@ -6,14 +6,11 @@
 use std::time::Instant;
 
 use confide_mpc::ChannelTransport;
-use confide_training::{PartyNames, PredictParams, Role};
-use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use confide_training::{PredictOptions, Role, StoredShare, check_model_id};
 
 use super::train_common::{
-    align, bad, bytes_sent, check_columns, check_dealer, check_model, check_named_dealer,
-    check_peers, checked_dataset, csv_header, on_own_thread, read_share, role_name, three,
-    valid_model_id,
+    align_rows, bad, bytes_sent, check_columns, check_dealer, check_model, check_named_dealer,
+    check_peers, checked_dataset, csv_header, models_dir, role_name, three, train_err,
 };
 use super::{Env, Kind, Plan, csv_field};
 use crate::base::config::PartyConfig;
@@ -21,30 +18,9 @@ use crate::base::error::DaemonError;
 use crate::base::files::write_atomic;
 use crate::base::kind::JobKind;
 
-/// Rows per round trip when scoring.
-const PREDICT_BATCH: usize = 4096;
-
-/// The options of a `predict` job: the model and the seats it was trained with.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Opts {
-    /// The train job's id.
-    pub model: String,
-    pub active: String,
-    pub passive: String,
-    pub dealer: String,
-    pub frac_bits: u32,
-}
-
-impl Opts {
-    pub fn names(&self) -> PartyNames {
-        PartyNames {
-            active: self.active.clone(),
-            passive: self.passive.clone(),
-            dealer: self.dealer.clone(),
-        }
-    }
-}
+/// The options of a `predict` job: [`PredictOptions`] (the model, the seats it was
+/// trained with, its fractional bits), validated by the training crate.
+pub type Opts = PredictOptions;
 
 #[derive(Debug)]
 pub struct Predict;
@@ -54,7 +30,7 @@ impl Kind for Predict {
     const KIND: JobKind = JobKind::Predict;
 
     fn check_local(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
-        valid_model_id(&o.model)?;
+        check_model_id(&o.model).map_err(train_err)?;
         let other = check_peers(cfg, &plan.parties[1..], &o.dealer)?;
         let meta = check_model(cfg, o, &other.party)?;
         let (_, header) = checked_dataset(cfg, plan)?;
@@ -62,7 +38,7 @@ impl Kind for Predict {
     }
 
     fn check_peer(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
-        valid_model_id(&o.model)?;
+        check_model_id(&o.model).map_err(train_err)?;
         if plan.my_dataset().is_empty() {
             return check_dealer(cfg, &o.dealer);
         }
@@ -87,38 +63,28 @@ async fn run_predict(
     o: &Opts,
     t: &ChannelTransport,
 ) -> Result<serde_json::Value, DaemonError> {
-    valid_model_id(&o.model)?;
+    check_model_id(&o.model).map_err(train_err)?;
     let started = Instant::now();
     let me = env.me().to_string();
     let [init, other, dealer] = three(env)?;
     if dealer != o.dealer || env.spec().dataset_of(&dealer).is_some() {
         return Err(bad("the last party must be the dealer, without a dataset"));
     }
-    let params = PredictParams {
-        parties: o.names(),
-        receiver: init.clone(),
-        frac_bits: o.frac_bits,
-        batch_size: PREDICT_BATCH,
-    };
+    let params = o.params(&init);
     if me == dealer {
-        on_own_thread(
-            t,
-            move |inner, _: mpsc::UnboundedSender<()>| async move {
-                confide_training::predict_shared(&inner, Role::Dealer, None, None, &params).await
-            },
-            |()| {},
-        )
-        .await??;
+        confide_training::predict_shared(t, Role::Dealer, None, None, &params)
+            .await
+            .map_err(train_err)?;
         return Ok(serde_json::json!({
             "kind": "predict", "job_id": env.spec().job_id, "party": me, "role": "dealer",
             "model": o.model, "elapsed_ms": started.elapsed().as_millis() as u64,
             "bytes_sent": bytes_sent(t),
         }));
     }
-    let stored = read_share(env.config(), &o.model)?;
-    if stored.meta.parties != o.names() || stored.meta.frac_bits != o.frac_bits {
-        return Err(bad(format!("model `{}` does not match the job", o.model)));
-    }
+    let path =
+        confide_training::share_path(&models_dir(env.config()), &o.model).map_err(train_err)?;
+    let stored = StoredShare::read(&path, &o.model).map_err(train_err)?;
+    stored.meta.check_options(o).map_err(train_err)?;
     let role = stored.meta.role;
     let peer = if me == init { &other } else { &init };
     let (dataset_name, ds) = env.my_dataset()?;
@@ -126,7 +92,8 @@ async fn run_predict(
     // The label column (if the scoring file has it) is not a feature.
     let header = csv_header(&ds.path)?;
     let label = stored.meta.label.clone().filter(|l| header.contains(l));
-    let (data, ids, _) = align(env, t, &ds, peer, label).await?;
+    let (al, _) = align_rows(env, t, &ds, [&init, &other], peer, label).await?;
+    let (data, ids) = (al.data, al.ids);
     if data.feature_names != stored.meta.feature_names {
         return Err(bad(format!(
             "the columns of dataset `{dataset_name}` differ from the model's {:?}",
@@ -134,15 +101,10 @@ async fn run_predict(
         )));
     }
     env.progress("scoring", 0, ids.len() as u64, "");
-    let share = stored.share.clone();
-    let scores = on_own_thread(
-        t,
-        move |inner, _: mpsc::UnboundedSender<()>| async move {
-            confide_training::predict_shared(&inner, role, Some(data), Some(&share), &params).await
-        },
-        |()| {},
-    )
-    .await??;
+    let scores =
+        confide_training::predict_shared(t, role, Some(data), Some(&stored.share), &params)
+            .await
+            .map_err(train_err)?;
     let mut output = None;
     if let Some(scores) = scores {
         let path = env

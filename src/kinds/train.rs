@@ -20,76 +20,23 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use confide_mpc::ChannelTransport;
-use confide_training::{EpochProgress, Model, PartyNames, Role, TrainParams};
-use serde::{Deserialize, Serialize};
+use confide_training::{
+    EpochProgress, Model, PartyNames, Role, ShareMeta, StoredShare, TrainOptions,
+};
 
 use super::train_common::{
-    SHARE_FORMAT, ShareMeta, StoredShare, align, bad, bytes_received, bytes_sent, check_dealer,
-    check_named_dealer, check_peers, checked_dataset, on_own_thread, role_name, share_path, three,
+    align_rows, bad, bytes_received, bytes_sent, check_dealer, check_named_dealer, check_peers,
+    checked_dataset, models_dir, role_name, three, train_err,
 };
 use super::{Env, Kind, Plan};
 use crate::base::config::PartyConfig;
 use crate::base::error::DaemonError;
 use crate::base::files::write_atomic;
-use crate::base::ids::now_ms;
 use crate::base::kind::JobKind;
 
-/// The options of a `train` job.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-#[serde(deny_unknown_fields)]
-pub struct Opts {
-    /// The label column (at the initiator).
-    pub label: String,
-    #[serde(default = "default_epochs")]
-    pub epochs: usize,
-    #[serde(default = "default_batch")]
-    pub batch_size: usize,
-    #[serde(default = "default_lr")]
-    pub learning_rate: f64,
-    #[serde(default)]
-    pub keep_shared: bool,
-    /// Drawn by the submitter; the batch order is public.
-    pub seed: u64,
-    /// The dealer, as the initiator's configuration names it.
-    pub dealer: String,
-}
-
-fn default_epochs() -> usize {
-    10
-}
-fn default_batch() -> usize {
-    1024
-}
-fn default_lr() -> f64 {
-    0.1
-}
-
-impl Opts {
-    pub fn validate(&self) -> Result<(), DaemonError> {
-        if self.label.trim().is_empty() {
-            return Err(bad("option `label` (the label column) is missing"));
-        }
-        if !(1..=100_000).contains(&self.epochs) {
-            return Err(bad(format!(
-                "epochs must be in 1..=100000, got {}",
-                self.epochs
-            )));
-        }
-        if !(1..=1 << 20).contains(&self.batch_size) {
-            return Err(bad(format!(
-                "batch size must be in 1..=1048576, got {}",
-                self.batch_size
-            )));
-        }
-        if !(self.learning_rate > 0.0 && self.learning_rate <= 10.0) {
-            return Err(bad(format!(
-                "learning rate must be in (0, 10], got {}",
-                self.learning_rate
-            )));
-        }
-        Ok(())
-    }
-}
+/// The options of a `train` job: [`TrainOptions`] (label, epochs, batch size, learning
+/// rate, keep_shared, seed, dealer), validated by the training crate.
+pub type Opts = TrainOptions;
 
 #[derive(Debug)]
 pub struct Train;
@@ -99,7 +46,7 @@ impl Kind for Train {
     const KIND: JobKind = JobKind::Train;
 
     fn check_local(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
-        o.validate()?;
+        o.validate().map_err(train_err)?;
         check_peers(cfg, &plan.parties[1..], &o.dealer)?;
         let (ds, header) = checked_dataset(cfg, plan)?;
         if o.label == ds.id_column {
@@ -121,7 +68,7 @@ impl Kind for Train {
     }
 
     fn check_peer(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
-        o.validate()?;
+        o.validate().map_err(train_err)?;
         if plan.my_dataset().is_empty() {
             return check_dealer(cfg, &o.dealer);
         }
@@ -144,7 +91,7 @@ async fn run_train(
     o: &Opts,
     t: &ChannelTransport,
 ) -> Result<serde_json::Value, DaemonError> {
-    o.validate()?;
+    o.validate().map_err(train_err)?;
     let started = Instant::now();
     let me = env.me().to_string();
     let [a, b, dealer] = three(env)?;
@@ -163,14 +110,7 @@ async fn run_train(
     } else {
         Role::Dealer
     };
-    let mut params = TrainParams::new(names.clone());
-    params.epochs = o.epochs;
-    params.batch_size = o.batch_size;
-    params.learning_rate = o.learning_rate;
-    params.seed = o.seed;
-    if o.keep_shared {
-        params.reveal_to = vec![];
-    }
+    let params = o.params(names.clone());
 
     // 1. Row alignment (computing parties only).
     let mut data = None;
@@ -181,38 +121,29 @@ async fn run_train(
         let (dataset_name, ds) = (dataset_name.to_string(), ds.clone());
         let other = if role == Role::Active { &b } else { &a };
         let label = (role == Role::Active).then(|| o.label.clone());
-        let (local, ids, ms) = align(env, t, &ds, other, label).await?;
-        ds_info = Some((dataset_name, local.feature_names.clone(), ids.len()));
+        let (al, ms) = align_rows(env, t, &ds, [&a, &b], other, label).await?;
+        ds_info = Some((dataset_name, al.data.feature_names.clone(), al.ids.len()));
         load_ms = ms;
-        data = Some(local);
+        data = Some(al.data);
     }
     let psi_ms = started.elapsed().as_millis() as u64;
     let psi_bytes = bytes_sent(t);
 
-    // 2. Training, on its own thread.
+    // 2. Training (the crate keeps its CPU work off the async runtime).
     let epoch_bytes = Mutex::new(Vec::with_capacity(o.epochs));
     env.progress("training", 0, o.epochs as u64, "");
     let train_started = Instant::now();
-    let p2 = params.clone();
-    let outcome = on_own_thread(
-        t,
-        move |inner, ptx| async move {
-            let progress = move |p: EpochProgress| {
-                let _ = ptx.send(p);
-            };
-            confide_training::train(&inner, role, data, &p2, &progress).await
-        },
-        |p: EpochProgress| {
-            if let Ok(mut v) = epoch_bytes.lock() {
-                v.push(bytes_sent(t));
-            }
-            let msg = p.loss.map(|l| format!("loss {l:.4}")).unwrap_or_default();
-            tracing::info!(job = %env.spec().job_id, epoch = p.epoch, epochs = p.epochs, loss = ?p.loss, "epoch done");
-            env.progress("epoch", p.epoch as u64, p.epochs as u64, &msg);
-        },
-    )
-    .await?
-    ?;
+    let progress = |p: EpochProgress| {
+        if let Ok(mut v) = epoch_bytes.lock() {
+            v.push(bytes_sent(t));
+        }
+        let msg = p.loss.map(|l| format!("loss {l:.4}")).unwrap_or_default();
+        tracing::info!(job = %env.spec().job_id, epoch = p.epoch, epochs = p.epochs, loss = ?p.loss, "epoch done");
+        env.progress("epoch", p.epoch as u64, p.epochs as u64, &msg);
+    };
+    let outcome = confide_training::train(t, role, data, &params, &progress)
+        .await
+        .map_err(train_err)?;
     let train_ms = train_started.elapsed().as_millis() as u64;
     for w in &outcome.warnings {
         env.progress("warning", 0, 0, w);
@@ -242,26 +173,20 @@ async fn run_train(
         && let (Some(share), Some((dataset_name, feature_names, _))) =
             (outcome.shared.clone(), ds_info.as_ref())
     {
-        let stored = StoredShare {
-            meta: ShareMeta {
-                format: SHARE_FORMAT.into(),
-                job_id: env.spec().job_id.clone(),
-                parties: names.clone(),
-                role,
-                dataset: dataset_name.clone(),
-                label: (role == Role::Active).then(|| o.label.clone()),
-                feature_names: feature_names.clone(),
-                frac_bits: share.frac_bits,
-                created_unix_ms: now_ms(),
-            },
-            share,
-        };
-        let bytes = zeroize::Zeroizing::new(
-            serde_json::to_vec(&stored)
-                .map_err(|e| DaemonError::Internal(format!("serializing the share: {e}")))?,
+        let mut meta = ShareMeta::new(
+            &env.spec().job_id,
+            names.clone(),
+            role,
+            dataset_name,
+            feature_names.clone(),
+            share.frac_bits,
         );
-        let path = share_path(env.config(), &env.spec().job_id);
-        write_atomic(&path, &bytes, true)?;
+        meta.label = (role == Role::Active).then(|| o.label.clone());
+        let path = confide_training::share_path(&models_dir(env.config()), &env.spec().job_id)
+            .map_err(train_err)?;
+        StoredShare { meta, share }
+            .write(&path)
+            .map_err(train_err)?;
         shared_path = Some(path);
     }
 
