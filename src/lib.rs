@@ -16,6 +16,7 @@
 //! The protocol crates (`confide-psi`, `confide-training`, `confide-risk`, `confide-audit`)
 //! are pure logic over [`confide_mpc::Transport`] and sit below all of these.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod audit;
 pub mod base;

@@ -79,7 +79,7 @@ async fn every_kind_runs_in_process() {
         "customers",
         "phone\n1\n2\n3\n4\n",
         "phone",
-        "{ psi = [\"bob\"] }",
+        "{ psi = [\"bob\", \"carol\"] }",
     );
     dataset(
         &dir,
@@ -373,5 +373,59 @@ async fn streams_for_unknown_jobs_or_outsiders_are_refused() {
     ctl.cancel_job(confide_proto::CancelJobRequest { job_id: job })
         .await
         .unwrap();
+    a.stop().await;
+}
+
+/// A multi-party PSI runs only if every party's policy allows every other participant
+/// (each learns at least the set sizes); the refusal names who is not allowed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn multi_party_psi_needs_every_participants_consent() {
+    let (dir, tmp) = LocalAlliance::create(None, 0).unwrap();
+    let all = "{ psi = [\"alice\", \"bob\", \"carol\"] }";
+    dataset(&dir, "alice", "c", "id\n1\n2\n3\n", "id", all);
+    dataset(&dir, "bob", "c", "id\n2\n3\n", "id", all);
+    // carol consents to alice (the initiator) but not to bob.
+    dataset(&dir, "carol", "c", "id\n3\n", "id", "{ psi = [\"alice\"] }");
+    dataset(&dir, "carol", "open", "id\n3\n", "id", all);
+    let a = LocalAlliance::start(dir.clone(), tmp).await.unwrap();
+    let out = dir.join("abc.csv");
+    let e = job(
+        &a,
+        "alice",
+        JobOptions::Psi(psi::Opts::default()),
+        "c",
+        vec![peer("bob", "c"), peer("carol", "c")],
+        Some(&out),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        e.contains("refused") && e.contains("does not allow psi for `bob`"),
+        "{e}"
+    );
+    // Two parties: carol's consent to alice is enough.
+    let (_, r) = job(
+        &a,
+        "alice",
+        JobOptions::Psi(psi::Opts::default()),
+        "c",
+        vec![peer("carol", "c")],
+        Some(&out),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["intersection_size"], 1);
+    // With everyone's consent the three-party job runs.
+    let (_, r) = job(
+        &a,
+        "alice",
+        JobOptions::Psi(psi::Opts::default()),
+        "c",
+        vec![peer("bob", "c"), peer("carol", "open")],
+        Some(&out),
+    )
+    .await
+    .unwrap();
+    assert_eq!(r["intersection_size"], 1);
     a.stop().await;
 }

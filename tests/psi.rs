@@ -58,7 +58,7 @@ fn psi_between_real_daemons() {
         "customers",
         &data.join("bob.csv"),
         "phone",
-        "{ psi = [\"alice\"] }",
+        "{ psi = [\"alice\", \"carol\"] }",
     );
     add_dataset(
         &dir,
@@ -66,7 +66,7 @@ fn psi_between_real_daemons() {
         "customers",
         &data.join("carol.csv"),
         "phone",
-        "{ psi = [\"alice\"] }",
+        "{ psi = [\"alice\", \"bob\"] }",
     );
     add_dataset(
         &dir,

@@ -64,7 +64,37 @@ fn check(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError
             plan.my_dataset(),
             plan.me
         ))
-    })
+    })?;
+    // Consent of every participant: this party's policy must allow psi for every party
+    // that learns anything derived from its data in this job (with this protocol: every
+    // other party learns at least its set size).
+    let names: Vec<String> = plan.parties.iter().map(|p| p.party.clone()).collect();
+    let learners = confide_psi::learners(&names, plan.initiator, o.mode.into())?;
+    let not_allowed: Vec<&str> = learners
+        .get(plan.me)
+        .into_iter()
+        .flatten()
+        .filter(|l| !ds.allows(PolicyKind::Psi, l))
+        .map(String::as_str)
+        .collect();
+    if !not_allowed.is_empty() {
+        let msg = format!(
+            "dataset `{}` of `{}` does not allow psi for {} (each learns at least its size in this job)",
+            plan.my_dataset(),
+            plan.me,
+            not_allowed
+                .iter()
+                .map(|p| format!("`{p}`"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        return Err(if plan.is_initiator() {
+            DaemonError::InvalidRequest(msg)
+        } else {
+            DaemonError::PermissionDenied(msg)
+        });
+    }
+    Ok(())
 }
 
 impl Kind for Psi {
