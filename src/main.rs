@@ -29,20 +29,8 @@ fn main() -> ExitCode {
     match runtime.block_on(run) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {}", one_line(&e));
+            eprintln!("error: {}", confide::base::error::error_chain(&e));
             ExitCode::FAILURE
         }
     }
-}
-
-fn one_line(e: &anyhow::Error) -> String {
-    let mut s = e.to_string();
-    for cause in e.chain().skip(1) {
-        let c = cause.to_string();
-        if !s.contains(&c) {
-            s.push_str(": ");
-            s.push_str(&c);
-        }
-    }
-    s.replace('\n', " ")
 }

@@ -3,23 +3,23 @@
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
-
+use super::CliError;
 use super::args::AuditCommand;
+use super::submit::read_file;
 use crate::base::config::PartyConfig;
 use crate::net::client;
 
 /// `confide audit ...`.
-pub async fn audit(c: AuditCommand) -> Result<ExitCode> {
+pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
     use confide_proto::{LogRequest, VerifyRequest};
     match c {
         AuditCommand::Check { proof, genesis } => {
-            let b = std::fs::read_to_string(&proof)
-                .with_context(|| format!("reading {}", proof.display()))?;
-            let g = std::fs::read_to_string(&genesis)
-                .with_context(|| format!("reading {}", genesis.display()))?;
-            let v = confide_audit::verify_bundle(&b, &g)
-                .map_err(|e| anyhow!("{}: proof rejected: {e}", proof.display()))?;
+            let b = read_file(&proof)?;
+            let g = read_file(&genesis)?;
+            let v = confide_audit::verify_bundle(&b, &g).map_err(|source| CliError::Proof {
+                bundle: proof.display().to_string(),
+                source,
+            })?;
             let body = v.entry.body();
             println!(
                 "proof OK: entry #{} ({} job {} by {}, served by {}) is in the log of size {}, cosigned by {} (offline check against {})",
@@ -46,7 +46,12 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode> {
                 .await
                 .map_err(|s| client::daemon_error(&cfg, &s))?
                 .into_inner();
-            let v: serde_json::Value = serde_json::from_str(&r.json)?;
+            let v: serde_json::Value = serde_json::from_str(&r.json).map_err(|e| {
+                CliError::json(
+                    format!("audit log from the daemon of `{}`", cfg.party.name),
+                    e,
+                )
+            })?;
             if summary {
                 println!("{:<12} {:>8} {:>8}", "member", "started", "served");
                 if let Some(m) = v.as_object() {
@@ -100,11 +105,10 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode> {
                 println!("{}: audit log intact: {}", cfg.party.name, r.report);
                 Ok(ExitCode::SUCCESS)
             } else {
-                bail!(
+                Err(CliError::Failed(format!(
                     "{}: audit log verification FAILED: {}",
-                    cfg.party.name,
-                    r.report
-                )
+                    cfg.party.name, r.report
+                )))
             }
         }
         AuditCommand::Prove {
@@ -115,7 +119,7 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode> {
             let cfg = PartyConfig::load(&config.config)?;
             let bundle = prove(&cfg, &job, Duration::from_secs(15)).await?;
             std::fs::write(&output, &bundle)
-                .with_context(|| format!("writing {}", output.display()))?;
+                .map_err(|e| CliError::io(format!("writing {}", output.display()), e))?;
             println!(
                 "wrote the proof of job {job} to {} (check it offline: confide audit check {} --genesis genesis.json)",
                 output.display(),
@@ -128,7 +132,7 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode> {
 
 /// Asks the daemon for a job's proof bundle, waiting up to `within` for its checkpoint
 /// to become final.
-pub async fn prove(cfg: &PartyConfig, job: &str, within: Duration) -> Result<String> {
+pub async fn prove(cfg: &PartyConfig, job: &str, within: Duration) -> Result<String, CliError> {
     let mut a = client::audit(cfg).await?;
     let started = Instant::now();
     loop {

@@ -4,16 +4,20 @@ use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use anyhow::{Result, anyhow};
 use confide_proto::{DatasetRef, JobState, StatusRequest};
 
+use super::CliError;
 use super::submit::{request, state_name, submit};
 use crate::base::config::PartyConfig;
 use crate::kinds::{JobOptions, netcheck};
 use crate::net::client;
 
 /// `confide netcheck`: a real job across `peers` (default: every peer).
-pub async fn netcheck(config: &Path, peers: Vec<String>, opts: netcheck::Opts) -> Result<ExitCode> {
+pub async fn netcheck(
+    config: &Path,
+    peers: Vec<String>,
+    opts: netcheck::Opts,
+) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(config)?;
     let peers = if peers.is_empty() {
         cfg.peers.keys().cloned().collect()
@@ -34,7 +38,7 @@ pub async fn netcheck(config: &Path, peers: Vec<String>, opts: netcheck::Opts) -
 }
 
 /// `confide serve`: binds, then runs the daemon until SIGINT/SIGTERM.
-pub async fn serve(config: &Path) -> Result<ExitCode> {
+pub async fn serve(config: &Path) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(config)?;
     let listener = crate::daemon::bind(&cfg).await?;
     crate::daemon::serve(listener, cfg, shutdown_signal()).await?;
@@ -66,7 +70,7 @@ pub async fn shutdown_signal() {
 }
 
 /// `confide status`: prints the daemon and each peer; Ok(FAILURE) if any is unreachable.
-pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCode> {
+pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(config)?;
     let mut ctl = client::control(&cfg).await?;
     let reply = tokio::time::timeout(
@@ -74,7 +78,12 @@ pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCo
         ctl.status(StatusRequest { self_only }),
     )
     .await
-    .map_err(|_| anyhow!("daemon of `{}` did not answer within 8 s", cfg.party.name))?
+    .map_err(|_| {
+        CliError::Failed(format!(
+            "daemon of `{}` did not answer within 8 s",
+            cfg.party.name
+        ))
+    })?
     .map_err(|s| client::daemon_error(&cfg, &s))?
     .into_inner();
     let down: Vec<&str> = reply
@@ -121,7 +130,7 @@ pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCo
 }
 
 /// `confide jobs`.
-pub async fn jobs(config: &Path) -> Result<ExitCode> {
+pub async fn jobs(config: &Path) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(config)?;
     let mut ctl = client::control(&cfg).await?;
     let jobs = ctl
@@ -154,7 +163,7 @@ pub async fn jobs(config: &Path) -> Result<ExitCode> {
 }
 
 /// `confide cancel`.
-pub async fn cancel(config: &Path, job: String) -> Result<ExitCode> {
+pub async fn cancel(config: &Path, job: String) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(config)?;
     let mut ctl = client::control(&cfg).await?;
     let r = ctl

@@ -4,6 +4,7 @@
 pub mod args;
 pub mod audit;
 pub mod daemon;
+pub mod error;
 pub mod init;
 pub mod psi;
 pub mod risk;
@@ -12,14 +13,13 @@ pub mod train;
 
 use std::process::ExitCode;
 
-use anyhow::Result;
-
 use crate::kinds::netcheck;
 use args::{Cli, Command};
+pub use error::CliError;
 use init::InitOptions;
 
 /// Runs one CLI command.
-pub async fn run(cli: Cli) -> Result<ExitCode> {
+pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     let verbose = matches!(cli.command, Command::Serve(_));
     init_tracing(cli.log.as_deref(), verbose);
     match cli.command {

@@ -2,8 +2,7 @@
 
 use std::process::ExitCode;
 
-use anyhow::Result;
-
+use super::CliError;
 use super::args::PsiArgs;
 use super::submit::{absolute, parse_peer, request, submit};
 use crate::base::config::PartyConfig;
@@ -11,13 +10,13 @@ use crate::kinds::JobOptions;
 use crate::kinds::psi::{self, Mode};
 
 /// `confide psi`.
-pub async fn psi(a: PsiArgs) -> Result<ExitCode> {
+pub async fn psi(a: PsiArgs) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(&a.config.config)?;
     let peers = a
         .peers
         .iter()
         .map(|p| parse_peer(p))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let mode = if a.size_only {
         Mode::SizeOnly
     } else if a.to_all {

@@ -4,9 +4,9 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result, bail};
 use confide_risk::Answer;
 
+use super::CliError;
 use super::args::RiskCommand;
 use super::submit::{Show, request, submit_with};
 use crate::base::config::PartyConfig;
@@ -18,7 +18,7 @@ pub async fn ingest_dataset(
     cfg: &PartyConfig,
     dataset: &str,
     bar: bool,
-) -> Result<serde_json::Value> {
+) -> Result<serde_json::Value, CliError> {
     let req = request(
         &JobOptions::RiskIngest(kinds::risk_ingest::Opts {}),
         dataset,
@@ -31,7 +31,7 @@ pub async fn ingest_dataset(
 }
 
 /// Asks the alliance about `ids` through this party's daemon (a `risk-query` job).
-pub async fn query_ids(cfg: &PartyConfig, ids: &[String]) -> Result<Vec<Answer>> {
+pub async fn query_ids(cfg: &PartyConfig, ids: &[String]) -> Result<Vec<Answer>, CliError> {
     let opts = kinds::risk_query::Opts { ids: ids.to_vec() };
     let req = request(&JobOptions::RiskQuery(opts), "", vec![], None);
     let (_, r) = submit_with(cfg, req, Show::Quiet).await?;
@@ -40,14 +40,14 @@ pub async fn query_ids(cfg: &PartyConfig, ids: &[String]) -> Result<Vec<Answer>>
         .cloned()
         .map(serde_json::from_value)
         .transpose()
-        .context("risk query: malformed answer from the daemon")?
+        .map_err(|e| CliError::json("risk query: malformed answer from the daemon", e))?
         .unwrap_or_default();
     if rows.len() != ids.len() {
-        bail!(
+        return Err(CliError::Failed(format!(
             "risk query: {} answers for {} IDs from the daemon",
             rows.len(),
             ids.len()
-        );
+        )));
     }
     Ok(rows
         .into_iter()
@@ -75,37 +75,46 @@ pub fn answer_json(id: &str, a: &Answer) -> String {
 }
 
 /// Reads applicant IDs from a CSV file with a header: the column `id`, else the first one.
-pub fn read_ids(path: &Path) -> Result<Vec<String>> {
+pub fn read_ids(path: &Path) -> Result<Vec<String>, CliError> {
     let mut rdr = csv::ReaderBuilder::new()
         .has_headers(true)
         .flexible(true)
         .from_path(path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
+        .map_err(|e| CliError::csv(format!("cannot read {}", path.display()), e))?;
     let header = rdr
         .headers()
-        .with_context(|| format!("{}: unreadable header", path.display()))?;
+        .map_err(|e| CliError::csv(format!("{}: unreadable header", path.display()), e))?;
     let col = header.iter().position(|h| h.trim() == "id").unwrap_or(0);
     let mut ids = Vec::new();
     for rec in rdr.records() {
-        let rec = rec.with_context(|| format!("{}", path.display()))?;
+        let rec = rec.map_err(|e| CliError::csv(path.display().to_string(), e))?;
         let line = rec.position().map(|p| p.line()).unwrap_or(0);
         let id = rec.get(col).unwrap_or("").trim();
         if id.is_empty() {
-            bail!("{} line {line}: empty ID", path.display());
+            return Err(CliError::Input(format!(
+                "{} line {line}: empty ID",
+                path.display()
+            )));
         }
         ids.push(id.to_string());
     }
     if ids.is_empty() {
-        bail!(
+        return Err(CliError::Input(format!(
             "{}: no IDs (a header line, then one ID per line)",
             path.display()
-        );
+        )));
     }
     Ok(ids)
 }
 
 /// Writes answers as CSV `id,blacklisted,loans,amount,overdue,queried_by`.
-pub fn write_answers(out: impl std::io::Write, ids: &[String], answers: &[Answer]) -> Result<()> {
+pub fn write_answers(
+    out: impl std::io::Write,
+    ids: &[String],
+    answers: &[Answer],
+    to: &str,
+) -> Result<(), CliError> {
+    let err = |e: csv::Error| CliError::csv(format!("writing answers to {to}"), e);
     let mut w = csv::Writer::from_writer(out);
     w.write_record([
         "id",
@@ -114,7 +123,8 @@ pub fn write_answers(out: impl std::io::Write, ids: &[String], answers: &[Answer
         "amount",
         "overdue",
         "queried_by",
-    ])?;
+    ])
+    .map_err(err)?;
     for (id, a) in ids.iter().zip(answers) {
         w.write_record([
             id.clone(),
@@ -123,14 +133,16 @@ pub fn write_answers(out: impl std::io::Write, ids: &[String], answers: &[Answer
             a.amount.to_string(),
             a.overdue.to_string(),
             a.queried_by.to_string(),
-        ])?;
+        ])
+        .map_err(err)?;
     }
-    w.flush()?;
+    w.flush()
+        .map_err(|e| CliError::io(format!("writing answers to {to}"), e))?;
     Ok(())
 }
 
 /// `confide risk ingest|query`.
-pub async fn risk(c: RiskCommand) -> Result<ExitCode> {
+pub async fn risk(c: RiskCommand) -> Result<ExitCode, CliError> {
     match c {
         RiskCommand::Ingest { config, dataset } => {
             let cfg = PartyConfig::load(&config.config)?;
@@ -148,7 +160,7 @@ pub async fn risk(c: RiskCommand) -> Result<ExitCode> {
                 (Some(id), _) => {
                     let id = id.trim().to_string();
                     if id.is_empty() {
-                        bail!("--id is empty");
+                        return Err(CliError::Usage("--id is empty".into()));
                     }
                     let a = query_ids(&cfg, std::slice::from_ref(&id)).await?;
                     println!("{}", answer_json(&id, &a[0]));
@@ -158,15 +170,23 @@ pub async fn risk(c: RiskCommand) -> Result<ExitCode> {
                     let answers = query_ids(&cfg, &ids).await?;
                     match output {
                         Some(out) => {
-                            let f = std::fs::File::create(&out)
-                                .with_context(|| format!("cannot create {}", out.display()))?;
-                            write_answers(std::io::BufWriter::new(f), &ids, &answers)?;
+                            let f = std::fs::File::create(&out).map_err(|e| {
+                                CliError::io(format!("cannot create {}", out.display()), e)
+                            })?;
+                            write_answers(
+                                std::io::BufWriter::new(f),
+                                &ids,
+                                &answers,
+                                &out.display().to_string(),
+                            )?;
                             eprintln!("{} answers written to {}", ids.len(), out.display());
                         }
-                        None => write_answers(std::io::stdout().lock(), &ids, &answers)?,
+                        None => write_answers(std::io::stdout().lock(), &ids, &answers, "stdout")?,
                     }
                 }
-                (None, None) => bail!("give --id ID or --ids-file FILE"),
+                (None, None) => {
+                    return Err(CliError::Usage("give --id ID or --ids-file FILE".into()));
+                }
             }
         }
     }

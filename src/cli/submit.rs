@@ -6,9 +6,9 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
 use confide_proto::{DatasetRef, JobState, SubmitRequest};
 
+use super::CliError;
 use crate::base::config::PartyConfig;
 use crate::base::error::status_line;
 use crate::kinds::JobOptions;
@@ -46,11 +46,11 @@ pub fn state_name(s: JobState) -> &'static str {
 }
 
 /// Parses `PARTY:DATASET`.
-pub fn parse_peer(s: &str) -> Result<DatasetRef> {
+pub fn parse_peer(s: &str) -> Result<DatasetRef, CliError> {
     let (party, dataset) = s
         .split_once(':')
         .filter(|(p, d)| !p.is_empty() && !d.is_empty())
-        .ok_or_else(|| anyhow!("--peer `{s}`: expected PARTY:DATASET"))?;
+        .ok_or_else(|| CliError::Usage(format!("--peer `{s}`: expected PARTY:DATASET")))?;
     Ok(DatasetRef {
         party: party.to_string(),
         dataset: dataset.to_string(),
@@ -58,14 +58,20 @@ pub fn parse_peer(s: &str) -> Result<DatasetRef> {
 }
 
 /// An absolute form of a path given on the command line (the daemon resolves nothing).
-pub fn absolute(p: &Path) -> Result<PathBuf> {
+pub fn absolute(p: &Path) -> Result<PathBuf, CliError> {
     if p.is_absolute() {
         Ok(p.to_path_buf())
     } else {
         Ok(std::env::current_dir()
-            .context("current directory")?
+            .map_err(|e| CliError::io("current directory", e))?
             .join(p))
     }
+}
+
+/// Reads a whole text file, naming it on failure.
+pub fn read_file(path: &Path) -> Result<String, CliError> {
+    std::fs::read_to_string(path)
+        .map_err(|e| CliError::io(format!("reading {}", path.display()), e))
 }
 
 /// How a submitted job's progress is shown on stderr.
@@ -92,7 +98,10 @@ impl Show {
 
 /// Submits a job to this party's daemon and follows its progress (a bar on a terminal,
 /// plain lines otherwise). Returns the job id and its JSON result.
-pub async fn submit(cfg: &PartyConfig, req: SubmitRequest) -> Result<(String, serde_json::Value)> {
+pub async fn submit(
+    cfg: &PartyConfig,
+    req: SubmitRequest,
+) -> Result<(String, serde_json::Value), CliError> {
     submit_with(cfg, req, Show::bar_or(Show::Lines)).await
 }
 
@@ -101,14 +110,17 @@ pub async fn submit_with(
     cfg: &PartyConfig,
     req: SubmitRequest,
     show: Show,
-) -> Result<(String, serde_json::Value)> {
+) -> Result<(String, serde_json::Value), CliError> {
     let bar = show == Show::Bar;
     let mut ctl = client::control(cfg).await?;
     let kind = req.kind.clone();
     let mut stream = ctl
         .submit(req)
         .await
-        .map_err(|s| anyhow!("{kind}: {}", status_line(&s)))?
+        .map_err(|s| CliError::Submit {
+            kind: kind.clone(),
+            message: status_line(&s),
+        })?
         .into_inner();
     let pb = bar.then(|| {
         let pb = indicatif::ProgressBar::new(0);
@@ -129,9 +141,19 @@ pub async fn submit_with(
         let ev = match stream.message().await {
             Ok(Some(ev)) => ev,
             Ok(None) => {
-                bail!("{kind} job {job_id}: the daemon closed the stream before the job ended")
+                return Err(CliError::Stream {
+                    kind,
+                    job: job_id,
+                    message: "the daemon closed the stream before the job ended".into(),
+                });
             }
-            Err(s) => bail!("{kind} job {job_id}: {}", status_line(&s)),
+            Err(s) => {
+                return Err(CliError::Stream {
+                    kind,
+                    job: job_id,
+                    message: status_line(&s),
+                });
+            }
         };
         job_id = ev.job_id.clone();
         let state = JobState::try_from(ev.state).unwrap_or(JobState::Unspecified);
@@ -147,7 +169,12 @@ pub async fn submit_with(
                 if let Some(pb) = &pb {
                     pb.finish_and_clear();
                 }
-                bail!("{kind} job {job_id} {}: {}", state_name(state), ev.error);
+                return Err(CliError::Job {
+                    kind,
+                    job: job_id,
+                    state: state_name(state),
+                    message: ev.error,
+                });
             }
             _ => {
                 if let Some(pb) = &pb {

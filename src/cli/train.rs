@@ -2,9 +2,9 @@
 
 use std::process::ExitCode;
 
-use anyhow::{Result, anyhow, bail};
 use confide_proto::DatasetRef;
 
+use super::CliError;
 use super::args::{PredictArgs, TrainArgs};
 use super::submit::{absolute, parse_peer, request, submit};
 use crate::base::config::PartyConfig;
@@ -13,17 +13,17 @@ use crate::kinds::{self, JobOptions};
 
 /// The dealer a `train` or `predict` job uses: the configured one, distinct from both
 /// computing parties.
-pub fn configured_dealer(cfg: &PartyConfig, peer: &str) -> Result<String> {
+pub fn configured_dealer(cfg: &PartyConfig, peer: &str) -> Result<String, CliError> {
     let dealer = cfg.alliance.dealer.clone().ok_or_else(|| {
-        anyhow!(
+        CliError::Usage(format!(
             "no training dealer is configured: set `dealer` under [alliance] in {} (confide init --dealer NAME)",
             cfg.source.display()
-        )
+        ))
     })?;
     if dealer == cfg.party.name || dealer == peer {
-        bail!(
+        return Err(CliError::Usage(format!(
             "the configured dealer `{dealer}` is a party of this job; the dealer must be a third party"
-        );
+        )));
     }
     Ok(dealer)
 }
@@ -41,7 +41,7 @@ fn peers_and_dealer(peer: DatasetRef, dealer: &str) -> Vec<DatasetRef> {
 }
 
 /// `confide train`.
-pub async fn train(a: TrainArgs) -> Result<ExitCode> {
+pub async fn train(a: TrainArgs) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(&a.config.config)?;
     let peer = parse_peer(&a.peer)?;
     let dealer = configured_dealer(&cfg, &peer.party)?;
@@ -96,19 +96,17 @@ pub fn train_summary(job: &str, r: &serde_json::Value) -> String {
 }
 
 /// `confide predict`.
-pub async fn predict(a: PredictArgs) -> Result<ExitCode> {
+pub async fn predict(a: PredictArgs) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(&a.config.config)?;
     let peer = parse_peer(&a.peer)?;
     valid_model_id(&a.model)?;
     let meta = read_meta(&cfg, &a.model)?;
     let holders = [&meta.parties.active, &meta.parties.passive];
     if !holders.contains(&&peer.party) || peer.party == cfg.party.name {
-        bail!(
+        return Err(CliError::Usage(format!(
             "model `{}` is shared between `{}` and `{}`: the peer must be the other one",
-            a.model,
-            meta.parties.active,
-            meta.parties.passive
-        );
+            a.model, meta.parties.active, meta.parties.passive
+        )));
     }
     let opts = kinds::predict::Opts {
         model: a.model.clone(),

@@ -8,16 +8,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
 use confide_proto::DatasetRef;
 
 use crate::base::config::PartyConfig;
+use crate::cli::CliError;
 use crate::cli::args::DemoArgs;
 use crate::cli::audit::prove;
 use crate::cli::psi::psi_summary;
-use crate::cli::submit::{Show, request, submit_with};
+use crate::cli::submit::{Show, read_file, request, submit_with};
 use crate::kinds::{JobOptions, netcheck, psi};
-use crate::kit::{LocalAlliance, PARTIES};
+use crate::kit::{LocalAlliance, PARTIES, add_dataset};
 use crate::net::client;
 
 static STEP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
@@ -29,7 +29,7 @@ pub fn step(what: &str, started: Instant) {
 }
 
 /// Runs the demo.
-pub async fn run(args: DemoArgs) -> Result<ExitCode> {
+pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let total = Instant::now();
     println!(
         "Confide demo: a local alliance of {} on loopback, mutual TLS everywhere",
@@ -37,7 +37,8 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     );
     let t = Instant::now();
     if let Some(k) = &args.keep {
-        std::fs::create_dir_all(k).with_context(|| format!("creating {}", k.display()))?;
+        std::fs::create_dir_all(k)
+            .map_err(|e| CliError::io(format!("creating {}", k.display()), e))?;
     }
     let (dir, tmp) = LocalAlliance::create(args.keep.as_deref(), args.base_port)?;
     let data = generate_data(&dir, args.rows)?;
@@ -62,7 +63,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     for c in &alliance.configs {
         let code = crate::cli::daemon::status(c, false, false).await?;
         if code != ExitCode::SUCCESS {
-            bail!("status failed at {}", c.display());
+            return Err(CliError::Failed(format!(
+                "status failed at {}",
+                c.display()
+            )));
         }
     }
     step("`confide status` at each party: all peers reachable", t);
@@ -107,10 +111,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
         .and_then(|v| v.as_u64())
         .unwrap_or(0);
     if got != data.psi_expected {
-        bail!(
+        return Err(CliError::Failed(format!(
             "PSI found {got} common customers, expected {}",
             data.psi_expected
-        );
+        )));
     }
     step(&psi_summary(&job, "alice", &result), t);
 
@@ -130,7 +134,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
             .map_err(|s| client::daemon_error(&cfg, &s))?
             .into_inner();
         if !r.ok {
-            bail!("audit verify failed at {}: {}", cfg.party.name, r.report);
+            return Err(CliError::Failed(format!(
+                "audit verify failed at {}: {}",
+                cfg.party.name, r.report
+            )));
         }
     }
     step(
@@ -143,17 +150,20 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode> {
     let t = Instant::now();
     let bundle = prove(&alice, &job, Duration::from_secs(15)).await?;
     let proof = dir.join("alice").join("psi-proof.json");
-    std::fs::write(&proof, &bundle)?;
-    let genesis = std::fs::read_to_string(dir.join("genesis.json"))?;
-    let v = confide_audit::verify_bundle(&bundle, &genesis)
-        .map_err(|e| anyhow::anyhow!("proof rejected: {e}"))?;
+    std::fs::write(&proof, &bundle)
+        .map_err(|e| CliError::io(format!("writing {}", proof.display()), e))?;
+    let genesis = read_file(&dir.join("genesis.json"))?;
+    let v = confide_audit::verify_bundle(&bundle, &genesis).map_err(|source| CliError::Proof {
+        bundle: proof.display().to_string(),
+        source,
+    })?;
     let mut tampered = bundle.clone().into_bytes();
     let at = tampered.len() / 2;
     tampered[at] = if tampered[at] == b'0' { b'1' } else { b'0' };
     let rejected =
         confide_audit::verify_bundle(&String::from_utf8_lossy(&tampered), &genesis).is_err();
     if !rejected {
-        bail!("a tampered proof was accepted");
+        return Err(CliError::Failed("a tampered proof was accepted".into()));
     }
     step(
         &format!(
@@ -176,46 +186,52 @@ pub struct DemoData {
     pub psi_expected: u64,
 }
 
-/// Writes the demo's CSV files and declares them in the parties' configs.
-fn generate_data(dir: &Path, rows: usize) -> Result<DemoData> {
-    use std::io::Write;
-    let rows = rows.max(100);
+/// Writes a generated CSV file, naming it on failure.
+pub(crate) fn write_csv(path: &Path, text: &str) -> Result<(), CliError> {
+    std::fs::write(path, text).map_err(|e| CliError::io(format!("writing {}", path.display()), e))
+}
+
+/// The directory of the demo's generated data, created if missing.
+pub(crate) fn data_dir(dir: &Path) -> Result<PathBuf, CliError> {
     let data = dir.join("demo-data");
-    std::fs::create_dir_all(&data)?;
+    std::fs::create_dir_all(&data)
+        .map_err(|e| CliError::io(format!("creating {}", data.display()), e))?;
+    Ok(data)
+}
+
+/// Writes the demo's CSV files and declares them in the parties' configs.
+fn generate_data(dir: &Path, rows: usize) -> Result<DemoData, CliError> {
+    use std::fmt::Write as _;
+    let rows = rows.max(100);
+    let data = data_dir(dir)?;
     // Customers: alice has phones 0..rows, bob has rows/2 .. rows/2 + 3/4 rows.
     let phone = |i: usize| format!("+44790{:07}", i * 7919 % 10_000_000);
-    let write = |name: &str, range: std::ops::Range<usize>| -> Result<PathBuf> {
+    let write = |name: &str, range: std::ops::Range<usize>| -> Result<PathBuf, CliError> {
         let p = data.join(name);
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&p)?);
-        writeln!(f, "phone,segment")?;
+        let mut text = String::from("phone,segment\n");
         for i in range {
-            writeln!(f, "{},{}", phone(i), i % 5)?;
+            let _ = writeln!(text, "{},{}", phone(i), i % 5);
         }
-        f.flush()?;
+        write_csv(&p, &text)?;
         Ok(p)
     };
     let a = write("alice-customers.csv", 0..rows)?;
     let b = write("bob-customers.csv", rows / 2..rows / 2 + rows * 3 / 4)?;
-    let append = |party: &str, table: String| -> Result<()> {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.join(party).join("party.toml"))?;
-        writeln!(f, "\n{table}")?;
-        Ok(())
-    };
-    append(
+    add_dataset(
+        dir,
         "alice",
-        format!(
-            "[datasets.customers]\npath = \"{}\"\nid_column = \"phone\"\nallow = {{ psi = [\"bob\"] }}",
-            a.display()
-        ),
+        "customers",
+        &a,
+        "phone",
+        "{ psi = [\"bob\"] }",
     )?;
-    append(
+    add_dataset(
+        dir,
         "bob",
-        format!(
-            "[datasets.customers]\npath = \"{}\"\nid_column = \"phone\"\nallow = {{ psi = [\"alice\"] }}",
-            b.display()
-        ),
+        "customers",
+        &b,
+        "phone",
+        "{ psi = [\"alice\"] }",
     )?;
     Ok(DemoData {
         psi_expected: (rows - rows / 2) as u64,

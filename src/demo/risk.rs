@@ -5,12 +5,13 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use anyhow::{Result, anyhow, bail};
 use confide_risk::RiskDataset;
 
+use super::{data_dir, write_csv};
 use crate::base::config::PartyConfig;
+use crate::cli::CliError;
 use crate::cli::risk::{answer_json, ingest_dataset, query_ids};
-use crate::kit::LocalAlliance;
+use crate::kit::{LocalAlliance, add_dataset, config_path};
 
 const DEMO_LENDERS: [&str; 3] = ["alice", "bob", "carol"];
 
@@ -20,47 +21,45 @@ fn demo_csv(dir: &Path, party: &str) -> PathBuf {
 
 /// Writes the demo's risk data (a few hundred customers per lender, overlapping) and
 /// declares it as dataset `loans`, allowing risk for the compute nodes.
-pub fn data(dir: &Path, rows: usize) -> Result<()> {
-    use std::io::Write;
+pub fn data(dir: &Path, rows: usize) -> Result<(), CliError> {
+    use std::fmt::Write as _;
     let n = rows.clamp(50, 300);
-    std::fs::create_dir_all(dir.join("demo-data"))?;
+    data_dir(dir)?;
     for (k, party) in DEMO_LENDERS.iter().enumerate() {
         let path = demo_csv(dir, party);
-        let mut f = std::io::BufWriter::new(std::fs::File::create(&path)?);
-        writeln!(f, "applicant,blacklisted,loans,amount,overdue")?;
+        let mut f = String::from("applicant,blacklisted,loans,amount,overdue\n");
         // Lender k knows applicants k·n/2 .. k·n/2 + n: neighbours overlap by half.
         for i in k * n / 2..k * n / 2 + n {
             let h = (i * 7 + k * 13) % 97;
-            writeln!(
+            let _ = writeln!(
                 f,
                 "A{i:06},{},{},{},{}",
                 u8::from(h % 11 == 0),
                 1 + h % 3,
                 (1 + h) * 50_000,
                 h % 2
-            )?;
+            );
         }
-        f.flush()?;
-        let cfg = dir.join(party).join("party.toml");
-        let compute = PartyConfig::load(&cfg)?.alliance.compute;
-        let mut t = std::fs::OpenOptions::new().append(true).open(&cfg)?;
-        writeln!(
-            t,
-            "\n[datasets.loans]\npath = \"{}\"\nid_column = \"applicant\"\nallow = {{ risk = [{}] }}",
-            path.display(),
+        write_csv(&path, &f)?;
+        let compute = PartyConfig::load(&config_path(dir, party))?
+            .alliance
+            .compute;
+        let allow = format!(
+            "{{ risk = [{}] }}",
             compute
                 .iter()
                 .map(|c| format!("\"{c}\""))
                 .collect::<Vec<_>>()
                 .join(", ")
-        )?;
+        );
+        add_dataset(dir, party, "loans", &path, "applicant", &allow)?;
     }
     Ok(())
 }
 
 /// The demo's risk step: every lender ingests, then alice asks about an applicant two
 /// lenders know and an unknown one; the answers must equal the plaintext sums.
-pub async fn step(alliance: &LocalAlliance) -> Result<()> {
+pub async fn step(alliance: &LocalAlliance) -> Result<(), CliError> {
     let t = Instant::now();
     let mut total = 0;
     for p in DEMO_LENDERS {
@@ -94,7 +93,7 @@ pub async fn step(alliance: &LocalAlliance) -> Result<()> {
         .filter(|(_, (_, holders))| *holders >= 2)
         .min_by_key(|(id, (v, _))| (std::cmp::Reverse(v[0]), *id))
         .map(|(id, _)| id.clone())
-        .ok_or_else(|| anyhow!("demo data: no applicant known to two lenders"))?;
+        .ok_or_else(|| CliError::Failed("demo data: no applicant known to two lenders".into()))?;
     let unknown = "Z999999".to_string();
     let ids = [known.clone(), unknown.clone()];
     let answers = query_ids(&alliance.config("alice")?, &ids).await?;
@@ -102,7 +101,9 @@ pub async fn step(alliance: &LocalAlliance) -> Result<()> {
         let want = expected.get(id).map(|e| e.0).unwrap_or_default();
         let got = [a.blacklisted, a.loans, a.amount, a.overdue];
         if got != want || a.queried_by < 1 {
-            bail!("risk answer for {id}: got {got:?}, the plaintext sums are {want:?}");
+            return Err(CliError::Failed(format!(
+                "risk answer for {id}: got {got:?}, the plaintext sums are {want:?}"
+            )));
         }
     }
     super::step(

@@ -6,14 +6,15 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Instant;
 
-use anyhow::{Context, Result, anyhow};
 use confide_proto::DatasetRef;
 use confide_training::{Model, Table};
 
-use crate::cli::submit::{Show, request, submit_with};
+use super::data_dir;
+use crate::cli::CliError;
+use crate::cli::submit::{Show, read_file, request, submit_with};
 use crate::cli::train::{configured_dealer, train_summary};
 use crate::kinds::{JobOptions, train};
-use crate::kit::LocalAlliance;
+use crate::kit::{LocalAlliance, add_dataset};
 
 /// Rows and features of the demo's training data, and its job parameters.
 const DEMO_MAX_ROWS: usize = 3000;
@@ -32,47 +33,45 @@ fn write_rows(
     label: Option<&Table>,
     tables: &[&Table],
     rows: impl Iterator<Item = usize>,
-) -> Result<()> {
+) -> Result<(), CliError> {
     use std::io::Write;
-    let mut f = std::io::BufWriter::new(
-        std::fs::File::create(path).with_context(|| format!("creating {}", path.display()))?,
-    );
-    write!(f, "customer_id")?;
-    if label.is_some() {
-        write!(f, ",default")?;
-    }
-    for t in tables {
-        for n in &t.feature_names {
-            write!(f, ",{n}")?;
-        }
-    }
-    writeln!(f)?;
-    for i in rows {
-        write!(f, "{}", tables[0].ids[i])?;
-        if let Some(y) = label.and_then(|t| t.label.as_ref()) {
-            write!(f, ",{}", y[i])?;
+    let write = || -> std::io::Result<()> {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+        write!(f, "customer_id")?;
+        if label.is_some() {
+            write!(f, ",default")?;
         }
         for t in tables {
-            for v in t.features.row(i) {
-                write!(f, ",{v}")?;
+            for n in &t.feature_names {
+                write!(f, ",{n}")?;
             }
         }
         writeln!(f)?;
-    }
-    f.flush()?;
-    Ok(())
+        for i in rows {
+            write!(f, "{}", tables[0].ids[i])?;
+            if let Some(y) = label.and_then(|t| t.label.as_ref()) {
+                write!(f, ",{}", y[i])?;
+            }
+            for t in tables {
+                for v in t.features.row(i) {
+                    write!(f, ",{v}")?;
+                }
+            }
+            writeln!(f)?;
+        }
+        f.flush()
+    };
+    write().map_err(|e| CliError::io(format!("writing {}", path.display()), e))
 }
 
 /// Writes the demo's training data and declares it (before the daemons start): alice (a
 /// bank: the `default` label and 5 features) holds customers 0..n, bob (a platform: 5
 /// features) holds customers n/10..n·11/10 in reverse order, so the rows must be aligned.
-pub fn data(dir: &Path, rows: usize) -> Result<()> {
-    use std::io::Write;
+pub fn data(dir: &Path, rows: usize) -> Result<(), CliError> {
     let n = rows.clamp(200, DEMO_MAX_ROWS);
     let extra = n / 10;
     let (ta, tb) = confide_training::generate_credit(n + extra, DEMO_FEATURES, DEMO_FEATURES, 11);
-    let data = dir.join("demo-data");
-    std::fs::create_dir_all(&data)?;
+    let data = data_dir(dir)?;
     let a = data.join("alice-credit.csv");
     let b = data.join("bob-credit.csv");
     write_rows(&a, Some(&ta), &[&ta], 0..n)?;
@@ -80,21 +79,15 @@ pub fn data(dir: &Path, rows: usize) -> Result<()> {
     // IDs are zero-padded, so the sorted common order is the row order.
     write_rows(&data.join(REFERENCE), Some(&ta), &[&ta, &tb], extra..n)?;
     for (party, path, peer) in [("alice", &a, "bob"), ("bob", &b, "alice")] {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.join(party).join("party.toml"))?;
-        writeln!(
-            f,
-            "\n[datasets.credit]\npath = \"{}\"\nid_column = \"customer_id\"\nallow = {{ train = [\"{peer}\"] }}",
-            path.display()
-        )?;
+        let allow = format!("{{ train = [\"{peer}\"] }}");
+        add_dataset(dir, party, "credit", path, "customer_id", &allow)?;
     }
     Ok(())
 }
 
 /// The demo's training step: alice and bob train on their generated columns with carol as
 /// the dealer; the secure model's AUC is printed beside the plaintext one.
-pub async fn step(alliance: &LocalAlliance) -> Result<()> {
+pub async fn step(alliance: &LocalAlliance) -> Result<(), CliError> {
     let t = Instant::now();
     let alice = alliance.config("alice")?;
     let out = alliance.dir.join("alice").join("model.json");
@@ -121,10 +114,8 @@ pub async fn step(alliance: &LocalAlliance) -> Result<()> {
     let mut req = request(&JobOptions::Train(opts), "credit", peers, Some(&out));
     req.timeout_secs = 600;
     let (job, r) = submit_with(&alice, req, Show::Lines).await?;
-    let model: Model = serde_json::from_slice(
-        &std::fs::read(&out).with_context(|| format!("reading {}", out.display()))?,
-    )
-    .context("model.json")?;
+    let model: Model = serde_json::from_str(&read_file(&out)?)
+        .map_err(|e| CliError::json(out.display().to_string(), e))?;
     let (secure, plain, rows) =
         demo_reference(&alliance.dir.join("demo-data").join(REFERENCE), &model)?;
     super::step(
@@ -142,7 +133,7 @@ pub async fn step(alliance: &LocalAlliance) -> Result<()> {
 
 /// The secure model's AUC on the demo's common rows and the plaintext reference's.
 /// Returns (secure, plaintext, rows).
-fn demo_reference(path: &Path, model: &Model) -> Result<(f64, f64, usize)> {
+fn demo_reference(path: &Path, model: &Model) -> Result<(f64, f64, usize), CliError> {
     let t = confide_training::load_table(path, "customer_id", Some("default"))?;
     let (secure, plain) = reference_aucs(&t, model, DEMO_EPOCHS, DEMO_BATCH, DEMO_LR, DEMO_SEED)?;
     Ok((secure, plain, t.ids.len()))
@@ -160,11 +151,11 @@ pub fn reference_aucs(
     batch: usize,
     lr: f64,
     seed: u64,
-) -> Result<(f64, f64)> {
+) -> Result<(f64, f64), CliError> {
     let y = t
         .label
         .clone()
-        .ok_or_else(|| anyhow!("the reference table has no label"))?;
+        .ok_or_else(|| CliError::Failed("the reference table has no label".into()))?;
     let mut secure_scores = Vec::with_capacity(t.ids.len());
     for i in 0..t.ids.len() {
         let row: BTreeMap<String, f64> = t
@@ -174,16 +165,17 @@ pub fn reference_aucs(
             .zip(t.features.row(i).iter().copied())
             .collect();
         secure_scores.push(
-            model
-                .predict(&row)
-                .ok_or_else(|| anyhow!("the model has a feature the table lacks"))?,
+            model.predict(&row).ok_or_else(|| {
+                CliError::Failed("the model has a feature the table lacks".into())
+            })?,
         );
     }
     let std = confide_training::Standardizer::fit(&t.feature_names, &t.features)?;
     let xs = std.transform(&t.features);
     let (b0, w) = confide_training::train_plain(&xs, &y, epochs, batch, lr, 0.0, seed);
     let plain_scores = (xs.dot(&w) + b0).to_vec();
-    let auc =
-        |s: &[f64]| confide_training::auc(s, &y).ok_or_else(|| anyhow!("AUC needs both labels"));
+    let auc = |s: &[f64]| {
+        confide_training::auc(s, &y).ok_or_else(|| CliError::Failed("AUC needs both labels".into()))
+    };
     Ok((auc(&secure_scores)?, auc(&plain_scores)?))
 }

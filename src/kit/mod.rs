@@ -5,9 +5,8 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, bail};
-
 use crate::base::config::PartyConfig;
+use crate::cli::CliError;
 use crate::cli::init::{self, InitOptions};
 use crate::net::client;
 
@@ -31,7 +30,7 @@ impl std::fmt::Debug for LocalAlliance {
 }
 
 /// Finds `n` consecutive free loopback ports.
-pub fn free_ports(n: usize) -> Result<u16> {
+pub fn free_ports(n: usize) -> Result<u16, CliError> {
     for _ in 0..200 {
         let base: u16 = 20_000 + (rand::random::<u16>() % 30_000);
         let ok =
@@ -40,7 +39,37 @@ pub fn free_ports(n: usize) -> Result<u16> {
             return Ok(base);
         }
     }
-    bail!("no {n} consecutive free ports found on 127.0.0.1")
+    Err(CliError::Failed(format!(
+        "no {n} consecutive free ports found on 127.0.0.1"
+    )))
+}
+
+/// The `party.toml` of `party` in an alliance directory written by `confide init`.
+pub fn config_path(dir: &Path, party: &str) -> PathBuf {
+    dir.join(party).join("party.toml")
+}
+
+/// Declares a dataset in `party`'s `party.toml`: appends the table
+/// `[datasets.NAME]` with `path = CSV`, `id_column` and `allow` (a TOML inline table such
+/// as `{ psi = ["bob"] }`). The demo, the tests and the benches all declare data this way.
+pub fn add_dataset(
+    dir: &Path,
+    party: &str,
+    name: &str,
+    csv: &Path,
+    id_column: &str,
+    allow: &str,
+) -> Result<(), CliError> {
+    use std::io::Write;
+    let path = config_path(dir, party);
+    let csv = toml::Value::String(csv.display().to_string());
+    let table =
+        format!("\n[datasets.{name}]\npath = {csv}\nid_column = \"{id_column}\"\nallow = {allow}");
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&path)
+        .and_then(|mut f| writeln!(f, "{table}"))
+        .map_err(|e| CliError::io(format!("appending to {}", path.display()), e))
 }
 
 impl LocalAlliance {
@@ -48,14 +77,14 @@ impl LocalAlliance {
     pub fn create(
         dir: Option<&Path>,
         base_port: u16,
-    ) -> Result<(PathBuf, Option<tempfile::TempDir>)> {
+    ) -> Result<(PathBuf, Option<tempfile::TempDir>), CliError> {
         let (dir, tmp) = match dir {
             Some(d) => (d.to_path_buf(), None),
             None => {
                 let t = tempfile::Builder::new()
                     .prefix("confide-demo-")
                     .tempdir()
-                    .context("creating a temp dir")?;
+                    .map_err(|e| CliError::io("creating a temp dir", e))?;
                 (t.path().to_path_buf(), Some(t))
             }
         };
@@ -78,12 +107,12 @@ impl LocalAlliance {
     }
 
     /// Starts a daemon per party in this process and waits until they all answer.
-    pub async fn start(dir: PathBuf, tmp: Option<tempfile::TempDir>) -> Result<Self> {
+    pub async fn start(dir: PathBuf, tmp: Option<tempfile::TempDir>) -> Result<Self, CliError> {
         let (stop, _) = tokio::sync::watch::channel(false);
         let mut tasks = Vec::new();
         let mut configs = Vec::new();
         for p in PARTIES {
-            let path = dir.join(p).join("party.toml");
+            let path = config_path(&dir, p);
             let cfg = PartyConfig::load(&path)?;
             let listener = crate::daemon::bind(&cfg).await?;
             let mut rx = stop.subscribe();
@@ -111,7 +140,7 @@ impl LocalAlliance {
     }
 
     /// Waits until every daemon reaches every peer.
-    pub async fn wait_healthy(&self, within: Duration) -> Result<()> {
+    pub async fn wait_healthy(&self, within: Duration) -> Result<(), CliError> {
         let started = Instant::now();
         for c in &self.configs {
             let cfg = PartyConfig::load(c)?;
@@ -128,11 +157,11 @@ impl LocalAlliance {
                     break;
                 }
                 if started.elapsed() > within {
-                    bail!(
+                    return Err(CliError::Failed(format!(
                         "daemon `{}` did not reach all its peers within {} s",
                         cfg.party.name,
                         within.as_secs()
-                    );
+                    )));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -141,7 +170,7 @@ impl LocalAlliance {
     }
 
     /// Waits until every member holds every entry under a final checkpoint; returns the size.
-    pub async fn wait_audit_replicated(&self, within: Duration) -> Result<u64> {
+    pub async fn wait_audit_replicated(&self, within: Duration) -> Result<u64, CliError> {
         let started = Instant::now();
         loop {
             let mut sizes = Vec::new();
@@ -153,26 +182,31 @@ impl LocalAlliance {
                     .await
                     .map_err(|s| client::daemon_error(&cfg, &s))?
                     .into_inner();
-                let v: serde_json::Value = serde_json::from_str(&r.json)?;
+                let v: serde_json::Value = serde_json::from_str(&r.json).map_err(|e| {
+                    CliError::json(
+                        format!("audit log from the daemon of `{}`", cfg.party.name),
+                        e,
+                    )
+                })?;
                 sizes.push((v["size"].as_u64().unwrap_or(0), v["final_size"].as_u64()));
             }
-            let first = sizes[0].0;
+            let first = sizes.first().map_or(0, |s| s.0);
             if first > 0 && sizes.iter().all(|(s, f)| *s == first && *f == Some(first)) {
                 return Ok(first);
             }
             if started.elapsed() > within {
-                bail!(
+                return Err(CliError::Failed(format!(
                     "audit log not replicated to every member within {} s: {sizes:?}",
                     within.as_secs()
-                );
+                )));
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
 
     /// The config of party `name`.
-    pub fn config(&self, name: &str) -> Result<PartyConfig> {
-        Ok(PartyConfig::load(&self.dir.join(name).join("party.toml"))?)
+    pub fn config(&self, name: &str) -> Result<PartyConfig, CliError> {
+        Ok(PartyConfig::load(&config_path(&self.dir, name))?)
     }
 
     /// Stops every daemon.
