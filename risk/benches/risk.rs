@@ -10,12 +10,12 @@ use std::time::Instant;
 
 use confide_mpc::transport::memory_mesh;
 use confide_risk::codec::Purpose;
-use confide_risk::{EvidenceSource, OverTransport, RiskRecord, ingest, serve};
+use confide_risk::{EvidenceSource, OverTransport, RiskRecord, blinded_points_hash, ingest, serve};
 
 use confide_risk::audit::AuditGate;
 use confide_risk::oprf::{BlindedBatch, OprfKey};
 use confide_risk::{ComputeNode, PairSeed, RiskError, RiskIndex, Role};
-use criterion::{Criterion, criterion_group, criterion_main};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use rand_chacha::ChaCha20Rng;
 use rand_core::{Rng, SeedableRng};
 
@@ -164,43 +164,57 @@ fn bench(c: &mut Criterion) {
 
     let mut g = c.benchmark_group(format!("query_at_{n}_tags"));
     g.sample_size(20);
-    // Full in-process query of one ID: blind, two evaluations, finalize, two lookups.
+    // Evidence must be fresh per evaluation (replays are refused); AllowAll accepts any.
+    let serial = AtomicU64::new(0);
+    let fresh = || {
+        serial
+            .fetch_add(1, Ordering::Relaxed)
+            .to_le_bytes()
+            .to_vec()
+    };
+    // A full in-process query: blind, two audited evaluations, finalize, two lookups.
+    let mut query_inproc = |ids: &[String]| {
+        let bb = BlindedBatch::new(ids, 0, &mut rng).unwrap();
+        let ev = fresh();
+        let hash = blinded_points_hash(Purpose::Query, bb.elements());
+        let e0 = n0
+            .eval_blinded("lender", Purpose::Query, &ev, bb.elements())
+            .unwrap();
+        let e1 = n1
+            .eval_blinded("lender", Purpose::Query, &ev, bb.elements())
+            .unwrap();
+        let tags = bb.finalize(ids, &e0, &e1).unwrap();
+        let a = n0.lookup("lender", &[1; 16], &ev, &hash, &tags).unwrap();
+        let b2 = n1.lookup("lender", &[1; 16], &ev, &hash, &tags).unwrap();
+        (a, b2)
+    };
     let one = ["APPLICANT-1".to_string()];
     g.bench_function("one_id_inproc", |b| {
-        b.iter(|| {
-            let bb = BlindedBatch::new(&one, 0, &mut rng).unwrap();
-            let tags = bb
-                .finalize(
-                    &one,
-                    &k0.blind_evaluate(bb.elements()).unwrap(),
-                    &k1.blind_evaluate(bb.elements()).unwrap(),
-                )
-                .unwrap();
-            let a = n0.answer_at("lender", &[1; 16], &tags, 0).unwrap();
-            let b2 = n1.answer_at("lender", &[1; 16], &tags, 0).unwrap();
-            black_box((a, b2))
-        })
-    });
-    let tag = [[5u8; 64]];
-    g.bench_function("node_answer_one_tag", |b| {
-        b.iter(|| black_box(n0.answer_at("lender", &[1; 16], &tag, 0).unwrap()))
+        b.iter(|| black_box(query_inproc(&one)))
     });
     g.sample_size(10);
     let thousand: Vec<String> = (0..1000).map(|i| format!("APPLICANT-{i}")).collect();
     g.bench_function("batch_1000_ids_inproc", |b| {
-        b.iter(|| {
-            let bb = BlindedBatch::new(&thousand, 0, &mut rng).unwrap();
-            let tags = bb
-                .finalize(
-                    &thousand,
-                    &k0.blind_evaluate(bb.elements()).unwrap(),
-                    &k1.blind_evaluate(bb.elements()).unwrap(),
-                )
-                .unwrap();
-            let a = n0.answer_at("lender", &[1; 16], &tags, 0).unwrap();
-            let b2 = n1.answer_at("lender", &[1; 16], &tags, 0).unwrap();
-            black_box((a, b2))
-        })
+        b.iter(|| black_box(query_inproc(&thousand)))
+    });
+    // One node's lookup of one tag (the evaluation that authorises it is set-up, not timed).
+    g.sample_size(20);
+    let element = BlindedBatch::new(&one, 0, &mut ChaCha20Rng::seed_from_u64(4))
+        .unwrap()
+        .elements()
+        .to_vec();
+    let tag = [[5u8; 64]];
+    g.bench_function("node_lookup_one_tag", |b| {
+        b.iter_batched(
+            || {
+                let ev = fresh();
+                n0.eval_blinded("lender", Purpose::Query, &ev, &element)
+                    .unwrap();
+                ev
+            },
+            |ev| black_box(n0.lookup("lender", &[1; 16], &ev, &[0; 32], &tag).unwrap()),
+            BatchSize::SmallInput,
+        )
     });
     g.finish();
 }

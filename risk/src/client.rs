@@ -18,6 +18,18 @@ use crate::dataset::RiskRecord;
 use crate::error::{Result, RiskError};
 use crate::oprf::{BlindedBatch, Tag};
 
+/// The tags of one evaluation batch and the audit evidence that authorised it (a lookup of
+/// these tags presents the same evidence).
+#[derive(Debug, Clone)]
+pub struct TaggedBatch {
+    /// The evidence sent with the evaluation.
+    pub evidence: Vec<u8>,
+    /// The blinded-points hash that evidence binds.
+    pub blinded_points_hash: [u8; 32],
+    /// One tag per real ID of the batch, in order (dummies have none).
+    pub tags: Vec<Tag>,
+}
+
 /// Sends one encoded request to a compute node and returns its encoded response.
 pub trait NodeCaller: Send + Sync {
     /// One round trip to `node`.
@@ -67,20 +79,21 @@ fn unexpected(node: &str, what: &str) -> RiskError {
 }
 
 /// Computes `Tag(id)` for each ID through the two compute nodes, in batches of at most
-/// [`MAX_EVAL_BATCH`] blinded elements, each batch with its own audit evidence. `dummies`
+/// [`MAX_EVAL_BATCH`] blinded elements, each batch with its own audit evidence (kept in the
+/// returned [`TaggedBatch`]es: a lookup of a batch's tags presents it). `dummies`
 /// extra random elements are evaluated and discarded (to pad the count a node sees).
 ///
 /// Pipelined: while the nodes evaluate batch `b`, this side blinds batch `b + 1` and finalizes
 /// batch `b − 1` on the blocking pool (rayon inside), so with the nodes on other hosts the cost
 /// is close to the slower of the two sides, not their sum.
-pub async fn compute_tags<C: NodeCaller, E: EvidenceSource, I: AsRef<[u8]> + Sync>(
+pub async fn tag_batches<C: NodeCaller, E: EvidenceSource, I: AsRef<[u8]> + Sync>(
     caller: &C,
     compute: [&str; 2],
     purpose: Purpose,
     ids: &[I],
     dummies: usize,
     evidence: &E,
-) -> Result<Vec<Tag>> {
+) -> Result<Vec<TaggedBatch>> {
     let total = ids.len() + dummies;
     let batches = total.div_ceil(MAX_EVAL_BATCH);
     let mut rng: ChaCha20Rng = rand::make_rng();
@@ -98,7 +111,7 @@ pub async fn compute_tags<C: NodeCaller, E: EvidenceSource, I: AsRef<[u8]> + Syn
             BlindedBatch::new(&real, batch_dummies, &mut batch_rng).map(|b| (b, real))
         })
     };
-    let mut tags = Vec::with_capacity(ids.len());
+    let mut out: Vec<TaggedBatch> = Vec::with_capacity(batches);
     let mut next_blind = (batches > 0).then(|| spawn_blind(0));
     let mut pending_finalize = None;
     for b in 0..batches {
@@ -110,6 +123,11 @@ pub async fn compute_tags<C: NodeCaller, E: EvidenceSource, I: AsRef<[u8]> + Syn
         let ev = evidence
             .evidence(purpose, hash, batch.elements().len())
             .await?;
+        out.push(TaggedBatch {
+            evidence: ev.clone(),
+            blinded_points_hash: hash,
+            tags: Vec::new(),
+        });
         let req = Request::Eval {
             purpose,
             evidence: ev,
@@ -123,16 +141,16 @@ pub async fn compute_tags<C: NodeCaller, E: EvidenceSource, I: AsRef<[u8]> + Syn
             return Err(unexpected(compute[0], "evaluations"));
         };
         if let Some(h) = pending_finalize.take() {
-            tags.extend(joined(h.await)?);
+            out[b - 1].tags = joined(h.await)?;
         }
         pending_finalize = Some(tokio::task::spawn_blocking(move || {
             batch.finalize(&real, &e0, &e1)
         }));
     }
-    if let Some(h) = pending_finalize {
-        tags.extend(joined(h.await)?);
+    if let (Some(h), Some(last)) = (pending_finalize, out.last_mut()) {
+        last.tags = joined(h.await)?;
     }
-    Ok(tags)
+    Ok(out)
 }
 
 fn joined<T>(r: std::result::Result<Result<T>, tokio::task::JoinError>) -> Result<T> {
@@ -174,10 +192,11 @@ pub async fn ingest<C: NodeCaller, E: EvidenceSource>(
     let n = records.len();
     let padded = padded_len(n);
     let ids: Vec<&[u8]> = records.iter().map(|r| r.id.as_bytes()).collect();
-    let tags = compute_tags(caller, compute, Purpose::Ingest, &ids, padded - n, evidence).await?;
+    let batches = tag_batches(caller, compute, Purpose::Ingest, &ids, padded - n, evidence).await?;
+    let tags = batches.into_iter().flat_map(|b| b.tags);
     let mut rng: ChaCha20Rng = rand::make_rng();
     // (tag, index of the record or None for a dummy), sorted by tag.
-    let mut rows: Vec<(Tag, Option<usize>)> = tags.into_iter().zip((0..n).map(Some)).collect();
+    let mut rows: Vec<(Tag, Option<usize>)> = tags.zip((0..n).map(Some)).collect();
     for _ in n..padded {
         let mut t = [0u8; 64];
         rng.fill_bytes(&mut t);
@@ -266,43 +285,48 @@ impl Answer {
 }
 
 /// A lender's query: tags the applicants (audited evaluation), asks both nodes for their
-/// shares (in batches of [`MAX_QUERY_BATCH`]) and adds them. Unknown applicants give zeros
-/// (and `queried_by` ≥ 1).
+/// shares (in batches of at most [`MAX_QUERY_BATCH`], each presenting the evidence of the
+/// evaluation batch its tags come from) and adds them. Unknown applicants give zeros (and
+/// `queried_by` ≥ 1).
 pub async fn query<C: NodeCaller, E: EvidenceSource, I: AsRef<[u8]> + Sync>(
     caller: &C,
     compute: [&str; 2],
     ids: &[I],
     evidence: &E,
 ) -> Result<Vec<Answer>> {
-    let tags = compute_tags(caller, compute, Purpose::Query, ids, 0, evidence).await?;
+    let batches = tag_batches(caller, compute, Purpose::Query, ids, 0, evidence).await?;
     let mut rng: ChaCha20Rng = rand::make_rng();
     let mut out = Vec::with_capacity(ids.len());
-    for chunk in tags.chunks(MAX_QUERY_BATCH) {
-        let mut nonce = [0u8; 16];
-        rng.fill_bytes(&mut nonce);
-        let req = Request::Query {
-            nonce,
-            tags: chunk.to_vec(),
-        };
-        let (r0, r1) = tokio::join!(
-            call_typed(caller, compute[0], &req),
-            call_typed(caller, compute[1], &req)
-        );
-        let (Response::Query(s0), Response::Query(s1)) = (r0?, r1?) else {
-            return Err(unexpected(compute[0], "answer shares"));
-        };
-        if s0.len() != chunk.len() || s1.len() != chunk.len() {
-            return Err(RiskError::Protocol {
-                peer: compute[0].to_string(),
-                message: format!(
-                    "{} and {} answers for {} tags",
-                    s0.len(),
-                    s1.len(),
-                    chunk.len()
-                ),
-            });
+    for batch in &batches {
+        for chunk in batch.tags.chunks(MAX_QUERY_BATCH) {
+            let mut nonce = [0u8; 16];
+            rng.fill_bytes(&mut nonce);
+            let req = Request::Query {
+                nonce,
+                evidence: batch.evidence.clone(),
+                blinded_points_hash: batch.blinded_points_hash,
+                tags: chunk.to_vec(),
+            };
+            let (r0, r1) = tokio::join!(
+                call_typed(caller, compute[0], &req),
+                call_typed(caller, compute[1], &req)
+            );
+            let (Response::Query(s0), Response::Query(s1)) = (r0?, r1?) else {
+                return Err(unexpected(compute[0], "answer shares"));
+            };
+            if s0.len() != chunk.len() || s1.len() != chunk.len() {
+                return Err(RiskError::Protocol {
+                    peer: compute[0].to_string(),
+                    message: format!(
+                        "{} and {} answers for {} tags",
+                        s0.len(),
+                        s1.len(),
+                        chunk.len()
+                    ),
+                });
+            }
+            out.extend(s0.iter().zip(&s1).map(|(a, b)| Answer::from_shares(a, b)));
         }
-        out.extend(s0.iter().zip(&s1).map(|(a, b)| Answer::from_shares(a, b)));
     }
     Ok(out)
 }

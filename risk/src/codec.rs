@@ -8,8 +8,8 @@
 use crate::error::{Result, RiskError};
 use crate::oprf::{Element, Tag};
 
-/// Version byte that starts every message.
-pub const WIRE_VERSION: u8 = 1;
+/// Version byte that starts every message (2: lookups carry their audit evidence).
+pub const WIRE_VERSION: u8 = 2;
 /// Most blinded elements in one evaluation request (2 MiB of elements).
 pub const MAX_EVAL_BATCH: usize = 65_536;
 /// Most rows in one ingest chunk (≈ 384 KiB).
@@ -91,10 +91,14 @@ pub enum Request {
         /// Upload id.
         upload: u64,
     },
-    /// Look tags up.
+    /// Look tags up, under the logged query entry whose evaluation produced them.
     Query {
         /// Random request nonce, the same for both nodes (keys the answer re-randomisation).
         nonce: [u8; 16],
+        /// The evidence of the [`Request::Eval`] (purpose query) that produced these tags.
+        evidence: Vec<u8>,
+        /// The blinded-points hash that evaluation was bound to.
+        blinded_points_hash: [u8; 32],
         /// Tags to look up.
         tags: Vec<Tag>,
     },
@@ -268,9 +272,16 @@ impl Request {
                 w.u64(*upload);
                 w.0
             }
-            Request::Query { nonce, tags } => {
-                let mut w = Writer::new(REQ_QUERY, 20 + 64 * tags.len());
+            Request::Query {
+                nonce,
+                evidence,
+                blinded_points_hash,
+                tags,
+            } => {
+                let mut w = Writer::new(REQ_QUERY, 56 + evidence.len() + 64 * tags.len());
                 w.raw(nonce);
+                w.raw(blinded_points_hash);
+                w.bytes(evidence);
                 w.count(tags.len());
                 for t in tags {
                     w.raw(t);
@@ -315,9 +326,16 @@ impl Request {
             REQ_COMMIT => Request::IngestCommit { upload: r.u64()? },
             REQ_QUERY => {
                 let nonce = r.array()?;
+                let blinded_points_hash = r.array()?;
+                let evidence = r.bytes(MAX_EVIDENCE)?;
                 let n = r.count(64, MAX_QUERY_BATCH)?;
                 let tags = (0..n).map(|_| r.array()).collect::<Result<_>>()?;
-                Request::Query { nonce, tags }
+                Request::Query {
+                    nonce,
+                    evidence,
+                    blinded_points_hash,
+                    tags,
+                }
             }
             k => return Err(RiskError::Decode(format!("unknown request kind {k:#04x}"))),
         };

@@ -38,10 +38,10 @@ pub enum RiskError {
         "audit evidence replayed by `{0}`: each logged entry authorises exactly one evaluation"
     )]
     Replay(String),
-    /// The member exceeded its query rate.
+    /// The member exceeded its rate (of query or of ingest evaluations).
     #[error(
         "rate limit: member `{member}` asked for {requested} IDs but only {available} of its \
-         {per_minute} IDs per minute are left; retry in {retry_after_ms} ms"
+         {limit} IDs per {per} are left; retry in {retry_after_ms} ms"
     )]
     RateLimited {
         /// The member.
@@ -50,8 +50,10 @@ pub enum RiskError {
         requested: u64,
         /// Tokens left in its bucket.
         available: u64,
-        /// The configured rate.
-        per_minute: u64,
+        /// The configured rate: IDs per `per`.
+        limit: u64,
+        /// The rate's window: "minute" or "hour".
+        per: &'static str,
         /// When enough tokens will be there (never, if the batch exceeds the burst size).
         retry_after_ms: u64,
     },
@@ -80,6 +82,25 @@ pub enum RiskError {
     /// Evidence could not be obtained from the caller's audit log.
     #[error("audit log: {0}")]
     AuditLog(String),
+    /// A lookup is not covered by a logged, evaluated query entry of the caller.
+    #[error("lookup refused for `{querier}`: {reason}")]
+    LookupRefused {
+        /// Who asked.
+        querier: String,
+        /// Why.
+        reason: String,
+    },
+    /// A node-state file (key share, pair seed, directory) could not be used.
+    #[error("{path}: {message}")]
+    File {
+        /// The file.
+        path: std::path::PathBuf,
+        /// What went wrong.
+        message: String,
+    },
+    /// The request is not permitted for this caller (e.g. the pair seed asked by anyone but S1).
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
 }
 
 impl RiskError {

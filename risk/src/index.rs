@@ -5,9 +5,12 @@
 //! * `contrib`: (holder, tag) → that holder's share for the tag — kept so that a re-ingest
 //!   *replaces* the holder's previous contribution (subtracted from `agg` first);
 //! * `staging` / `uploads`: an upload in progress, applied atomically at commit;
-//! * `qflag`: (tag, member) → (share of 1, last query time): one flag per distinct querier;
-//! * `qcount`: tag → share of the number of distinct members that queried it;
-//! * `evidence`: SHA-256 of used audit evidence → time (replay protection).
+//! * `qflag`: (tag, member) → (share of 1, last logged query time in unix seconds): one flag
+//!   per distinct querier; `queried_by` sums the shares of the flags inside the retention
+//!   window (see the crate documentation);
+//! * `evidence`: canonical id of a used audit entry → time (replay protection);
+//! * `lookups`: canonical id of a query entry used for an evaluation → (tags it may still look
+//!   up, logged time in unix seconds).
 
 use std::path::Path;
 
@@ -18,14 +21,20 @@ use redb::{
 use crate::error::{Result, RiskError};
 use crate::oprf::Tag;
 
+mod queries;
+
+pub(crate) use queries::LookupGrant;
+
 const AGG: TableDefinition<&[u8; 64], [u64; 4]> = TableDefinition::new("agg");
 const CONTRIB: TableDefinition<&[u8], [u64; 4]> = TableDefinition::new("contrib");
 const STAGING: TableDefinition<&[u8], [u64; 4]> = TableDefinition::new("staging");
 /// holder → (upload id, announced rows, received rows)
 const UPLOADS: TableDefinition<&str, (u64, u64, u64)> = TableDefinition::new("uploads");
 const QFLAG: TableDefinition<&[u8], (u64, u64)> = TableDefinition::new("qflag");
-const QCOUNT: TableDefinition<&[u8; 64], u64> = TableDefinition::new("qcount");
+/// Per-tag counts of an earlier format (a count kept up to date instead of a window).
+const OLD_QCOUNT: TableDefinition<&[u8; 64], u64> = TableDefinition::new("qcount");
 const EVIDENCE: TableDefinition<&[u8; 32], u64> = TableDefinition::new("evidence");
+const LOOKUPS: TableDefinition<&[u8; 32], (u64, u64)> = TableDefinition::new("lookups");
 
 /// Longest member name accepted (names come from certificates).
 const MAX_NAME: usize = 255;
@@ -46,17 +55,12 @@ fn holder_range(holder: &str) -> (Vec<u8>, Vec<u8>) {
     )
 }
 
-fn tag_of(key: &[u8]) -> Tag {
-    key[key.len() - 64..]
-        .try_into()
-        .expect("keys end with a 64-byte tag")
-}
-
-fn flag_key(tag: &Tag, member: &str) -> Vec<u8> {
-    let mut k = Vec::with_capacity(64 + member.len());
-    k.extend_from_slice(tag);
-    k.extend_from_slice(member.as_bytes());
-    k
+/// The tag at the end of a stored key (a damaged index is an error, not a panic).
+fn tag_of(key: &[u8]) -> Result<Tag> {
+    key.len()
+        .checked_sub(64)
+        .and_then(|start| key[start..].try_into().ok())
+        .ok_or_else(|| RiskError::Storage(format!("a stored key of {} bytes", key.len())))
 }
 
 fn check_name(name: &str) -> Result<()> {
@@ -105,12 +109,6 @@ fn upload_in_progress(
         .ok_or_else(|| RiskError::Ingest(format!("`{holder}` has no upload in progress")))
 }
 
-/// One query flag to record: the tag, and this node's share of 1 for a first-time querier.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct FlagUpdate {
-    pub flag_share: u64,
-}
-
 /// A compute node's redb index.
 #[derive(Debug)]
 pub struct RiskIndex {
@@ -128,9 +126,10 @@ impl RiskIndex {
             tx.open_table(STAGING).map_err(RiskError::storage)?;
             tx.open_table(UPLOADS).map_err(RiskError::storage)?;
             tx.open_table(QFLAG).map_err(RiskError::storage)?;
-            tx.open_table(QCOUNT).map_err(RiskError::storage)?;
             tx.open_table(EVIDENCE).map_err(RiskError::storage)?;
+            tx.open_table(LOOKUPS).map_err(RiskError::storage)?;
         }
+        tx.delete_table(OLD_QCOUNT).map_err(RiskError::storage)?;
         tx.commit().map_err(RiskError::storage)?;
         Ok(Self { db })
     }
@@ -211,13 +210,14 @@ impl RiskIndex {
             let mut agg = tx.open_table(AGG).map_err(RiskError::storage)?;
             let mut contrib = tx.open_table(CONTRIB).map_err(RiskError::storage)?;
             // 1. Take the previous contribution out of the sums.
-            let old: Vec<(Tag, [u64; 4])> = contrib
+            let old: Vec<(Vec<u8>, [u64; 4])> = contrib
                 .extract_from_if(lo.as_slice()..=hi.as_slice(), |_, _| true)
                 .map_err(RiskError::storage)?
-                .map(|e| e.map(|(k, v)| (tag_of(k.value()), v.value())))
+                .map(|e| e.map(|(k, v)| (k.value().to_vec(), v.value())))
                 .collect::<std::result::Result<_, _>>()
                 .map_err(RiskError::storage)?;
-            for (tag, share) in old {
+            for (key, share) in old {
+                let tag = tag_of(&key)?;
                 let cur = get_or(&agg, &tag, [0; 4])?;
                 agg.insert(&tag, sub4(cur, share))
                     .map_err(RiskError::storage)?;
@@ -231,7 +231,7 @@ impl RiskIndex {
                 .collect::<std::result::Result<_, _>>()
                 .map_err(RiskError::storage)?;
             for (key, share) in new {
-                let tag = tag_of(&key);
+                let tag = tag_of(&key)?;
                 let cur = get_or(&agg, &tag, [0; 4])?;
                 agg.insert(&tag, add4(cur, share))
                     .map_err(RiskError::storage)?;
@@ -242,98 +242,6 @@ impl RiskIndex {
         }
         tx.commit().map_err(RiskError::storage)?;
         Ok(rows)
-    }
-
-    /// Looks tags up and records the querier's flags. For each tag returns this node's shares of
-    /// the four sums (zeros if unknown) and of the number of distinct members that queried it
-    /// (this query included). `flags[i]` is this node's share of 1 for tag `i`, stored only the
-    /// first time `member` queries the tag.
-    pub(crate) fn lookup_and_flag(
-        &self,
-        member: &str,
-        tags: &[Tag],
-        flags: &[FlagUpdate],
-        now: u64,
-    ) -> Result<Vec<[u64; 5]>> {
-        check_name(member)?;
-        let tx = self.db.begin_write().map_err(RiskError::storage)?;
-        let mut out = Vec::with_capacity(tags.len());
-        {
-            let agg = tx.open_table(AGG).map_err(RiskError::storage)?;
-            let mut qflag = tx.open_table(QFLAG).map_err(RiskError::storage)?;
-            let mut qcount = tx.open_table(QCOUNT).map_err(RiskError::storage)?;
-            for (tag, flag) in tags.iter().zip(flags) {
-                let sums = get_or(&agg, tag, [0; 4])?;
-                let fk = flag_key(tag, member);
-                let existing = qflag
-                    .get(fk.as_slice())
-                    .map_err(RiskError::storage)?
-                    .map(|g| g.value());
-                let mut count = get_or(&qcount, tag, 0)?;
-                let share = match existing {
-                    Some((share, _)) => share,
-                    None => {
-                        count = count.wrapping_add(flag.flag_share);
-                        qcount.insert(tag, count).map_err(RiskError::storage)?;
-                        flag.flag_share
-                    }
-                };
-                qflag
-                    .insert(fk.as_slice(), (share, now))
-                    .map_err(RiskError::storage)?;
-                out.push([sums[0], sums[1], sums[2], sums[3], count]);
-            }
-        }
-        tx.commit().map_err(RiskError::storage)?;
-        Ok(out)
-    }
-
-    /// Forgets query flags last refreshed before `cutoff` (unix seconds), so that `queried_by`
-    /// counts the members that asked "lately". Returns how many flags were dropped.
-    pub fn prune_queries(&self, cutoff: u64) -> Result<u64> {
-        let tx = self.db.begin_write().map_err(RiskError::storage)?;
-        let mut dropped = 0;
-        {
-            let mut qflag = tx.open_table(QFLAG).map_err(RiskError::storage)?;
-            let mut qcount = tx.open_table(QCOUNT).map_err(RiskError::storage)?;
-            let old: Vec<(Tag, u64)> = qflag
-                .extract_if(|_, (_, last)| last < cutoff)
-                .map_err(RiskError::storage)?
-                .map(|e| {
-                    e.map(|(k, v)| {
-                        (
-                            k.value()[..64]
-                                .try_into()
-                                .expect("flag keys start with a tag"),
-                            v.value().0,
-                        )
-                    })
-                })
-                .collect::<std::result::Result<_, _>>()
-                .map_err(RiskError::storage)?;
-            for (tag, share) in old {
-                let cur = get_or(&qcount, &tag, 0)?;
-                qcount
-                    .insert(&tag, cur.wrapping_sub(share))
-                    .map_err(RiskError::storage)?;
-                dropped += 1;
-            }
-        }
-        tx.commit().map_err(RiskError::storage)?;
-        Ok(dropped)
-    }
-
-    /// Records audit evidence as used; fails with [`RiskError::Replay`] if it already was.
-    pub fn use_evidence(&self, querier: &str, evidence_hash: &[u8; 32], now: u64) -> Result<()> {
-        let tx = self.db.begin_write().map_err(RiskError::storage)?;
-        {
-            let mut t = tx.open_table(EVIDENCE).map_err(RiskError::storage)?;
-            if t.get(evidence_hash).map_err(RiskError::storage)?.is_some() {
-                return Err(RiskError::Replay(querier.to_string()));
-            }
-            t.insert(evidence_hash, now).map_err(RiskError::storage)?;
-        }
-        tx.commit().map_err(RiskError::storage)
     }
 
     /// Number of distinct tags with a (possibly zero) aggregate entry.

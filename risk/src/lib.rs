@@ -15,8 +15,37 @@
 //!   members that asked about the tag within the retention window, the asker included).
 //! * **Log before answer** ([`audit`]): a node evaluates its key share only on blinded elements
 //!   whose SHA-256 fingerprint is bound in a logged audit entry of the caller, checked by the
-//!   daemon's [`AuditGate`]; each piece of evidence is accepted once (replays refused, stored in
-//!   redb). **Rate limit** ([`RateLimiter`]): 1,000 IDs per minute and member by default.
+//!   daemon's [`AuditGate`]. Every evaluation needs such evidence, ingest included. The gate
+//!   names the verified entry canonically ([`LoggedEntry::id`], e.g. its leaf hash); each entry
+//!   is accepted once per node (replays refused, however the evidence is encoded; stored in
+//!   redb). A lookup presents the evidence of the query evaluation that produced its tags: a
+//!   query entry of `n` elements covers lookups of at most `n` tags, at that node, by its
+//!   member.
+//! * **Rate limits** ([`Limits`], [`RateLimiter`]): every evaluated element counts against its
+//!   member's limit: by default 1,000 IDs per minute for queries and 2^21 per hour for ingest
+//!   tagging (so that ingest cannot serve as an unmetered tagging oracle). Lookups are not
+//!   charged again: their tags were charged when evaluated.
+//! * **Node state** ([`NodeState`]): key share, pair seed and index under one directory,
+//!   secret files 0600 from creation; S0 hands the pair seed to S1 only
+//!   ([`NodeState::pair_seed_for`], [`install_pair_seed`]).
+//!
+//! # The retention window of `queried_by`
+//!
+//! `queried_by` for tag `t`, answered to member `M` under a query entry logged at time `T`,
+//! counts `M` itself plus every other member whose **latest logged query** of `t` (as far as
+//! this node has seen) is at or after `T − retention` ([`Limits::retention_secs`], default 90
+//! days). So a member's query of `t` stops counting for lookups logged more than the window
+//! after it, and counts again if it asks again. Time here is the *logged* time of the entries
+//! ([`LoggedEntry::logged_at_ms`], the sequencer-signed time of the inclusion promise, in whole
+//! seconds), never a node's clock: both nodes verify the same entry, store the same last-query
+//! time per (tag, member) next to their share of that member's flag, and sum the shares of
+//! exactly the same flags, so their shares of `queried_by` add up to the true count. Both
+//! nodes must be configured with the same window. The counts agree as long as both nodes see a
+//! tag's lookups in the same order; two members looking up the same tag at the same instant
+//! may be ordered differently by the two nodes, and that one answer's `queried_by` is then
+//! garbage (a huge number, so recognisable). A gate that gives no logged time falls back to
+//! each node's own clock (see [`AuditGate`]). [`RiskIndex::prune_queries`] only reclaims
+//! space.
 //!
 //! Values: each field of a row `< 2^40`, fewer than `2^20` members, so sums stay `< 2^60`
 //! (see [`dataset`]).
@@ -58,8 +87,9 @@ pub mod index;
 pub mod node;
 pub mod oprf;
 pub mod ratelimit;
+pub mod state;
 
-pub use audit::{AuditGate, blinded_points_hash};
+pub use audit::{AuditGate, LoggedEntry, blinded_points_hash};
 pub use client::{Answer, EvidenceSource, IngestReport, NodeCaller, OverTransport, ingest, query};
 pub use codec::{Purpose, Request, Response};
 pub use dataset::{RiskDataset, RiskRecord};
@@ -67,4 +97,5 @@ pub use error::{Result, RiskError};
 pub use index::RiskIndex;
 pub use node::{ComputeNode, PairSeed, Role, serve};
 pub use oprf::{OprfKey, Tag};
-pub use ratelimit::RateLimiter;
+pub use ratelimit::{Limits, RateLimiter};
+pub use state::{NodeState, install_pair_seed, needs_pair_seed};

@@ -8,12 +8,12 @@ use confide_mpc::transport::{Transport, TransportError};
 use sha2::{Digest, Sha256, Sha512};
 use zeroize::Zeroizing;
 
-use crate::audit::{AuditGate, blinded_points_hash, evidence_id};
+use crate::audit::{AuditGate, blinded_points_hash};
 use crate::codec::{AnswerShare, Purpose, Request, Response};
-use crate::error::Result;
-use crate::index::{FlagUpdate, RiskIndex};
+use crate::error::{Result, RiskError};
+use crate::index::{LookupGrant, RiskIndex};
 use crate::oprf::{Element, OprfKey, Tag};
-use crate::ratelimit::RateLimiter;
+use crate::ratelimit::{Limits, RateLimiter};
 
 /// Which of the two compute nodes this is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +35,11 @@ impl PairSeed {
     /// Wraps 32 secret bytes.
     pub fn new(bytes: [u8; 32]) -> Self {
         Self(Zeroizing::new(bytes))
+    }
+
+    /// Wraps 32 secret bytes already in a zeroizing buffer (no unzeroized copy).
+    pub fn from_zeroizing(bytes: Zeroizing<[u8; 32]>) -> Self {
+        Self(bytes)
     }
 
     /// SHA-512 over fixed-length input `seed ‖ domain(16) ‖ a(16) ‖ tag(64) ‖ b(32)`: the
@@ -66,8 +71,9 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-/// A compute node: its OPRF key share, the pair seed, its index, its audit gate and (optionally)
-/// the per-member rate limiter applied to queries.
+/// A compute node: its OPRF key share, the pair seed, its index, its audit gate, its rate
+/// limiters (query and ingest evaluations, per member) and the retention window of
+/// `queried_by`.
 pub struct ComputeNode<G> {
     role: Role,
     key: OprfKey,
@@ -75,6 +81,8 @@ pub struct ComputeNode<G> {
     index: RiskIndex,
     gate: G,
     limiter: Option<RateLimiter>,
+    ingest_limiter: Option<RateLimiter>,
+    retention_secs: u64,
 }
 
 impl<G> fmt::Debug for ComputeNode<G> {
@@ -84,15 +92,17 @@ impl<G> fmt::Debug for ComputeNode<G> {
             .field("key", &self.key)
             .field("seed", &self.seed)
             .field("index", &self.index)
-            .field("rate_limited", &self.limiter.is_some())
+            .field("query_limiter", &self.limiter)
+            .field("ingest_limiter", &self.ingest_limiter)
+            .field("retention_secs", &self.retention_secs)
             .finish()
     }
 }
 
 impl<G: AuditGate> ComputeNode<G> {
     /// A node with key share `key` (k_j), the pair seed shared with the other node, its index
-    /// and its audit gate. Queries are rate limited with [`RateLimiter::default`] (1,000 IDs
-    /// per minute and member); see [`with_rate_limiter`](Self::with_rate_limiter).
+    /// and its audit gate, with [`Limits::default`] (1,000 query IDs per minute and 2^21 ingest
+    /// IDs per hour and member, 90-day retention); see [`with_limits`](Self::with_limits).
     pub fn new(role: Role, key: OprfKey, seed: PairSeed, index: RiskIndex, gate: G) -> Self {
         Self {
             role,
@@ -100,13 +110,30 @@ impl<G: AuditGate> ComputeNode<G> {
             seed,
             index,
             gate,
-            limiter: Some(RateLimiter::default()),
+            limiter: None,
+            ingest_limiter: None,
+            retention_secs: 0,
         }
+        .with_limits(Limits::default())
     }
 
-    /// Replaces the rate limiter (`None`: the daemon applies its own policy).
+    /// Applies `limits`: both rate limiters (fresh buckets) and the retention window.
+    pub fn with_limits(mut self, limits: Limits) -> Self {
+        self.limiter = Some(RateLimiter::new(limits.query_ids_per_minute));
+        self.ingest_limiter = Some(RateLimiter::per_hour(limits.ingest_ids_per_hour));
+        self.retention_secs = limits.retention_secs;
+        self
+    }
+
+    /// Replaces the query rate limiter (`None`: the daemon applies its own policy).
     pub fn with_rate_limiter(mut self, limiter: Option<RateLimiter>) -> Self {
         self.limiter = limiter;
+        self
+    }
+
+    /// Replaces the ingest rate limiter (`None`: no limit on ingest evaluations).
+    pub fn with_ingest_rate_limiter(mut self, limiter: Option<RateLimiter>) -> Self {
+        self.ingest_limiter = limiter;
         self
     }
 
@@ -125,8 +152,15 @@ impl<G: AuditGate> ComputeNode<G> {
         &self.index
     }
 
+    /// The retention window of `queried_by`, in seconds.
+    pub fn retention_secs(&self) -> u64 {
+        self.retention_secs
+    }
+
     /// Evaluates `k_j·B` for each blinded element, only if the gate accepts `evidence` for
-    /// these exact elements and the evidence was never used before.
+    /// these exact elements, the logged entry was never used here before, and the caller's
+    /// rate limit for `purpose` allows that many IDs (every element counts, ingest included).
+    /// A query entry then lets the caller look up as many tags ([`lookup`](Self::lookup)).
     pub fn eval_blinded(
         &self,
         caller: &str,
@@ -135,47 +169,60 @@ impl<G: AuditGate> ComputeNode<G> {
         elements: &[Element],
     ) -> Result<Vec<Element>> {
         let hash = blinded_points_hash(purpose, elements);
-        self.gate.check(caller, hash, evidence)?;
+        let entry = self.gate.verify(caller, hash, evidence)?;
+        if self.index.entry_used(&entry.id)? {
+            return Err(RiskError::Replay(caller.to_string()));
+        }
+        let limiter = match purpose {
+            Purpose::Query => &self.limiter,
+            Purpose::Ingest => &self.ingest_limiter,
+        };
+        if let Some(l) = limiter {
+            l.check(caller, elements.len() as u64)?;
+        }
         // Validate the elements before spending the evidence.
         let out = self.key.blind_evaluate(elements)?;
-        self.index
-            .use_evidence(caller, &evidence_id(evidence), unix_now())?;
+        let logged = entry.logged_at_ms.map_or_else(unix_now, |ms| ms / 1000);
+        let lookups = match purpose {
+            Purpose::Query => elements.len() as u64,
+            Purpose::Ingest => 0,
+        };
+        self.index.spend_entry(caller, &entry.id, lookups, logged)?;
         Ok(out)
     }
 
-    /// Answers `caller`'s lookup of `tags`: per tag this node's re-randomised shares of the four
-    /// sums and of the distinct-querier count; records the caller's query flags.
-    pub fn answer(&self, caller: &str, nonce: &[u8; 16], tags: &[Tag]) -> Result<Vec<AnswerShare>> {
-        self.answer_at(caller, nonce, tags, unix_now())
-    }
-
-    /// As [`answer`](Self::answer) with an explicit clock (unix seconds) for the flags.
-    pub fn answer_at(
+    /// Answers `caller`'s lookup of `tags` under the logged query entry `evidence` (bound to
+    /// `blinded_points_hash`) that this node evaluated: per tag this node's re-randomised
+    /// shares of the four sums and of `queried_by` within the retention window, measured on the
+    /// entry's logged time; records the caller's query flags. The entry covers lookups of at
+    /// most as many tags as it had elements evaluated (they were rate-limited then).
+    pub fn lookup(
         &self,
         caller: &str,
         nonce: &[u8; 16],
+        evidence: &[u8],
+        blinded_points_hash: &[u8; 32],
         tags: &[Tag],
-        now: u64,
     ) -> Result<Vec<AnswerShare>> {
-        if let Some(l) = &self.limiter {
-            l.check(caller, tags.len() as u64)?;
-        }
+        let entry = self.gate.verify(caller, *blinded_points_hash, evidence)?;
         let member_hash: [u8; 32] = Sha256::digest(caller.as_bytes()).into();
-        let flags: Vec<FlagUpdate> = tags
+        let flags: Vec<u64> = tags
             .iter()
             .map(|t| {
                 let r = self
                     .seed
                     .prf(b"confide/qflag/v1", &[0; 16], t, &member_hash)[0];
-                FlagUpdate {
-                    flag_share: match self.role {
-                        Role::S0 => r,
-                        Role::S1 => 1u64.wrapping_sub(r),
-                    },
+                match self.role {
+                    Role::S0 => r,
+                    Role::S1 => 1u64.wrapping_sub(r),
                 }
             })
             .collect();
-        let mut shares = self.index.lookup_and_flag(caller, tags, &flags, now)?;
+        let grant = LookupGrant {
+            entry: &entry.id,
+            window_secs: self.retention_secs,
+        };
+        let mut shares = self.index.lookup_and_flag(caller, grant, tags, &flags)?;
         for (s, t) in shares.iter_mut().zip(tags) {
             let m = self.seed.prf(b"confide/answer/1", nonce, t, &member_hash);
             for (x, mi) in s.iter_mut().zip(m) {
@@ -223,7 +270,18 @@ impl<G: AuditGate> ComputeNode<G> {
             Request::IngestCommit { upload } => {
                 Response::IngestAck(self.ingest_commit(caller, upload)?)
             }
-            Request::Query { nonce, tags } => Response::Query(self.answer(caller, &nonce, &tags)?),
+            Request::Query {
+                nonce,
+                evidence,
+                blinded_points_hash,
+                tags,
+            } => Response::Query(self.lookup(
+                caller,
+                &nonce,
+                &evidence,
+                &blinded_points_hash,
+                &tags,
+            )?),
         })
     }
 

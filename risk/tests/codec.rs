@@ -29,6 +29,8 @@ fn samples() -> Vec<Request> {
         Request::IngestCommit { upload: 7 },
         Request::Query {
             nonce: [9; 16],
+            evidence: b"entry+promise".to_vec(),
+            blinded_points_hash: [6; 32],
             tags: vec![[4; 64], [5; 64]],
         },
     ]
@@ -53,6 +55,8 @@ fn requests_and_responses_round_trip() {
 fn malformed_messages_are_clear_errors() {
     let ok = Request::Query {
         nonce: [0; 16],
+        evidence: vec![],
+        blinded_points_hash: [0; 32],
         tags: vec![[1; 64]],
     }
     .encode();
@@ -69,23 +73,23 @@ fn malformed_messages_are_clear_errors() {
             .contains("trailing")
     );
     let mut v2 = ok.clone();
-    v2[0] = 2;
+    v2[0] = 1;
     assert!(
         Request::decode(&v2)
             .unwrap_err()
             .to_string()
             .contains("version")
     );
-    assert!(Request::decode(&[1]).is_err());
+    assert!(Request::decode(&[2]).is_err());
     assert!(
-        Request::decode(&[1, 0x7f])
+        Request::decode(&[2, 0x7f])
             .unwrap_err()
             .to_string()
             .contains("unknown request")
     );
     // A count far larger than the message cannot make the decoder allocate.
-    let mut huge = vec![1, 0x05];
-    huge.extend_from_slice(&[0; 16]);
+    let mut huge = vec![2, 0x05];
+    huge.extend_from_slice(&[0; 48]);
     huge.extend_from_slice(&u32::MAX.to_le_bytes());
     assert!(Request::decode(&huge).is_err());
 }

@@ -8,9 +8,7 @@ use common::{Alliance, MockLog, nodes};
 use confide_mpc::transport::recording_contains;
 use confide_risk::codec::{Purpose, Request, Response};
 use confide_risk::oprf::{self, BlindedBatch};
-use confide_risk::{
-    Answer, OverTransport, RateLimiter, RiskRecord, blinded_points_hash, ingest, query,
-};
+use confide_risk::{Answer, OverTransport, RiskRecord, blinded_points_hash, ingest, query};
 use rand::RngExt;
 use rand_chacha::ChaCha20Rng;
 use rand_core::SeedableRng;
@@ -300,45 +298,6 @@ fn unlogged_and_replayed_evaluations_are_refused() {
         decode(n0.handle("q", &[1, 0x01, 2, 3])),
         Response::Error(_)
     ));
-}
-
-#[test]
-fn node_applies_rate_limit_per_member() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = std::sync::Arc::new(MockLog::default());
-    let (n0, _n1, _) = nodes(dir.path(), &log, 6);
-    let n0 = n0.with_rate_limiter(Some(RateLimiter::new(5)));
-    let tags: Vec<[u8; 64]> = (0..3u8).map(|i| [i; 64]).collect();
-    n0.answer_at("q", &[0; 16], &tags, 100).unwrap();
-    let err = n0
-        .answer_at("q", &[0; 16], &tags, 100)
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("rate limit") && err.contains("`q`") && err.contains("5 IDs per minute"),
-        "{err}"
-    );
-    n0.answer_at("other", &[0; 16], &tags, 100).unwrap();
-}
-
-#[test]
-fn queried_by_forgets_flags_older_than_cutoff() {
-    let dir = tempfile::tempdir().unwrap();
-    let log = std::sync::Arc::new(MockLog::default());
-    let (n0, n1, _) = nodes(dir.path(), &log, 8);
-    let tag = [[7u8; 64]];
-    let ask = |who: &str, now: u64| {
-        let a = n0.answer_at(who, &[1; 16], &tag, now).unwrap();
-        let b = n1.answer_at(who, &[1; 16], &tag, now).unwrap();
-        assert_eq!(Answer::from_shares(&a[0], &b[0]).amount, 0);
-        Answer::from_shares(&a[0], &b[0]).queried_by
-    };
-    assert_eq!(ask("a", 100), 1);
-    assert_eq!(ask("b", 200), 2);
-    assert_eq!(ask("a", 300), 2);
-    assert_eq!(n0.index().prune_queries(250).unwrap(), 1);
-    assert_eq!(n1.index().prune_queries(250).unwrap(), 1);
-    assert_eq!(ask("c", 400), 2);
 }
 
 #[test]
