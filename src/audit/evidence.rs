@@ -169,12 +169,14 @@ pub fn risk_evidence_kind(evidence: &[u8]) -> Result<JobKind, String> {
 
 /// Checks risk evidence: an entry signed by `querier` of kind risk-query (or risk-ingest), promised
 /// by the sequencer, whose fingerprint commits to exactly `blinded_hash`.
+/// Returns the entry's RFC 6962 leaf hash (its canonical identity, however the evidence
+/// encodes it) and the sequencer-signed time of its append.
 pub fn check_risk_evidence(
     genesis: &Genesis,
     querier: &str,
     blinded_hash: [u8; 32],
     evidence: &[u8],
-) -> Result<(), String> {
+) -> Result<([u8; 32], u64), String> {
     let ev: QueryEvidence =
         serde_json::from_slice(evidence).map_err(|e| format!("malformed evidence: {e}"))?;
     let bytes = hex::decode(&ev.entry_hex).map_err(|_| "malformed entry".to_string())?;
@@ -207,5 +209,5 @@ pub fn check_risk_evidence(
     if fingerprint(&salt, &blinded_hash, b"") != b.fingerprint {
         return Err("the logged entry does not commit to these blinded points".into());
     }
-    Ok(())
+    Ok((entry.leaf_hash(), ev.promise.timestamp_ms))
 }

@@ -17,15 +17,14 @@
 //! * **Rate limit**: `policy.risk_queries_per_minute` of each compute node, per member; every
 //!   ID of a batch counts. Refusals are logged (warn) with the caller's name.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use confide_audit::JobKind as AuditKind;
 use confide_proto::CallRequest;
 use confide_risk::{
-    AuditGate, ComputeNode, OprfKey, PairSeed, Purpose, RateLimiter, Request, Response, RiskError,
-    RiskIndex, Role,
+    AuditGate, Limits, LoggedEntry, NodeState, Purpose, Request, Response, RiskError, Role,
+    install_pair_seed, needs_pair_seed,
 };
 
 use crate::audit::AuditState;
@@ -33,10 +32,6 @@ use crate::audit::evidence::{check_risk_evidence, risk_evidence_kind};
 use crate::base::config::PartyConfig;
 use crate::base::error::{DaemonError, status_line};
 use crate::net::PeerChannels;
-
-const KEY_FILE: &str = "oprf.key";
-const SEED_FILE: &str = "pair.seed";
-const INDEX_FILE: &str = "index.redb";
 
 /// The two compute nodes of the alliance, S0 first.
 pub fn compute_nodes(cfg: &PartyConfig) -> Result<[String; 2], DaemonError> {
@@ -58,15 +53,6 @@ fn role(cfg: &PartyConfig) -> Option<Role> {
     }
 }
 
-/// 32 secret bytes, wiped on drop, never printed.
-struct Secret32(zeroize::Zeroizing<[u8; 32]>);
-
-impl std::fmt::Debug for Secret32 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret32(<redacted>)")
-    }
-}
-
 /// The compute node's audit gate: the alliance genesis and the evidence check.
 struct Gate {
     genesis: confide_audit::Genesis,
@@ -74,11 +60,28 @@ struct Gate {
 
 impl AuditGate for Gate {
     fn check(&self, querier: &str, hash: [u8; 32], evidence: &[u8]) -> confide_risk::Result<()> {
-        check_risk_evidence(&self.genesis, querier, hash, evidence).map_err(|reason| {
-            RiskError::AuditRefused {
-                querier: querier.to_string(),
-                reason,
-            }
+        self.verify(querier, hash, evidence).map(|_| ())
+    }
+
+    /// The canonical entry (its leaf hash: replay protection keys on it, not on the
+    /// evidence's bytes) and the sequencer-signed append time (the `queried_by` window is
+    /// measured on it, the same at both nodes; a member cannot backdate it).
+    fn verify(
+        &self,
+        querier: &str,
+        hash: [u8; 32],
+        evidence: &[u8],
+    ) -> confide_risk::Result<LoggedEntry> {
+        let (id, at) =
+            check_risk_evidence(&self.genesis, querier, hash, evidence).map_err(|reason| {
+                RiskError::AuditRefused {
+                    querier: querier.to_string(),
+                    reason,
+                }
+            })?;
+        Ok(LoggedEntry {
+            id,
+            logged_at_ms: Some(at),
         })
     }
 }
@@ -88,9 +91,7 @@ impl AuditGate for Gate {
 pub struct RiskNode {
     me: String,
     compute: [String; 2],
-    node: Arc<ComputeNode<Gate>>,
-    /// At S0: the pair seed, handed to S1 on request.
-    seed_for_s1: Option<Secret32>,
+    state: Arc<NodeState<Gate>>,
 }
 
 impl std::fmt::Debug for Gate {
@@ -119,61 +120,32 @@ impl RiskNode {
             ))
         })?;
         let dir = cfg.party.data_dir.join("risk");
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| DaemonError::io(format!("creating {}", dir.display()), e))?;
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700));
+        // S1 fetches the pair seed from S0 once (over mutual TLS; S0 answers only S1).
+        if needs_pair_seed(&dir, role)? {
+            let seed = fetch_seed(channels, &compute[0]).await?;
+            install_pair_seed(&dir, &seed[..])?;
+            tracing::info!(from = %compute[0], "risk: installed the pair seed from S0");
         }
-        let key_path = dir.join(KEY_FILE);
-        let key = match read_secret(&key_path)? {
-            Some(k) => k,
-            None => {
-                let k = OprfKey::random(&mut rand::rng());
-                tracing::info!(path = %key_path.display(), "risk: generated this node's OPRF key share");
-                create_secret(&key_path, Secret32(zeroize::Zeroizing::new(*k.to_bytes())))?
-            }
+        let limits = Limits {
+            query_ids_per_minute: u64::from(cfg.policy.risk_queries_per_minute),
+            ..Limits::default()
         };
-        let key = OprfKey::from_bytes(&key.0)
-            .map_err(|e| DaemonError::Config(format!("{}: {e}", key_path.display())))?;
-        let seed_path = dir.join(SEED_FILE);
-        let seed = match (read_secret(&seed_path)?, role) {
-            (Some(s), _) => s,
-            (None, Role::S0) => create_secret(
-                &seed_path,
-                Secret32(zeroize::Zeroizing::new(rand::random())),
-            )?,
-            (None, Role::S1) => {
-                create_secret(&seed_path, fetch_seed(channels, &compute[0]).await?)?
-            }
+        let gate = Gate {
+            genesis: audit.genesis.clone(),
         };
-        let index_path = dir.join(INDEX_FILE);
-        let index = tokio::task::spawn_blocking(move || RiskIndex::open(&index_path))
+        let state = tokio::task::spawn_blocking(move || NodeState::open(&dir, role, gate, limits))
             .await
             .map_err(|e| DaemonError::Internal(e.to_string()))??;
-        let limiter = RateLimiter::new(u64::from(cfg.policy.risk_queries_per_minute));
         tracing::info!(
             role = ?role,
-            per_minute = limiter.per_minute(),
-            tags = index.tag_count().unwrap_or(0),
+            per_minute = cfg.policy.risk_queries_per_minute,
+            tags = state.node().index().tag_count().unwrap_or(0),
             "risk: compute node ready"
         );
-        let node = ComputeNode::new(
-            role,
-            key,
-            PairSeed::new(*seed.0),
-            index,
-            Gate {
-                genesis: audit.genesis.clone(),
-            },
-        )
-        .with_rate_limiter(Some(limiter));
         Ok(Some(Self {
             me,
             compute,
-            node: Arc::new(node),
-            seed_for_s1: (role == Role::S0).then_some(seed),
+            state: Arc::new(state),
         }))
     }
 
@@ -195,12 +167,12 @@ impl RiskNode {
 
     fn pair_seed(&self, caller: &str) -> Result<Vec<u8>, DaemonError> {
         let s1 = &self.compute[1];
-        match &self.seed_for_s1 {
-            Some(seed) if caller == s1 => {
+        match self.state.pair_seed_for(caller, s1) {
+            Ok(seed) => {
                 tracing::info!(%caller, "risk: handed the pair seed to S1");
-                Ok(seed.0.to_vec())
+                Ok(seed.to_vec())
             }
-            _ => {
+            Err(_) => {
                 tracing::warn!(%caller, "risk: refused a pair-seed request");
                 Err(DaemonError::PermissionDenied(format!(
                     "`{}` hands the risk pair seed only to the compute node S1 `{s1}`, not to `{caller}`",
@@ -247,8 +219,8 @@ impl RiskNode {
             }
         }
         let who = caller.to_string();
-        let node = self.node.clone();
-        let r = tokio::task::spawn_blocking(move || node.handle_request(&who, req))
+        let state = self.state.clone();
+        let r = tokio::task::spawn_blocking(move || state.node().handle_request(&who, req))
             .await
             .map_err(|e| DaemonError::Internal(format!("risk worker: {e}")))?;
         match r {
@@ -273,43 +245,11 @@ fn describe(r: &Request) -> String {
     }
 }
 
-fn read_secret(path: &Path) -> Result<Option<Secret32>, DaemonError> {
-    match std::fs::read(path) {
-        Ok(b) => {
-            let b = zeroize::Zeroizing::new(b);
-            let s = <[u8; 32]>::try_from(b.as_slice()).map_err(|_| {
-                DaemonError::Config(format!("{} is not a 32-byte secret", path.display()))
-            })?;
-            Ok(Some(Secret32(zeroize::Zeroizing::new(s))))
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(DaemonError::io(format!("reading {}", path.display()), e)),
-    }
-}
-
-/// Writes a new secret file (mode 0600 from creation); if another writer won the race,
-/// returns its secret.
-fn create_secret(path: &Path, secret: Secret32) -> Result<Secret32, DaemonError> {
-    use std::io::Write;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create_new(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    match o.open(path) {
-        Ok(mut f) => {
-            f.write_all(&*secret.0)
-                .and_then(|()| f.sync_all())
-                .map_err(|e| DaemonError::io(format!("writing {}", path.display()), e))?;
-            Ok(secret)
-        }
-        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => read_secret(path)?
-            .ok_or_else(|| DaemonError::Internal(format!("{} vanished", path.display()))),
-        Err(e) => Err(DaemonError::io(format!("creating {}", path.display()), e)),
-    }
-}
-
 /// S1 fetches the pair seed from S0.
-async fn fetch_seed(channels: &PeerChannels, s0: &str) -> Result<Secret32, DaemonError> {
+async fn fetch_seed(
+    channels: &PeerChannels,
+    s0: &str,
+) -> Result<zeroize::Zeroizing<Vec<u8>>, DaemonError> {
     let peer_err = |message: String| DaemonError::Peer {
         peer: s0.to_string(),
         address: channels.address(s0).unwrap_or("-").to_string(),
@@ -327,9 +267,5 @@ async fn fetch_seed(channels: &PeerChannels, s0: &str) -> Result<Secret32, Daemo
     .await
     .map_err(|_| peer_err("pair seed: no answer within 10 s".into()))?
     .map_err(|s| peer_err(format!("pair seed: {}", status_line(&s))))?;
-    let p = zeroize::Zeroizing::new(r.into_inner().payload);
-    let s = <[u8; 32]>::try_from(p.as_slice())
-        .map_err(|_| DaemonError::Protocol(format!("`{s0}` sent a malformed pair seed")))?;
-    tracing::info!(from = %s0, "risk: received the pair seed from S0");
-    Ok(Secret32(zeroize::Zeroizing::new(s)))
+    Ok(zeroize::Zeroizing::new(r.into_inner().payload))
 }
