@@ -95,6 +95,7 @@
 //! the member stores [`Equivocation`] evidence (checkable by anyone with the
 //! genesis) and stops cosigning for good.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod bundle;
 pub mod checkpoint;

@@ -12,6 +12,7 @@
 //! party sees only its own shares and values masked with fresh uniform dealer randomness,
 //! so it learns nothing beyond what a protocol explicitly opens to it (see [`engine`]).
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod engine;
 pub mod error;

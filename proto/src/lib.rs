@@ -2,6 +2,7 @@
 //! and `Audit` (the members' log) services, generated from `proto/confide.proto` without a
 //! system `protoc`.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 #![allow(missing_docs, missing_debug_implementations, clippy::all)]
 
 /// Generated types and service stubs of package `confide.v1`.

@@ -107,6 +107,7 @@
 //! intersection's IDs are gathered bucket by bucket, so [`run_to_memory`] holds one input
 //! bucket and the intersection.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod crypto;
 mod error;

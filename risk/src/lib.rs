@@ -77,6 +77,7 @@
 //! shares), and a malicious node can return wrong shares; both are detectable only through
 //! the audit trail for now.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod audit;
 pub mod client;

@@ -48,6 +48,7 @@
 //! Fixed point with 18 fractional bits by default; truncation never wraps (dealer pairs,
 //! error ≤ 1 unit). See `ACCURACY.md` for the AUC against plaintext training.
 #![forbid(unsafe_code)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod align;
 pub mod error;
