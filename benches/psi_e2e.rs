@@ -5,12 +5,12 @@
 //! `cargo bench --bench psi_e2e` runs the default sizes; `PSI_E2E_SIZES="200000x150000,1048576"`
 //! picks others (`N` means N×N).
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 use common::*;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use curve25519_dalek::ristretto::{CompressedRistretto, RistrettoPoint};
@@ -58,18 +58,12 @@ fn write_ids(path: &Path, range: std::ops::Range<u64>) {
 }
 
 fn run(root: &Path, a: u64, b: u64) -> (f64, f64, f64, u64) {
-    let dir = root.join(format!("alliance-{a}x{b}"));
-    let port = free_ports(2);
-    let o = confide(&[
-        "init",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--parties",
+    let dir = init(
+        root,
+        &format!("alliance-{a}x{b}"),
         "alice,bob",
-        "--base-port",
-        &port.to_string(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        free_base_port(2),
+    );
     let (fa, fb) = (
         root.join(format!("a-{a}.csv")),
         root.join(format!("b-{b}.csv")),
@@ -78,61 +72,31 @@ fn run(root: &Path, a: u64, b: u64) -> (f64, f64, f64, u64) {
     write_ids(&fa, 0..a);
     write_ids(&fb, a - b.min(a) / 2..a - b.min(a) / 2 + b);
     for (party, file, peer) in [("alice", &fa, "bob"), ("bob", &fb, "alice")] {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.join(party).join("party.toml"))
-            .unwrap();
-        writeln!(
-            f,
-            "\n[datasets.ids]\npath = \"{}\"\nid_column = \"id\"\nallow = {{ psi = [\"{peer}\"] }}",
-            file.display()
-        )
-        .unwrap();
+        let allow = format!("{{ psi = [\"{peer}\"] }}");
+        add_dataset(&dir, party, "ids", file, "id", &allow);
     }
-    let cfg = |p: &str| dir.join(p).join("party.toml");
-    let spawn = |p: &str| {
-        Proc(
-            Command::new(BIN)
-                .args(["serve", "--config", cfg(p).to_str().unwrap()])
-                .env("RUST_LOG", "warn")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        )
-    };
-    let (da, db) = (spawn("alice"), spawn("bob"));
-    let started = Instant::now();
-    while !confide(&["status", "--config", cfg("alice").to_str().unwrap()])
-        .status
-        .success()
-    {
-        assert!(started.elapsed() < Duration::from_secs(30));
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let daemons = start(&dir, &["alice", "bob"], Duration::from_secs(30));
     let out = root.join("out.csv");
     let t = Instant::now();
-    let o = confide(&[
-        "psi",
-        "--config",
-        cfg("alice").to_str().unwrap(),
-        "--dataset",
+    let o = psi(
+        &dir,
+        "alice",
         "ids",
-        "--peer",
-        "bob:ids",
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+        &["bob:ids"],
+        &["--output", path_str(&out)],
+    );
     let wall = t.elapsed().as_secs_f64();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let line = String::from_utf8_lossy(&o.stdout).to_string();
+    let line = ok(&o, "psi");
     let inter = line
         .split("intersection ")
         .nth(1)
         .and_then(|s| s.split_whitespace().next())
         .and_then(|s| s.parse().ok())
         .unwrap_or(0);
-    let (ra, rb) = (peak_rss_mib(da.0.id()), peak_rss_mib(db.0.id()));
+    let (ra, rb) = (
+        peak_rss_mib(daemons[0].child.id()),
+        peak_rss_mib(daemons[1].child.id()),
+    );
     let _ = std::fs::remove_file(&fa);
     let _ = std::fs::remove_file(&fb);
     (wall, ra, rb, inter)

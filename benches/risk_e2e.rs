@@ -15,28 +15,19 @@
 //! default is 1,000), so that the ingest's evaluations and the 1,200+ queried IDs are
 //! measured rather than rate limited. The bench prints this with its results.
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 use common::*;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use confide::base::config::PartyConfig;
-use confide::base::tls::TlsMaterial;
 use confide::cli::submit::request;
 use confide::kinds::JobOptions;
 use confide_proto::control_client::ControlClient;
-
-fn check(o: &std::process::Output, what: &str) -> String {
-    assert!(
-        o.status.success(),
-        "{what}: {}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
 
 fn id(i: u64) -> String {
     format!(
@@ -89,83 +80,54 @@ fn main() {
         .and_then(|v| v.replace('_', "").parse().ok())
         .unwrap_or(1_000_000);
     let root = tempfile::tempdir().unwrap();
-    let dir = root.path().join("alliance");
-    let port = free_ports(3);
-    check(
-        &confide(&[
-            "init",
-            "--dir",
-            dir.to_str().unwrap(),
-            "--parties",
-            "alice,bob,carol",
-            "--base-port",
-            &port.to_string(),
-        ]),
-        "init",
+    let dir = init(
+        root.path(),
+        "alliance",
+        "alice,bob,carol",
+        free_base_port(3),
     );
     let data = root.path().join("carol-loans.csv");
     let t = Instant::now();
     write_loans(&data, rows);
     eprintln!("wrote {rows} rows in {:.1} s", t.elapsed().as_secs_f64());
-    for p in ["alice", "bob", "carol"] {
-        let path = dir.join(p).join("party.toml");
-        let mut t = std::fs::read_to_string(&path).unwrap().replace(
+    let parties = ["alice", "bob", "carol"];
+    for p in parties {
+        edit_config(
+            &dir,
+            p,
             "risk_queries_per_minute = 1000",
             "risk_queries_per_minute = 1000000",
         );
-        if p == "carol" {
-            t.push_str(&format!(
-                "\n[datasets.loans]\npath = \"{}\"\nid_column = \"id\"\nallow = {{ risk = [\"alice\", \"bob\"] }}\n",
-                data.display()
-            ));
-        }
-        std::fs::write(&path, t).unwrap();
     }
-    let cfg = |p: &str| dir.join(p).join("party.toml");
-    let _daemons: Vec<Proc> = ["alice", "bob", "carol"]
+    add_dataset(
+        &dir,
+        "carol",
+        "loans",
+        &data,
+        "id",
+        "{ risk = [\"alice\", \"bob\"] }",
+    );
+    let log = std::env::var("RISK_E2E_LOG").unwrap_or_else(|_| "warn".into());
+    let _daemons: Vec<Daemon> = parties
         .iter()
         .map(|p| {
-            Proc(
-                Command::new(BIN)
-                    .args(["serve", "--config", cfg(p).to_str().unwrap()])
-                    .env(
-                        "RUST_LOG",
-                        std::env::var("RISK_E2E_LOG").unwrap_or_else(|_| "warn".into()),
-                    )
-                    .stdout(Stdio::null())
-                    .stderr(match std::env::var_os("RISK_E2E_LOGDIR") {
-                        Some(d) => Stdio::from(
-                            std::fs::File::create(Path::new(&d).join(format!("{p}.log"))).unwrap(),
-                        ),
-                        None => Stdio::null(),
-                    })
-                    .spawn()
-                    .unwrap(),
-            )
+            let log_to = match std::env::var_os("RISK_E2E_LOGDIR") {
+                Some(d) => Stdio::from(
+                    std::fs::File::create(Path::new(&d).join(format!("{p}.log"))).unwrap(),
+                ),
+                None => Stdio::null(),
+            };
+            serve_with(&dir, p, &log, log_to)
         })
         .collect();
-    let started = Instant::now();
-    while !confide(&["status", "--config", cfg("carol").to_str().unwrap()])
-        .status
-        .success()
-    {
-        assert!(started.elapsed() < Duration::from_secs(30), "daemons up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_all_ok(&dir, &parties, Duration::from_secs(30));
 
     // Ingest at one holder.
-    let cpu = |d: &[Proc]| -> Vec<f64> { d.iter().map(|p| cpu_secs(p.0.id())).collect() };
+    let cpu = |d: &[Daemon]| -> Vec<f64> { d.iter().map(|p| cpu_secs(p.child.id())).collect() };
     let cpu0 = cpu(&_daemons);
     let t = Instant::now();
-    let out = check(
-        &confide(&[
-            "risk",
-            "ingest",
-            "--config",
-            cfg("carol").to_str().unwrap(),
-            "--dataset",
-            "loans",
-        ]),
+    let out = ok(
+        &at(&dir, "carol", &["risk", "ingest", "--dataset", "loans"]),
         "ingest",
     );
     let ingest = t.elapsed();
@@ -181,14 +143,8 @@ fn main() {
         .build()
         .unwrap();
     let (singles, batch) = rt.block_on(async {
-        let c = PartyConfig::load(&cfg("carol")).unwrap();
-        let tls = TlsMaterial::load(&c).unwrap();
-        let ch = confide::net::links::endpoint(&c.party.listen, tls.client("carol"))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        let client = ControlClient::new(ch);
+        let c = PartyConfig::load(&config(&dir, "carol")).unwrap();
+        let client = ControlClient::new(channel_as(&c, "carol").await);
         let query = |ids: Vec<String>| {
             let mut client = client.clone();
             async move {
@@ -238,15 +194,9 @@ fn main() {
     let mut cli = Vec::new();
     for k in 0..10u64 {
         let t = Instant::now();
-        check(
-            &confide(&[
-                "risk",
-                "query",
-                "--config",
-                cfg("carol").to_str().unwrap(),
-                "--id",
-                &id(k * 31 % rows),
-            ]),
+        let applicant = id(k * 31 % rows);
+        ok(
+            &at(&dir, "carol", &["risk", "query", "--id", &applicant]),
             "cli query",
         );
         cli.push(t.elapsed());

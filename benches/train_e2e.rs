@@ -8,12 +8,13 @@
 //! batch 1,024. `TRAIN_E2E="ROWS,FEATURES_A,FEATURES_B,EPOCHS,BATCH"` picks another size,
 //! e.g. `TRAIN_E2E=5000,10,10,3,256`.
 
+#[path = "../tests/common/mod.rs"]
 mod common;
 use common::*;
 
 use std::io::Write;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use confide_training::Table;
@@ -106,60 +107,31 @@ fn main() {
         t.elapsed().as_secs_f64()
     );
 
-    let port = free_ports(6);
-    let dir = root.join("alliance");
-    let o = confide(&[
-        "init",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--parties",
+    let port = free_base_port(6);
+    let metrics = (port + 3).to_string();
+    let dir = init_with(
+        &root.join("alliance"),
         "alice,bob,carol",
-        "--dealer",
-        "carol",
-        "--base-port",
-        &port.to_string(),
-        "--metrics-base-port",
-        &(port + 3).to_string(),
-    ]);
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        port,
+        &["--dealer", "carol", "--metrics-base-port", &metrics],
+    );
     for (party, file, peer) in [("alice", &pa, "bob"), ("bob", &pb, "alice")] {
-        let mut f = std::fs::OpenOptions::new()
-            .append(true)
-            .open(dir.join(party).join("party.toml"))
-            .unwrap();
-        writeln!(
-            f,
-            "\n[datasets.credit]\npath = \"{}\"\nid_column = \"id\"\nallow = {{ train = [\"{peer}\"] }}",
-            file.display()
-        )
-        .unwrap();
+        let allow = format!("{{ train = [\"{peer}\"] }}");
+        add_dataset(&dir, party, "credit", file, "id", &allow);
     }
-    let cfg = |p: &str| dir.join(p).join("party.toml");
     let log = |p: &str| root.join(format!("{p}.log"));
-    let daemons: Vec<Proc> = PARTIES
+    let daemons: Vec<Daemon> = PARTIES
         .iter()
         .map(|p| {
-            Proc(
-                Command::new(BIN)
-                    .args(["serve", "--config", cfg(p).to_str().unwrap()])
-                    .env("RUST_LOG", "info")
-                    .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(log(p)).unwrap())
-                    .spawn()
-                    .unwrap(),
+            serve_with(
+                &dir,
+                p,
+                "info",
+                std::fs::File::create(log(p)).unwrap().into(),
             )
         })
         .collect();
-    let started = Instant::now();
-    for p in PARTIES {
-        while !confide(&["status", "--config", cfg(p).to_str().unwrap()])
-            .status
-            .success()
-        {
-            assert!(started.elapsed() < Duration::from_secs(30), "{p} not up");
-            std::thread::sleep(Duration::from_millis(100));
-        }
-    }
+    wait_all_ok(&dir, &PARTIES, Duration::from_secs(30));
     let metrics_port = |i: usize| port + 3 + i as u16;
     let before: Vec<u64> = (0..3)
         .map(|i| metrics_bytes_sent(metrics_port(i)))
@@ -167,27 +139,28 @@ fn main() {
 
     let out = root.join("model.json");
     let t = Instant::now();
-    let o = Command::new(BIN)
-        .args([
-            "train",
-            "--config",
-            cfg("alice").to_str().unwrap(),
-            "--dataset",
-            "credit",
-            "--peer",
-            "bob:credit",
-            "--label",
-            "default",
-            "--output",
-            out.to_str().unwrap(),
-            "--epochs",
-            &epochs.to_string(),
-            "--batch-size",
-            &batch.to_string(),
-        ])
-        .stderr(Stdio::inherit())
-        .output()
-        .expect("run confide train");
+    let (epochs_arg, batch_arg) = (epochs.to_string(), batch.to_string());
+    let cfg = config(&dir, "alice");
+    let o = cli(&[
+        "train",
+        "--config",
+        path_str(&cfg),
+        "--dataset",
+        "credit",
+        "--peer",
+        "bob:credit",
+        "--label",
+        "default",
+        "--output",
+        path_str(&out),
+        "--epochs",
+        &epochs_arg,
+        "--batch-size",
+        &batch_arg,
+    ])
+    .stderr(Stdio::inherit())
+    .output()
+    .expect("run confide train");
     let wall = t.elapsed().as_secs_f64();
     assert!(o.status.success(), "train failed");
     let line = String::from_utf8_lossy(&o.stdout).trim().to_string();
@@ -228,7 +201,7 @@ fn main() {
             n("load_ms") as f64 / 1000.0,
             n("psi_ms") as f64 / 1000.0,
             n("train_ms") as f64 / 1000.0,
-            peak_rss_mib(daemons[i].0.id()),
+            peak_rss_mib(daemons[i].child.id()),
         );
     }
     drop(daemons);

@@ -10,14 +10,7 @@ use std::time::{Duration, Instant};
 use common::*;
 
 fn log_json(dir: &Path, party: &str) -> (u64, Option<u64>, String) {
-    let o = confide(&[
-        "audit",
-        "log",
-        "--config",
-        config(dir, party).to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let out = stdout(&o);
+    let out = ok(&at(dir, party, &["audit", "log"]), "audit log");
     let first = out.lines().next().unwrap_or("").to_string();
     // "N entries; final checkpoint at size M"
     let n: u64 = first
@@ -57,9 +50,7 @@ fn job_id(psi_stdout: &str) -> String {
 
 #[test]
 fn jobs_are_anchored_replicated_and_provable_offline() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_base_port(3);
-    let dir = init(root.path(), "a", "alice,bob,carol", port);
+    let (root, dir, _) = new_alliance("alice,bob,carol");
     let data = root.path().join("ids.csv");
     let mut s = String::from("id\n");
     for i in 0..500 {
@@ -93,36 +84,17 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
     let _alice = serve(&dir, "alice");
     let _bob = serve(&dir, "bob");
     let mut carol = serve(&dir, "carol");
-    for p in ["alice", "bob", "carol"] {
-        wait_status_ok(&dir, p, Duration::from_secs(20));
-    }
-    let cfg = |p: &str| config(&dir, p).to_str().unwrap().to_string();
+    wait_all_ok(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
+    // A size-only PSI job on `ids` started by `party` with `peer`; its job id.
+    let psi_job = |party: &str, peer: &str| {
+        let o = psi(&dir, party, "ids", &[peer], &["--size-only"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+        job_id(&stdout(&o))
+    };
 
     // A PSI job started by alice, and one started by bob.
-    let o = confide(&[
-        "psi",
-        "--config",
-        &cfg("alice"),
-        "--dataset",
-        "ids",
-        "--peer",
-        "bob:ids",
-        "--size-only",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let job1 = job_id(&stdout(&o));
-    let o = confide(&[
-        "psi",
-        "--config",
-        &cfg("bob"),
-        "--dataset",
-        "ids",
-        "--peer",
-        "carol:ids",
-        "--size-only",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let job2 = job_id(&stdout(&o));
+    let job1 = psi_job("alice", "bob:ids");
+    let job2 = psi_job("bob", "carol:ids");
 
     // In every member's log within seconds, final, and verified.
     let took = wait_replicated(&dir, &["alice", "bob", "carol"], 2, Duration::from_secs(10));
@@ -130,11 +102,11 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
     for p in ["alice", "bob", "carol"] {
         let (_, _, out) = log_json(&dir, p);
         assert!(out.contains(&job1) && out.contains(&job2), "{out}");
-        let o = confide(&["audit", "verify", "--config", &cfg(p)]);
+        let o = at(&dir, p, &["audit", "verify"]);
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(stdout(&o).contains("intact"), "{}", stdout(&o));
     }
-    let o = confide(&["audit", "log", "--summary", "--config", &cfg("carol")]);
+    let o = at(&dir, "carol", &["audit", "log", "--summary"]);
     let summary = stdout(&o);
     let row = |name: &str| {
         summary
@@ -182,25 +154,30 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
 
     // A proof, made at carol (not the initiator), checks offline; tampering is rejected.
     let proof = root.path().join("proof.json");
-    let o = confide(&[
-        "audit",
-        "prove",
-        "--config",
-        &cfg("carol"),
-        "--job",
-        &job1,
-        "--output",
-        proof.to_str().unwrap(),
-    ]);
+    let o = at(
+        &dir,
+        "carol",
+        &[
+            "audit",
+            "prove",
+            "--job",
+            &job1,
+            "--output",
+            path_str(&proof),
+        ],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let genesis = dir.join("genesis.json");
-    let o = confide(&[
-        "audit",
-        "check",
-        proof.to_str().unwrap(),
-        "--genesis",
-        genesis.to_str().unwrap(),
-    ]);
+    let check = |p: &Path| {
+        confide(&[
+            "audit",
+            "check",
+            path_str(p),
+            "--genesis",
+            path_str(&genesis),
+        ])
+    };
+    let o = check(&proof);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(
         stdout(&o).contains("proof OK") && stdout(&o).contains(&job1),
@@ -253,38 +230,20 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
     for (what, b) in cases {
         let p = root.path().join("tampered.json");
         std::fs::write(&p, b.to_string()).unwrap();
-        let o = confide(&[
-            "audit",
-            "check",
-            p.to_str().unwrap(),
-            "--genesis",
-            genesis.to_str().unwrap(),
-        ]);
-        assert_clean_error(&o, "proof rejected");
+        assert_clean_error(&check(&p), "proof rejected");
         let _ = what;
     }
 
     // carol goes down: jobs still become final (alice + bob are a quorum); carol catches up.
     carol.child.kill().unwrap();
     carol.child.wait().unwrap();
-    let o = confide(&[
-        "psi",
-        "--config",
-        &cfg("alice"),
-        "--dataset",
-        "ids",
-        "--peer",
-        "bob:ids",
-        "--size-only",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
-    let job3 = job_id(&stdout(&o));
+    let job3 = psi_job("alice", "bob:ids");
     wait_replicated(&dir, &["alice", "bob"], 3, Duration::from_secs(10));
     let _carol = serve(&dir, "carol");
     wait_status_ok(&dir, "carol", Duration::from_secs(20));
     wait_replicated(&dir, &["alice", "bob", "carol"], 3, Duration::from_secs(15));
     let (_, _, out) = log_json(&dir, "carol");
     assert!(out.contains(&job3), "{out}");
-    let o = confide(&["audit", "verify", "--config", &cfg("carol")]);
+    let o = at(&dir, "carol", &["audit", "verify"]);
     assert!(o.status.success(), "{}", stderr(&o));
 }

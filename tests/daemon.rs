@@ -9,20 +9,12 @@ use common::*;
 
 #[test]
 fn three_daemons_reach_each_other_and_a_killed_party_is_named_within_10s() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_base_port(3);
-    let dir = init(root.path(), "a", "alice,bob,carol", port);
+    let (_root, dir, _) = new_alliance("alice,bob,carol");
     let _alice = serve(&dir, "alice");
     let _bob = serve(&dir, "bob");
     let mut carol = serve(&dir, "carol");
-    for p in ["alice", "bob", "carol"] {
-        wait_status_ok(&dir, p, Duration::from_secs(20));
-    }
-    let o = confide(&[
-        "status",
-        "--config",
-        config(&dir, "alice").to_str().unwrap(),
-    ]);
+    wait_all_ok(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
+    let o = at(&dir, "alice", &["status"]);
     assert!(
         stdout(&o).contains("bob") && stdout(&o).contains("mutual TLS"),
         "{}",
@@ -33,7 +25,7 @@ fn three_daemons_reach_each_other_and_a_killed_party_is_named_within_10s() {
     carol.child.wait().unwrap();
     let started = Instant::now();
     for p in ["alice", "bob"] {
-        let o = confide(&["status", "--config", config(&dir, p).to_str().unwrap()]);
+        let o = at(&dir, p, &["status"]);
         assert!(
             !o.status.success(),
             "status at {p} should fail with carol down"
@@ -50,9 +42,7 @@ fn three_daemons_reach_each_other_and_a_killed_party_is_named_within_10s() {
 
 #[test]
 fn a_peer_that_dies_mid_job_fails_the_job_naming_it() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_base_port(2);
-    let dir = init(root.path(), "a", "alice,bob", port);
+    let (_root, dir, _) = new_alliance("alice,bob");
     let _alice = serve(&dir, "alice");
     let mut bob = serve(&dir, "bob");
     wait_status_ok(&dir, "alice", Duration::from_secs(20));
@@ -71,7 +61,7 @@ fn a_peer_that_dies_mid_job_fails_the_job_naming_it() {
         "job took {waited:?} to fail"
     );
     // The failure is recorded in the job table.
-    let o = confide(&["jobs", "--config", cfg.to_str().unwrap()]);
+    let o = at(&dir, "alice", &["jobs"]);
     assert!(stdout(&o).contains("failed"), "{}", stdout(&o));
 }
 
@@ -88,12 +78,7 @@ fn a_daemon_with_another_alliances_certificate_is_refused() {
     let started = Instant::now();
     loop {
         // alice's own daemon is up (self-only status succeeds)...
-        let o = confide(&[
-            "status",
-            "--self-only",
-            "--config",
-            config(&a, "alice").to_str().unwrap(),
-        ]);
+        let o = at(&a, "alice", &["status", "--self-only"]);
         if o.status.success() {
             break;
         }
@@ -105,63 +90,52 @@ fn a_daemon_with_another_alliances_certificate_is_refused() {
         std::thread::sleep(Duration::from_millis(150));
     }
     // ...but bob, whose certificate is from another CA, is refused in both directions.
-    let o = confide(&["status", "--config", config(&a, "alice").to_str().unwrap()]);
+    let o = at(&a, "alice", &["status"]);
     assert!(!o.status.success());
     assert!(stdout(&o).contains("UNREACHABLE"), "{}", stdout(&o));
-    let o = confide(&["status", "--config", config(&b, "bob").to_str().unwrap()]);
+    let o = at(&b, "bob", &["status"]);
     assert!(!o.status.success(), "{}", stdout(&o));
 }
 
 #[test]
 fn bad_configuration_is_one_clear_line() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_base_port(2);
-    let dir = init(root.path(), "a", "alice,bob", port);
+    let (_root, dir, port) = new_alliance("alice,bob");
     let cfg = config(&dir, "alice");
     let good = std::fs::read_to_string(&cfg).unwrap();
-    let write = |text: &str| {
+    // `confide serve` with alice's config as `text`.
+    let serve_config = |text: &str| {
         let p = dir.join("alice").join("bad.toml");
         std::fs::write(&p, text).unwrap();
-        p
+        confide(&["serve", "--config", path_str(&p)])
     };
 
     let o = confide(&["serve", "--config", "/nonexistent/party.toml"]);
     assert_clean_error(&o, "/nonexistent/party.toml");
 
-    let p = write("[party\nname = ");
+    assert_clean_error(&serve_config("[party\nname = "), "bad.toml");
     assert_clean_error(
-        &confide(&["serve", "--config", p.to_str().unwrap()]),
-        "bad.toml",
-    );
-
-    let p = write(&good.replace("[party]", "[party]\ncolour = \"blue\""));
-    assert_clean_error(
-        &confide(&["serve", "--config", p.to_str().unwrap()]),
+        &serve_config(&good.replace("[party]", "[party]\ncolour = \"blue\"")),
         "unknown field `colour`",
     );
-
-    let p = write(&good.replace("data_dir = \"data\"\n", ""));
     assert_clean_error(
-        &confide(&["serve", "--config", p.to_str().unwrap()]),
+        &serve_config(&good.replace("data_dir = \"data\"\n", "")),
         "missing field `data_dir`",
     );
-
-    let p = write(&format!(
-        "{good}\n[datasets.c]\npath = \"/nonexistent/c.csv\"\nid_column = \"id\"\n"
-    ));
     assert_clean_error(
-        &confide(&["serve", "--config", p.to_str().unwrap()]),
+        &serve_config(&format!(
+            "{good}\n[datasets.c]\npath = \"/nonexistent/c.csv\"\nid_column = \"id\"\n"
+        )),
         "datasets.c.path",
     );
 
     // A port in use.
     let _holder = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
-    let o = confide(&["serve", "--config", cfg.to_str().unwrap()]);
+    let o = at(&dir, "alice", &["serve"]);
     assert_clean_error(&o, &format!("127.0.0.1:{port}"));
 
     // A daemon that is not running.
     drop(_holder);
-    let o = confide(&["status", "--config", cfg.to_str().unwrap()]);
+    let o = at(&dir, "alice", &["status"]);
     assert_clean_error(&o, "is `confide serve` running?");
 }
 
@@ -169,34 +143,11 @@ fn bad_configuration_is_one_clear_line() {
 fn init_refuses_bad_arguments() {
     let root = tempfile::tempdir().unwrap();
     let d = root.path().join("x");
-    let o = confide(&["init", "--dir", d.to_str().unwrap(), "--parties", "alice"]);
-    assert_clean_error(&o, "at least two");
-    let o = confide(&[
-        "init",
-        "--dir",
-        d.to_str().unwrap(),
-        "--parties",
-        "alice,Bob",
-    ]);
-    assert_clean_error(&o, "not a valid party name");
-    let o = confide(&[
-        "init",
-        "--dir",
-        d.to_str().unwrap(),
-        "--parties",
-        "alice,bob",
-        "--dealer",
-        "zed",
-    ]);
-    assert_clean_error(&o, "--dealer");
-    let _ = init(root.path(), "y", "alice,bob", 7100);
-    let o = confide(&[
-        "init",
-        "--dir",
-        root.path().join("y").to_str().unwrap(),
-        "--parties",
-        "alice,bob",
-    ]);
+    assert_clean_error(&run_init(&d, "alice", &[]), "at least two");
+    assert_clean_error(&run_init(&d, "alice,Bob", &[]), "not a valid party name");
+    assert_clean_error(&run_init(&d, "alice,bob", &["--dealer", "zed"]), "--dealer");
+    let y = init(root.path(), "y", "alice,bob", 7100);
+    let o = run_init(&y, "alice,bob", &[]);
     assert_clean_error(&o, "already holds an alliance");
 }
 
@@ -205,32 +156,24 @@ fn metrics_count_jobs_and_bytes_per_peer() {
     use std::io::{Read, Write};
     let root = tempfile::tempdir().unwrap();
     let port = free_base_port(4);
-    let dir = root.path().join("m");
-    let o = confide(&[
-        "init",
-        "--dir",
-        dir.to_str().unwrap(),
-        "--parties",
+    let metrics = (port + 2).to_string();
+    let dir = init_with(
+        &root.path().join("m"),
         "alice,bob",
-        "--base-port",
-        &port.to_string(),
-        "--metrics-base-port",
-        &(port + 2).to_string(),
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+        port,
+        &["--metrics-base-port", &metrics],
+    );
     let _alice = serve(&dir, "alice");
     let _bob = serve(&dir, "bob");
     wait_status_ok(&dir, "alice", Duration::from_secs(20));
-    let o = confide(&[
+    ok(
+        &at(
+            &dir,
+            "alice",
+            &["netcheck", "--rounds", "4", "--size", "1000"],
+        ),
         "netcheck",
-        "--config",
-        config(&dir, "alice").to_str().unwrap(),
-        "--rounds",
-        "4",
-        "--size",
-        "1000",
-    ]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    );
     let mut s = std::net::TcpStream::connect(("127.0.0.1", port + 2)).unwrap();
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
         .unwrap();
@@ -255,9 +198,7 @@ fn metrics_count_jobs_and_bytes_per_peer() {
 
 #[test]
 fn a_cancelled_job_stops_at_every_party() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_base_port(2);
-    let dir = init(root.path(), "a", "alice,bob", port);
+    let (_root, dir, _) = new_alliance("alice,bob");
     let _alice = serve(&dir, "alice");
     let _bob = serve(&dir, "bob");
     wait_status_ok(&dir, "alice", Duration::from_secs(20));
@@ -266,22 +207,21 @@ fn a_cancelled_job_stops_at_every_party() {
     // Find the running job's id and cancel it.
     let started = Instant::now();
     let id = loop {
-        let o = confide(&["jobs", "--config", cfg.to_str().unwrap()]);
+        let o = at(&dir, "alice", &["jobs"]);
         if let Some(line) = stdout(&o).lines().find(|l| l.contains("running")) {
             break line.split_whitespace().next().unwrap().to_string();
         }
         assert!(started.elapsed() < Duration::from_secs(10), "job never ran");
         std::thread::sleep(Duration::from_millis(100));
     };
-    let o = confide(&["cancel", "--config", cfg.to_str().unwrap(), "--job", &id]);
-    assert!(o.status.success(), "{}", stderr(&o));
+    ok(&at(&dir, "alice", &["cancel", "--job", &id]), "cancel");
     let out = job.wait_with_output().unwrap();
     assert!(!out.status.success());
     assert!(stderr(&out).contains("cancelled"), "{}", stderr(&out));
     // bob was told and stopped too.
     let started = Instant::now();
     loop {
-        let o = confide(&["jobs", "--config", config(&dir, "bob").to_str().unwrap()]);
+        let o = at(&dir, "bob", &["jobs"]);
         let line = stdout(&o)
             .lines()
             .find(|l| l.starts_with(&id))

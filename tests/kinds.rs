@@ -1,10 +1,12 @@
 //! Every job kind over the in-process kit: three daemons in this test process on loopback
 //! listeners (`confide::kit`), driven through the CLI's own submit path.
 
-use std::io::Write;
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
+use common::{add_dataset, channel_as, edit_config};
 use confide::cli::submit::{Show, request, submit_with};
 use confide::kinds::{JobOptions, netcheck, predict, psi, risk_ingest, risk_query, train};
 use confide::kit::LocalAlliance;
@@ -17,25 +19,11 @@ fn peer(party: &str, dataset: &str) -> DatasetRef {
     }
 }
 
-fn append(dir: &Path, party: &str, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(dir.join(party).join("party.toml"))
-        .unwrap();
-    writeln!(f, "\n{text}").unwrap();
-}
-
+/// Writes `csv` to a file and declares it as `party`'s dataset `name`.
 fn dataset(dir: &Path, party: &str, name: &str, csv: &str, id: &str, allow: &str) {
     let path = dir.join(format!("{party}-{name}.csv"));
     std::fs::write(&path, csv).unwrap();
-    append(
-        dir,
-        party,
-        &format!(
-            "[datasets.{name}]\npath = \"{}\"\nid_column = \"{id}\"\nallow = {allow}",
-            path.display()
-        ),
-    );
+    add_dataset(dir, party, name, &path, id, allow);
 }
 
 /// Two numeric columns at alice (with the label) and two at bob; 300 common rows.
@@ -318,13 +306,7 @@ async fn every_kind_runs_in_process() {
 
 /// Opens a `Peer.Stream` to `to` as `me` for `job` and returns the status it ends with.
 async fn open_stream_as(a: &LocalAlliance, me: &str, to: &str, job: &str) -> tonic::Status {
-    let cfg = a.config(me).unwrap();
-    let tls = confide::base::tls::TlsMaterial::load(&cfg).unwrap();
-    let ch = confide::net::links::endpoint(&cfg.peers[to].address, tls.client(to))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = channel_as(&a.config(me).unwrap(), to).await;
     let mut req = tonic::Request::new(futures::stream::pending::<confide_proto::Frame>());
     req.metadata_mut()
         .insert(confide_proto::JOB_HEADER, job.parse().unwrap());
@@ -341,13 +323,7 @@ async fn open_stream_as(a: &LocalAlliance, me: &str, to: &str, job: &str) -> ton
 async fn streams_for_unknown_jobs_or_outsiders_are_refused() {
     let (dir, tmp) = LocalAlliance::create(None, 0).unwrap();
     for p in ["alice", "bob", "carol"] {
-        let path = dir.join(p).join("party.toml");
-        let text = std::fs::read_to_string(&path).unwrap();
-        std::fs::write(
-            &path,
-            text.replace("peer_timeout_secs = 15", "peer_timeout_secs = 1"),
-        )
-        .unwrap();
+        edit_config(&dir, p, "peer_timeout_secs = 15", "peer_timeout_secs = 1");
     }
     let a = LocalAlliance::start(dir, tmp).await.unwrap();
     // No such job at alice.

@@ -27,9 +27,7 @@ fn read_output(path: &Path) -> BTreeSet<String> {
 
 #[test]
 fn psi_between_real_daemons() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_base_port(3);
-    let dir = init(root.path(), "a", "alice,bob,carol", port);
+    let (root, dir, _) = new_alliance("alice,bob,carol");
     let id = |i: u32| format!("+4479{i:08}");
     let alice: Vec<String> = (0..3000).map(id).collect();
     let bob: Vec<String> = (2000..6000).map(id).collect();
@@ -84,30 +82,13 @@ fn psi_between_real_daemons() {
         "national_id",
         "{}",
     );
-    let _d: Vec<Daemon> = ["alice", "bob", "carol"]
-        .iter()
-        .map(|p| serve(&dir, p))
-        .collect();
-    for p in ["alice", "bob", "carol"] {
-        wait_status_ok(&dir, p, Duration::from_secs(20));
-    }
-    let cfg = config(&dir, "alice");
-    let cfg = cfg.to_str().unwrap();
+    let _d = start(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
     let set = |v: &[String]| v.iter().cloned().collect::<BTreeSet<_>>();
+    let psi_alice = |peers: &[&str], extra: &[&str]| psi(&dir, "alice", "customers", peers, extra);
 
     // Two parties.
     let out = root.path().join("ab.csv");
-    let o = confide(&[
-        "psi",
-        "--config",
-        cfg,
-        "--dataset",
-        "customers",
-        "--peer",
-        "bob:customers",
-        "--output",
-        out.to_str().unwrap(),
-    ]);
+    let o = psi_alice(&["bob:customers"], &["--output", path_str(&out)]);
     assert!(o.status.success(), "{}", stderr(&o));
     let expected: BTreeSet<String> = set(&alice).intersection(&set(&bob)).cloned().collect();
     assert_eq!(read_output(&out), expected);
@@ -121,77 +102,38 @@ fn psi_between_real_daemons() {
 
     // Three parties.
     let out3 = root.path().join("abc.csv");
-    let o = confide(&[
-        "psi",
-        "--config",
-        cfg,
-        "--dataset",
-        "customers",
-        "--peer",
-        "bob:customers",
-        "--peer",
-        "carol:customers",
-        "--output",
-        out3.to_str().unwrap(),
-    ]);
+    let o = psi_alice(
+        &["bob:customers", "carol:customers"],
+        &["--output", path_str(&out3)],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let expected3: BTreeSet<String> = expected.intersection(&set(&carol)).cloned().collect();
     assert_eq!(expected3.len(), 100);
     assert_eq!(read_output(&out3), expected3);
 
     // Size only.
-    let o = confide(&[
-        "psi",
-        "--config",
-        cfg,
-        "--dataset",
-        "customers",
-        "--peer",
-        "bob:customers",
-        "--size-only",
-    ]);
+    let o = psi_alice(&["bob:customers"], &["--size-only"]);
     assert!(o.status.success(), "{}", stderr(&o));
     assert!(stdout(&o).contains("intersection 1000"), "{}", stdout(&o));
 
     // Policy: carol does not allow alice on `private`.
-    let o = confide(&[
-        "psi",
-        "--config",
-        cfg,
-        "--dataset",
-        "customers",
-        "--peer",
-        "carol:private",
-        "--size-only",
-    ]);
+    let o = psi_alice(&["carol:private"], &["--size-only"]);
     assert_clean_error(
         &o,
         "does not allow `alice` to run `psi` on dataset `private`",
     );
 
     // A missing ID column fails before any cryptography, naming the column.
-    let o = confide(&[
-        "psi",
-        "--config",
-        cfg,
-        "--dataset",
+    let o = psi(
+        &dir,
+        "alice",
         "wrongcol",
-        "--peer",
-        "bob:customers",
-        "--size-only",
-    ]);
+        &["bob:customers"],
+        &["--size-only"],
+    );
     assert_clean_error(&o, "no column `national_id`");
 
     // An unknown peer.
-    let o = confide(&[
-        "psi",
-        "--config",
-        cfg,
-        "--dataset",
-        "customers",
-        "--peer",
-        "zed:customers",
-        "--size-only",
-    ]);
+    let o = psi_alice(&["zed:customers"], &["--size-only"]);
     assert_clean_error(&o, "unknown peer `zed`");
 }

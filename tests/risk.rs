@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use common::*;
 use confide::base::config::PartyConfig;
-use confide::base::tls::TlsMaterial;
 use confide_audit::{Entry, EntryBody, Genesis, InclusionPromise, JobKind, fingerprint, new_salt};
 use confide_proto::audit_client::AuditClient;
 use confide_proto::peer_client::PeerClient;
@@ -59,16 +58,10 @@ fn total(holders: &[&Sums], id: &str) -> [u64; 4] {
 }
 
 fn query_one(dir: &Path, party: &str, id: &str) -> serde_json::Value {
-    let o = confide(&[
-        "risk",
-        "query",
-        "--config",
-        config(dir, party).to_str().unwrap(),
-        "--id",
-        id,
-    ]);
-    assert!(o.status.success(), "query {id}: {}", stderr(&o));
-    let out = stdout(&o);
+    let out = ok(
+        &at(dir, party, &["risk", "query", "--id", id]),
+        &format!("query {id}"),
+    );
     assert_eq!(out.trim().lines().count(), 1, "one JSON object: {out}");
     assert!(
         out.starts_with("{\"id\": "),
@@ -90,17 +83,15 @@ fn query_batch(dir: &Path, party: &str, ids: &[String]) -> Vec<(String, [u64; 4]
         s.push_str(&format!("n,{id}\n"));
     }
     std::fs::write(&input, s).unwrap();
-    let o = confide(&[
+    let args = [
         "risk",
         "query",
-        "--config",
-        config(dir, party).to_str().unwrap(),
         "--ids-file",
-        input.to_str().unwrap(),
+        path_str(&input),
         "--output",
-        output.to_str().unwrap(),
-    ]);
-    assert!(o.status.success(), "batch: {}", stderr(&o));
+        path_str(&output),
+    ];
+    ok(&at(dir, party, &args), "batch");
     let text = std::fs::read_to_string(&output).unwrap();
     let mut lines = text.lines();
     assert_eq!(
@@ -117,28 +108,16 @@ fn query_batch(dir: &Path, party: &str, ids: &[String]) -> Vec<(String, [u64; 4]
 }
 
 fn ingest(dir: &Path, party: &str, dataset: &str) -> std::process::Output {
-    confide(&[
-        "risk",
-        "ingest",
-        "--config",
-        config(dir, party).to_str().unwrap(),
-        "--dataset",
-        dataset,
-    ])
+    at(dir, party, &["risk", "ingest", "--dataset", dataset])
 }
 
 fn set_rate(dir: &Path, party: &str, per_minute: u32) {
-    let p = config(dir, party);
-    let t = std::fs::read_to_string(&p).unwrap();
-    assert!(t.contains("risk_queries_per_minute = 1000"));
-    std::fs::write(
-        &p,
-        t.replace(
-            "risk_queries_per_minute = 1000",
-            &format!("risk_queries_per_minute = {per_minute}"),
-        ),
-    )
-    .unwrap();
+    edit_config(
+        dir,
+        party,
+        "risk_queries_per_minute = 1000",
+        &format!("risk_queries_per_minute = {per_minute}"),
+    );
 }
 
 /// A `Peer` client to `to` holding `me`'s certificate.
@@ -148,18 +127,7 @@ async fn peer_as(
     to: &str,
 ) -> (PeerClient<tonic::transport::Channel>, PartyConfig) {
     let cfg = PartyConfig::load(&config(dir, me)).unwrap();
-    let tls = TlsMaterial::load(&cfg).unwrap();
-    let addr = if to == me {
-        cfg.party.listen.clone()
-    } else {
-        cfg.peers[to].address.clone()
-    };
-    let ch = confide::net::links::endpoint(&addr, tls.client(to))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    (PeerClient::new(ch), cfg)
+    (PeerClient::new(channel_as(&cfg, to).await), cfg)
 }
 
 async fn node_call(c: &mut PeerClient<tonic::transport::Channel>, req: &Request) -> Response {
@@ -201,15 +169,7 @@ async fn log_entry(dir: &Path, member: &str, kind: JobKind, hash: [u8; 32]) -> V
     };
     let entry = Entry::create(body, &genesis.log_id(), &key).unwrap();
     let cfg = PartyConfig::load(&config(dir, member)).unwrap();
-    let tls = TlsMaterial::load(&cfg).unwrap();
-    let ch = confide::net::links::endpoint(
-        &cfg.peers[&genesis.sequencer].address,
-        tls.client(&genesis.sequencer),
-    )
-    .unwrap()
-    .connect()
-    .await
-    .unwrap();
+    let ch = channel_as(&cfg, &genesis.sequencer).await;
     let reply = AuditClient::new(ch)
         .append(AppendRequest {
             entry: entry.as_bytes().to_vec(),
@@ -291,12 +251,7 @@ async fn forged_and_replayed_requests_are_refused(dir: &Path) {
     assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
     // Queries are jobs on a party's own Control service: carol may not submit one at alice.
     let cfg = PartyConfig::load(&config(dir, "carol")).unwrap();
-    let tls = TlsMaterial::load(&cfg).unwrap();
-    let ch = confide::net::links::endpoint(&cfg.peers["alice"].address, tls.client("alice"))
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
+    let ch = channel_as(&cfg, "alice").await;
     let opts = confide::kinds::JobOptions::RiskQuery(confide::kinds::risk_query::Opts {
         ids: vec!["C1".into()],
     });
@@ -319,9 +274,7 @@ async fn forged_and_replayed_requests_are_refused(dir: &Path) {
 
 #[test]
 fn risk_queries_across_three_daemons() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_base_port(3);
-    let dir = init(root.path(), "r", "alice,bob,carol", port);
+    let (root, dir, _) = new_alliance("alice,bob,carol");
     let parties = ["alice", "bob", "carol"];
     let mut data: BTreeMap<&str, Sums> = BTreeMap::new();
     let mut csv: BTreeMap<&str, PathBuf> = BTreeMap::new();
@@ -377,10 +330,7 @@ fn risk_queries_across_three_daemons() {
         "customer,blacklisted,loans,amount,overdue\nC1,0,1,1099511627776,0\n",
     );
 
-    let _daemons: Vec<Daemon> = parties.iter().map(|p| serve(&dir, p)).collect();
-    for p in parties {
-        wait_status_ok(&dir, p, Duration::from_secs(30));
-    }
+    let _daemons = start(&dir, &parties, Duration::from_secs(30));
 
     // 1. Every holder ingests (bob is S1, alice is S0 and holder at once).
     for p in parties {
@@ -446,16 +396,12 @@ fn risk_queries_across_three_daemons() {
     let big: Vec<String> = (0..61).map(|i| format!("C{i}")).collect();
     let path = dir.join("big.csv");
     std::fs::write(&path, format!("id\n{}\n", big.join("\n"))).unwrap();
-    let cfg = config(&dir, "carol");
     let q = |file: &Path| {
-        confide(&[
-            "risk",
-            "query",
-            "--config",
-            cfg.to_str().unwrap(),
-            "--ids-file",
-            file.to_str().unwrap(),
-        ])
+        at(
+            &dir,
+            "carol",
+            &["risk", "query", "--ids-file", path_str(file)],
+        )
     };
     assert_clean_error(&q(&path), "split it into smaller batches");
     std::fs::write(&path, format!("id\n{}\n", big[..50].join("\n"))).unwrap();

@@ -98,28 +98,16 @@ fn files_under(p: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn train_and_predict_between_real_daemons() {
-    let root = tempfile::tempdir().unwrap();
-    let port = free_base_port(3);
-    let dir = init(root.path(), "a", "alice,bob,carol", port);
+    let (root, dir, _) = new_alliance("alice,bob,carol");
     let (pa, pb, pref, common) = split(root.path());
     add_dataset(&dir, "alice", "credit", &pa, "id", "{ train = [\"bob\"] }");
     add_dataset(&dir, "bob", "credit", &pb, "id", "{ train = [\"alice\"] }");
     add_dataset(&dir, "bob", "private", &pb, "id", "{ psi = [\"alice\"] }");
-    let _d: Vec<Daemon> = ["alice", "bob", "carol"]
-        .iter()
-        .map(|p| serve(&dir, p))
-        .collect();
-    for p in ["alice", "bob", "carol"] {
-        wait_status_ok(&dir, p, Duration::from_secs(20));
-    }
-    let cfg = config(&dir, "alice");
-    let cfg = cfg.to_str().unwrap();
+    let _d = start(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
     let (epochs, batch) = (EPOCHS.to_string(), BATCH.to_string());
     let train = |peer: &str, label: &str, out: &Path, extra: &[&str]| {
         let mut args = vec![
             "train",
-            "--config",
-            cfg,
             "--dataset",
             "credit",
             "--peer",
@@ -127,14 +115,14 @@ fn train_and_predict_between_real_daemons() {
             "--label",
             label,
             "--output",
-            out.to_str().unwrap(),
+            path_str(out),
             "--epochs",
             &epochs,
             "--batch-size",
             &batch,
         ];
         args.extend_from_slice(extra);
-        confide(&args)
+        at(&dir, "alice", &args)
     };
 
     // Train and reveal to both.
@@ -223,10 +211,8 @@ fn train_and_predict_between_real_daemons() {
 
     let scores = root.path().join("scores.csv");
     let predict = |model: &str| {
-        confide(&[
+        let args = [
             "predict",
-            "--config",
-            cfg,
             "--model",
             model,
             "--dataset",
@@ -234,8 +220,9 @@ fn train_and_predict_between_real_daemons() {
             "--peer",
             "bob:credit",
             "--output",
-            scores.to_str().unwrap(),
-        ])
+            path_str(&scores),
+        ];
+        at(&dir, "alice", &args)
     };
     let o = predict(&model_id);
     assert!(o.status.success(), "{}", stderr(&o));

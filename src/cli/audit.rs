@@ -11,7 +11,6 @@ use crate::net::client;
 
 /// `confide audit ...`.
 pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
-    use confide_proto::{LogRequest, VerifyRequest};
     match c {
         AuditCommand::Check { proof, genesis } => {
             let b = read_file(&proof)?;
@@ -40,18 +39,7 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
         }
         AuditCommand::Log { config, summary } => {
             let cfg = PartyConfig::load(&config.config)?;
-            let mut a = client::audit(&cfg).await?;
-            let r = a
-                .log(LogRequest { summary })
-                .await
-                .map_err(|s| client::daemon_error(&cfg, &s))?
-                .into_inner();
-            let v: serde_json::Value = serde_json::from_str(&r.json).map_err(|e| {
-                CliError::json(
-                    format!("audit log from the daemon of `{}`", cfg.party.name),
-                    e,
-                )
-            })?;
+            let v = log(&cfg, summary).await?;
             if summary {
                 println!("{:<12} {:>8} {:>8}", "member", "started", "served");
                 if let Some(m) = v.as_object() {
@@ -95,12 +83,7 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
         }
         AuditCommand::Verify(config) => {
             let cfg = PartyConfig::load(&config.config)?;
-            let mut a = client::audit(&cfg).await?;
-            let r = a
-                .verify(VerifyRequest {})
-                .await
-                .map_err(|s| client::daemon_error(&cfg, &s))?
-                .into_inner();
+            let r = verify(&cfg).await?;
             if r.ok {
                 println!("{}: audit log intact: {}", cfg.party.name, r.report);
                 Ok(ExitCode::SUCCESS)
@@ -128,6 +111,32 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// This party's audit log as its daemon reports it (JSON: `size`, `final_size`, `entries`;
+/// with `summary`, per member the jobs started and served).
+pub async fn log(cfg: &PartyConfig, summary: bool) -> Result<serde_json::Value, CliError> {
+    let mut a = client::audit(cfg).await?;
+    let r = a
+        .log(confide_proto::LogRequest { summary })
+        .await
+        .map_err(|s| client::daemon_error(cfg, &s))?
+        .into_inner();
+    serde_json::from_str(&r.json).map_err(|e| {
+        CliError::json(
+            format!("audit log from the daemon of `{}`", cfg.party.name),
+            e,
+        )
+    })
+}
+
+/// The daemon's verification of this party's whole copy of the audit log.
+pub async fn verify(cfg: &PartyConfig) -> Result<confide_proto::VerifyReply, CliError> {
+    let mut a = client::audit(cfg).await?;
+    Ok(a.verify(confide_proto::VerifyRequest {})
+        .await
+        .map_err(|s| client::daemon_error(cfg, &s))?
+        .into_inner())
 }
 
 /// Asks the daemon for a job's proof bundle, waiting up to `within` for its checkpoint

@@ -146,15 +146,7 @@ pub fn run(opts: &InitOptions) -> Result<(), DaemonError> {
             "\n[tls]\nca = \"../ca.pem\"\ncert = \"{name}.pem\"\nkey = \"{name}.key\"\naudit_key = \"audit.key\""
         );
         let _ = writeln!(toml, "\n[alliance]\ngenesis = \"../genesis.json\"");
-        let _ = writeln!(
-            toml,
-            "compute = [{}]",
-            compute
-                .iter()
-                .map(|c| format!("\"{c}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let _ = writeln!(toml, "compute = {}", toml_names(&compute));
         if let Some(d) = &dealer {
             let _ = writeln!(toml, "dealer = \"{d}\"");
         }
@@ -193,6 +185,12 @@ pub fn run(opts: &InitOptions) -> Result<(), DaemonError> {
         false,
     )?;
     Ok(())
+}
+
+/// Party names as a TOML array of strings: `["alice", "bob"]`.
+pub fn toml_names(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|c| format!("\"{c}\"")).collect();
+    format!("[{}]", quoted.join(", "))
 }
 
 /// A docker-compose file running this alliance from the `confide:local` image, each party

@@ -13,12 +13,11 @@ use confide_proto::DatasetRef;
 use crate::base::config::PartyConfig;
 use crate::cli::CliError;
 use crate::cli::args::DemoArgs;
-use crate::cli::audit::prove;
+use crate::cli::audit::{prove, verify};
 use crate::cli::psi::psi_summary;
 use crate::cli::submit::{Show, read_file, request, submit_with};
 use crate::kinds::{JobOptions, netcheck, psi};
 use crate::kit::{LocalAlliance, PARTIES, add_dataset};
-use crate::net::client;
 
 static STEP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
 
@@ -127,12 +126,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
         .await?;
     for c in &alliance.configs {
         let cfg = PartyConfig::load(c)?;
-        let mut a = client::audit(&cfg).await?;
-        let r = a
-            .verify(confide_proto::VerifyRequest {})
-            .await
-            .map_err(|s| client::daemon_error(&cfg, &s))?
-            .into_inner();
+        let r = verify(&cfg).await?;
         if !r.ok {
             return Err(CliError::Failed(format!(
                 "audit verify failed at {}: {}",

@@ -10,6 +10,7 @@ use confide_risk::RiskDataset;
 use super::{data_dir, write_csv};
 use crate::base::config::PartyConfig;
 use crate::cli::CliError;
+use crate::cli::init::toml_names;
 use crate::cli::risk::{answer_json, ingest_dataset, query_ids};
 use crate::kit::{LocalAlliance, add_dataset, config_path};
 
@@ -44,14 +45,7 @@ pub fn data(dir: &Path, rows: usize) -> Result<(), CliError> {
         let compute = PartyConfig::load(&config_path(dir, party))?
             .alliance
             .compute;
-        let allow = format!(
-            "{{ risk = [{}] }}",
-            compute
-                .iter()
-                .map(|c| format!("\"{c}\""))
-                .collect::<Vec<_>>()
-                .join(", ")
-        );
+        let allow = format!("{{ risk = {} }}", toml_names(&compute));
         add_dataset(dir, party, "loans", &path, "applicant", &allow)?;
     }
     Ok(())

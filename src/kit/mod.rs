@@ -175,19 +175,7 @@ impl LocalAlliance {
         loop {
             let mut sizes = Vec::new();
             for c in &self.configs {
-                let cfg = PartyConfig::load(c)?;
-                let mut a = client::audit(&cfg).await?;
-                let r = a
-                    .log(confide_proto::LogRequest { summary: false })
-                    .await
-                    .map_err(|s| client::daemon_error(&cfg, &s))?
-                    .into_inner();
-                let v: serde_json::Value = serde_json::from_str(&r.json).map_err(|e| {
-                    CliError::json(
-                        format!("audit log from the daemon of `{}`", cfg.party.name),
-                        e,
-                    )
-                })?;
+                let v = crate::cli::audit::log(&PartyConfig::load(c)?, false).await?;
                 sizes.push((v["size"].as_u64().unwrap_or(0), v["final_size"].as_u64()));
             }
             let first = sizes.first().map_or(0, |s| s.0);
