@@ -226,6 +226,13 @@ async fn forged_and_replayed_requests_are_refused(dir: &Path) {
     }
     let e = error_of(node_call(&mut bob, &eval(ev.clone(), els.clone())).await);
     assert!(e.contains("replayed"), "{e}");
+    // The same logged entry re-encoded (other bytes, same canonical entry) is a replay too.
+    let v: serde_json::Value = serde_json::from_slice(&ev).unwrap();
+    let mut reencoded = serde_json::to_vec_pretty(&v).unwrap();
+    reencoded.extend_from_slice(b"\n ");
+    assert_ne!(reencoded, ev);
+    let e = error_of(node_call(&mut bob, &eval(reencoded, els.clone())).await);
+    assert!(e.contains("replayed"), "{e}");
 
     // Someone else's evidence: alice's node refuses carol's entry presented by bob.
     let (mut alice_as_bob, _) = peer_as(dir, "bob", "alice").await;
