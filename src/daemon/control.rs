@@ -210,12 +210,7 @@ async fn prepare(
     let futs = spec.parties.iter().skip(1).map(|p| {
         let proposal = proposal.clone();
         async move {
-            let address = d.channels.address(&p.party)?.to_string();
-            let peer_err = |message: String| DaemonError::Peer {
-                peer: p.party.clone(),
-                address: address.clone(),
-                message,
-            };
+            let peer_err = |message: String| d.channels.peer_error(&p.party, message);
             let mut c = d.channels.client(&p.party)?;
             let reply = tokio::time::timeout(Duration::from_secs(10), c.propose(proposal))
                 .await

@@ -246,12 +246,7 @@ impl Env for DaemonEnv {
             if node == d.me() {
                 return d.require_risk_node().await?.serve(&node, request).await;
             }
-            let address = d.channels.address(&node).unwrap_or("-").to_string();
-            let peer_err = |message: String| DaemonError::Peer {
-                peer: node.clone(),
-                address: address.clone(),
-                message,
-            };
+            let peer_err = |message: String| d.channels.peer_error(&node, message);
             let mut c = d.channels.client(&node)?;
             let r = tokio::time::timeout(
                 NODE_CALL_TIMEOUT,
@@ -450,10 +445,10 @@ async fn connect_all(
                         ),
                     )
                     .await
-                    .map_err(|_| DaemonError::Peer {
-                        peer: peer.clone(),
-                        address: daemon.channels.address(&peer).unwrap_or("-").to_string(),
-                        message: format!("no answer within {} s", timeout.as_secs()),
+                    .map_err(|_| {
+                        daemon
+                            .channels
+                            .peer_error(&peer, format!("no answer within {} s", timeout.as_secs()))
                     })??
                 } else {
                     daemon

@@ -51,6 +51,15 @@ impl PeerChannels {
         })
     }
 
+    /// An error naming `peer` and its configured address ("-" if it has none).
+    pub fn peer_error(&self, peer: &str, message: impl Into<String>) -> DaemonError {
+        DaemonError::Peer {
+            peer: peer.to_string(),
+            address: self.address(peer).unwrap_or("-").to_string(),
+            message: message.into(),
+        }
+    }
+
     /// A client for `peer` (mutual TLS, the peer's certificate must name it).
     pub fn client(&self, peer: &str) -> Result<PeerClient<Channel>, DaemonError> {
         Ok(PeerClient::new(self.channel(peer)?)

@@ -250,11 +250,7 @@ async fn fetch_seed(
     channels: &PeerChannels,
     s0: &str,
 ) -> Result<zeroize::Zeroizing<Vec<u8>>, DaemonError> {
-    let peer_err = |message: String| DaemonError::Peer {
-        peer: s0.to_string(),
-        address: channels.address(s0).unwrap_or("-").to_string(),
-        message,
-    };
+    let peer_err = |message: String| channels.peer_error(s0, message);
     let mut c = channels.client(s0)?;
     let r = tokio::time::timeout(
         Duration::from_secs(10),
