@@ -405,3 +405,68 @@ async fn multi_party_psi_needs_every_participants_consent() {
     assert_eq!(r["intersection_size"], 1);
     a.stop().await;
 }
+
+/// The audit entry of a job commits to each party's dataset with a salt of that party's,
+/// fresh per job: the initiator's record holds bob's commitment, never the bare hash of
+/// bob's file; only the job's initiator can collect a commitment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dataset_commitments_are_salted_per_job() {
+    use confide::audit::commitment::{METHOD, dataset_commitment};
+    use sha2::{Digest, Sha256};
+    let (dir, tmp) = LocalAlliance::create(None, 0).unwrap();
+    let all = "{ psi = [\"alice\", \"bob\", \"carol\"] }";
+    dataset(&dir, "alice", "c", "id\n1\n2\n3\n", "id", all);
+    dataset(&dir, "bob", "c", "id\n2\n3\n", "id", all);
+    let bob_file = Sha256::digest(std::fs::read(dir.join("bob-c.csv")).unwrap());
+    let a = LocalAlliance::start(dir.clone(), tmp).await.unwrap();
+    let alice_dir = a.config("alice").unwrap().party.data_dir;
+    let bob_dir = a.config("bob").unwrap().party.data_dir;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        let out = dir.join("ab.csv");
+        let (job_id, r) = job(
+            &a,
+            "alice",
+            JobOptions::Psi(psi::Opts::default()),
+            "c",
+            vec![peer("bob", "c")],
+            Some(&out),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r["intersection_size"], 2);
+        let read = |p: std::path::PathBuf| -> serde_json::Value {
+            serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap()
+        };
+        let opening = read(bob_dir.join(format!("audit-salts/{job_id}.dataset.json")));
+        let mut salt = [0u8; 32];
+        hex::decode_to_slice(opening["salt"].as_str().unwrap(), &mut salt).unwrap();
+        assert_eq!(opening["content_sha256"], hex::encode(bob_file));
+        let c = dataset_commitment(&job_id, &salt, &bob_file.into());
+        assert_eq!(opening["commitment"], hex::encode(c));
+        let record = read(alice_dir.join(format!("audit-salts/{job_id}.json")));
+        let request = record["request"].as_str().unwrap();
+        assert!(
+            request.contains(&hex::encode(c)),
+            "bob's commitment anchored"
+        );
+        assert!(
+            !request.contains(&hex::encode(bob_file)),
+            "the bare hash of bob's file reached the initiator"
+        );
+        seen.push((job_id, c));
+    }
+    assert_ne!(seen[0].1, seen[1].1, "two jobs on one file: unlinkable");
+    // carol did not initiate the job: bob does not hand her its commitment.
+    let ch = channel_as(&a.config("carol").unwrap(), "bob").await;
+    let s = confide_proto::peer_client::PeerClient::new(ch)
+        .call(confide_proto::CallRequest {
+            method: METHOD.into(),
+            job_id: seen[0].0.clone(),
+            payload: Vec::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(s.code(), tonic::Code::PermissionDenied, "{s:?}");
+    a.stop().await;
+}

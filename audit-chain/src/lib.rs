@@ -77,7 +77,7 @@
 //! entry. An entry shows: the log id, the time, which member started a job,
 //! its kind, its job id, which members served it, and a fingerprint. The
 //! fingerprint is SHA-256 over a random 32-byte salt, the job request (parties,
-//! dataset content hashes, parameters) and the result: without the salt, which
+//! dataset commitments, parameters) and the result: without the salt, which
 //! stays with the job's parties, it reveals nothing testable about the request
 //! or result (no dictionary attack on record IDs). So members learn the
 //! *metadata* of every job (who, when, what kind, how often: e.g. the query

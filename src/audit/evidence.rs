@@ -4,6 +4,8 @@
 use confide_audit::{
     Entry, EntryBody, Genesis, InclusionPromise, JobKind, JobRequest, fingerprint, new_salt,
 };
+use std::collections::BTreeMap;
+
 use sha2::{Digest, Sha256};
 
 use super::state::AuditState;
@@ -51,26 +53,34 @@ pub async fn record_job(
     a: &AuditState,
     cfg: &PartyConfig,
     spec: &JobSpec,
+    peer_commitments: &BTreeMap<String, [u8; 32]>,
     result: &Result<serde_json::Value, DaemonError>,
 ) -> Result<Option<u64>, DaemonError> {
     let Some(kind) = audit_kind(spec.kind) else {
         return Ok(None);
     };
     let me = &a.me;
-    // Every party's dataset content hash, in party order: this party's own, and the peers'
-    // from their proposal replies (parties that bring no dataset, like a dealer, have none).
+    // Every party's salted dataset commitment (super::commitment), in party order: this
+    // party's own, and the peers' as they handed them over (parties that bring no dataset,
+    // like a dealer, or that could not be reached after a failure, have none).
     let mut dataset_hashes = Vec::new();
     for party in spec.party_names() {
         if party == *me {
             if let Some(ds) = spec.dataset_of(me).and_then(|n| cfg.datasets.get(n)) {
-                let path = ds.path.clone();
+                let (dir, job, path) = (
+                    cfg.party.data_dir.clone(),
+                    spec.job_id.clone(),
+                    ds.path.clone(),
+                );
                 dataset_hashes.push(
-                    tokio::task::spawn_blocking(move || file_hash(&path))
-                        .await
-                        .map_err(|e| DaemonError::Internal(e.to_string()))??,
+                    tokio::task::spawn_blocking(move || {
+                        super::commitment::commit_dataset(&dir, &job, &path)
+                    })
+                    .await
+                    .map_err(|e| DaemonError::Internal(e.to_string()))??,
                 );
             }
-        } else if let Some(h) = spec.dataset_hashes.get(&party) {
+        } else if let Some(h) = peer_commitments.get(&party) {
             dataset_hashes.push(*h);
         }
     }

@@ -11,6 +11,7 @@
 //! * Members verify, store durably, then cosign; a member that was down catches up when
 //!   it returns. Equivocation stops a member from cosigning for good (confide-audit).
 
+pub mod commitment;
 pub mod evidence;
 pub mod replicate;
 pub mod service;

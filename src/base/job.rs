@@ -1,6 +1,5 @@
 //! What a job is: the same description at every party.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -8,8 +7,8 @@ use confide_proto::DatasetRef;
 
 use crate::base::kind::JobKind;
 
-/// A job's description, identical at every party (but `output` and `dataset_hashes`,
-/// which are this party's own).
+/// A job's description, identical at every party (but `output`, which is this
+/// party's own).
 #[derive(Debug, Clone)]
 pub struct JobSpec {
     pub job_id: String,
@@ -21,8 +20,6 @@ pub struct JobSpec {
     pub deadline: Duration,
     /// Where this party writes its output (initiator: from the CLI; others: none).
     pub output: Option<PathBuf>,
-    /// At the initiator: each accepting peer's dataset fingerprint, from its proposal reply.
-    pub dataset_hashes: BTreeMap<String, [u8; 32]>,
 }
 
 impl JobSpec {

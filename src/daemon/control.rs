@@ -1,7 +1,6 @@
 //! The `Control` service: the local CLI (and Python) to its own daemon. Only the party
 //! itself, holding its own certificate, may call it.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -189,14 +188,13 @@ async fn prepare(
     } else {
         r.timeout_secs
     };
-    let mut spec = JobSpec {
+    let spec = JobSpec {
         job_id: new_job_id(),
         kind: options.kind(),
         parties: parties.clone(),
         options_json: options.to_json(),
         deadline: Duration::from_secs(timeout),
         output: (!r.output.is_empty()).then(|| r.output.clone().into()),
-        dataset_hashes: BTreeMap::new(),
     };
     let proposal = JobProposal {
         job_id: spec.job_id.clone(),
@@ -218,24 +216,14 @@ async fn prepare(
                 .map_err(|s| peer_err(status_line(&s)))?
                 .into_inner();
             if reply.accepted {
-                Ok((
-                    p.party.clone(),
-                    <[u8; 32]>::try_from(reply.dataset_hash.as_slice()).ok(),
-                ))
+                Ok(())
             } else {
                 Err(DaemonError::PermissionDenied(reply.reason))
             }
         }
     });
     match futures::future::try_join_all(futs).await {
-        Ok(hashes) => {
-            for (party, hash) in hashes {
-                if let Some(h) = hash {
-                    spec.dataset_hashes.insert(party, h);
-                }
-            }
-            Ok((spec, options, abort))
-        }
+        Ok(_) => Ok((spec, options, abort)),
         Err(e) => {
             let _ = d
                 .jobs

@@ -376,7 +376,8 @@ async fn anchor(
     let Some(a) = &daemon.audit else {
         return result;
     };
-    match crate::audit::evidence::record_job(a, &daemon.cfg, spec, &result).await {
+    let commitments = peer_commitments(daemon, spec).await;
+    match crate::audit::evidence::record_job(a, &daemon.cfg, spec, &commitments, &result).await {
         Ok(Some(index)) => result.map(|mut v| {
             if let Some(o) = v.as_object_mut() {
                 o.insert("audit_index".into(), index.into());
@@ -394,6 +395,43 @@ async fn anchor(
             }
         }
     }
+}
+
+/// The salted dataset commitments of the job's other parties that bring a dataset
+/// (`Peer.Call` `job.dataset-commitment`; a party that does not answer has none).
+async fn peer_commitments(daemon: &Daemon, spec: &JobSpec) -> BTreeMap<String, [u8; 32]> {
+    let me = daemon.me();
+    let futs = spec
+        .parties
+        .iter()
+        .filter(|p| p.party != me && !p.dataset.is_empty())
+        .map(|p| async move {
+            let mut c = daemon.channels.client(&p.party).ok()?;
+            let call = c.call(confide_proto::CallRequest {
+                method: crate::audit::commitment::METHOD.into(),
+                job_id: spec.job_id.clone(),
+                payload: Vec::new(),
+            });
+            match tokio::time::timeout(Duration::from_secs(60), call).await {
+                Ok(Ok(r)) => {
+                    let c = <[u8; 32]>::try_from(r.into_inner().payload.as_slice()).ok()?;
+                    Some((p.party.clone(), c))
+                }
+                Ok(Err(s)) => {
+                    tracing::warn!(job = %spec.job_id, peer = %p.party, error = %status_line(&s), "no dataset commitment from the peer");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(job = %spec.job_id, peer = %p.party, "no dataset commitment from the peer within 60 s");
+                    None
+                }
+            }
+        });
+    futures::future::join_all(futs)
+        .await
+        .into_iter()
+        .flatten()
+        .collect()
 }
 
 /// Sends `Abort` to every other party of the job (best effort, 2 s each).

@@ -4,6 +4,7 @@
 //! mini-redis shape): `confide serve` binds and passes SIGINT/SIGTERM; tests start several
 //! daemons in one process on loopback listeners.
 
+mod commitments;
 mod control;
 pub mod jobs;
 pub mod metrics;
@@ -36,6 +37,8 @@ pub struct Daemon {
     pub rendezvous: Rendezvous,
     pub metrics: Arc<Metrics>,
     pub jobs: JobTable,
+    /// This party's dataset commitments for the jobs it accepted (for their initiators).
+    pub commitments: commitments::Commitments,
     /// This member's audit chain, if the config names a genesis and an audit key.
     pub audit: Option<Arc<AuditState>>,
     /// The risk compute node (opened on first use; `None` inside if this party is not one).
@@ -64,6 +67,7 @@ impl Daemon {
             rendezvous: Rendezvous::default(),
             metrics: Arc::new(Metrics::default()),
             jobs: JobTable::default(),
+            commitments: commitments::Commitments::default(),
             risk: tokio::sync::OnceCell::new(),
             cfg: Arc::new(cfg),
         }))

@@ -1,6 +1,5 @@
 //! The `Peer` service: daemon to daemon.
 
-use std::collections::BTreeMap;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,12 +10,16 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use super::{Daemon, VERSION, jobs};
+use crate::audit::commitment;
 use crate::base::error::DaemonError;
 use crate::base::ids::{now_ms, valid_job_id};
 use crate::base::job::JobSpec;
 use crate::kinds::{JobOptions, Plan};
 use crate::net::MAX_MESSAGE;
 use crate::net::authz::{caller, known_peer};
+
+/// How long a `job.dataset-commitment` call waits for the hash of a large dataset.
+const COMMITMENT_WAIT: Duration = Duration::from_secs(50);
 
 type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
 
@@ -80,7 +83,6 @@ impl Peer for PeerService {
             Ok(Response::new(ProposalReply {
                 accepted: false,
                 reason,
-                dataset_hash: Vec::new(),
             }))
         };
         let plan = Plan {
@@ -104,21 +106,18 @@ impl Peer for PeerService {
             options_json: options.to_json(),
             deadline: Duration::from_millis(deadline_ms.clamp(1_000, 30 * 86_400_000)),
             output: None,
-            dataset_hashes: BTreeMap::new(),
-        };
-        // The content hash of the dataset this party brings, for the initiator's audit entry.
-        let dataset_hash = match d.cfg.datasets.get(plan.my_dataset()) {
-            Some(ds) => {
-                let path = ds.path.clone();
-                tokio::task::spawn_blocking(move || crate::audit::evidence::file_hash(&path))
-                    .await
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .map_err(Status::from)?
-                    .to_vec()
-            }
-            None => Vec::new(),
         };
         let abort = d.jobs.register(&spec).map_err(Status::from)?;
+        // A salted commitment to the dataset this party brings, for the initiator's audit
+        // entry: hashed in the background (the reply does not wait for a large file).
+        if let Some(ds) = d.cfg.datasets.get(plan.my_dataset()) {
+            d.commitments.start(
+                d.cfg.party.data_dir.clone(),
+                &spec.job_id,
+                initiator,
+                ds.path.clone(),
+            );
+        }
         tracing::info!(job = %spec.job_id, kind = %spec.kind, peer = %who, "accepted job");
         let daemon = d.clone();
         let span = tracing::info_span!("job", job = %spec.job_id, kind = %spec.kind, party = %me);
@@ -131,7 +130,6 @@ impl Peer for PeerService {
         Ok(Response::new(ProposalReply {
             accepted: true,
             reason: String::new(),
-            dataset_hash,
         }))
     }
 
@@ -183,6 +181,17 @@ impl Peer for PeerService {
             self.known(&who)?;
         }
         let r = req.into_inner();
+        if r.method == commitment::METHOD {
+            let c = self
+                .daemon
+                .commitments
+                .get(&r.job_id, &who, COMMITMENT_WAIT)
+                .await
+                .map_err(Status::from)?;
+            return Ok(Response::new(CallReply {
+                payload: c.to_vec(),
+            }));
+        }
         let Some(method) = r.method.strip_prefix("risk.") else {
             return Err(Status::invalid_argument(format!(
                 "unknown call `{}`",
