@@ -512,7 +512,7 @@ fn dedicated_compute_nodes_hold_no_data() {
         ok(&ingest(&dir, p, "loans"), "ingest");
     }
     // A node may neither ingest nor query at its own daemon ...
-    let why = "`s0` is a risk compute node and may not ingest";
+    let why = "`s0` is a risk compute node and may not ingest: a node";
     assert_clean_error(&ingest(&dir, "s0", "loans"), why);
     let o = at(&dir, "s0", &["risk", "query", "--id", "C1"]);
     assert_clean_error(&o, "`s0` is a risk compute node and may not query");
