@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the image, brings the compose alliance up, waits until every party is healthy and
-# reaches its peers (`confide status`), then tears it down.
+# reaches its peers (`confide status`; alice, bob, carol and the dedicated risk compute
+# nodes s0, s1), then tears it down.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/build-image.sh
@@ -11,7 +12,7 @@ cleanup() { compose down -v --remove-orphans >/dev/null 2>&1 || true; }
 trap cleanup EXIT
 compose up -d 2>&1 | tail -n 5
 deadline=$((SECONDS + 90))
-for p in alice bob carol; do
+for p in alice bob carol s0 s1; do
   until compose exec -T "$p" /confide status --config "/alliance/$p/party.toml"; do
     if (( SECONDS > deadline )); then
       echo "compose smoke: $p not healthy within 90 s" >&2
@@ -21,7 +22,7 @@ for p in alice bob carol; do
     sleep 1
   done
 done
-for p in alice bob carol; do
+for p in alice bob carol s0 s1; do
   health=$(docker inspect -f '{{.State.Health.Status}}' "$(compose ps -q "$p")")
   echo "$p: container health $health"
 done

@@ -93,7 +93,7 @@ async fn every_kind_runs_in_process() {
         "loans",
         loans,
         "id",
-        "{ risk = [\"alice\", \"bob\"] }",
+        "{ risk = [\"s0\", \"s1\"] }",
     );
     let a = LocalAlliance::start(dir.clone(), tmp).await.unwrap();
 
@@ -212,7 +212,7 @@ async fn every_kind_runs_in_process() {
         301
     );
 
-    // risk-ingest at carol, risk-query at carol: the nodes (alice, bob) answer the sums.
+    // risk-ingest at carol, risk-query at carol: the dedicated nodes (s0, s1) answer the sums.
     let (_, r) = job(
         &a,
         "carol",

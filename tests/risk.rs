@@ -1,8 +1,13 @@
-//! Joint risk queries across three real daemons (alice and bob are the compute nodes, alice
-//! the audit sequencer): three holders ingest random data; answers equal the plaintext sums;
-//! unknown IDs give zeros; re-ingest replaces; unlogged, replayed and mislabelled
-//! evaluation requests are refused; the rate limit, the ingest policy and bad CSV files give
-//! clear one-line errors.
+//! Joint risk queries across real daemons.
+//!
+//! * Dedicated compute nodes (the default: `s0`, `s1` hold no data): holders ingest, a lender
+//!   queries; a node that tries to ingest or query is refused at its own daemon and by the
+//!   other node; per-query latency is printed.
+//! * An alliance that accepts nodes holding data (`compute_nodes_may_hold_data = true`;
+//!   alice and bob are the nodes, alice the audit sequencer): three holders ingest random
+//!   data; answers equal the plaintext sums; unknown IDs give zeros; re-ingest replaces;
+//!   unlogged, replayed and mislabelled evaluation requests are refused; the rate limit, the
+//!   ingest policy and bad CSV files give clear one-line errors.
 
 mod common;
 
@@ -11,11 +16,14 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::*;
+use confide::audit::evidence::{RISK_EVIDENCE_FORMAT, RiskEvidence};
 use confide::base::config::PartyConfig;
-use confide_audit::{Entry, EntryBody, Genesis, InclusionPromise, JobKind, fingerprint, new_salt};
+use confide_audit::{
+    Entry, EntryBody, Genesis, InclusionPromise, JobKind, ProofBundle, fingerprint, new_salt,
+};
 use confide_proto::audit_client::AuditClient;
 use confide_proto::peer_client::PeerClient;
-use confide_proto::{AppendRequest, CallRequest};
+use confide_proto::{AppendRequest, CallRequest, ProveRequest};
 use confide_risk::{Purpose, Request, Response, blinded_points_hash};
 
 type Sums = BTreeMap<String, [u64; 4]>;
@@ -151,7 +159,8 @@ fn error_of(r: Response) -> String {
 }
 
 /// Logs a risk entry of `member` (kind `kind`) bound to `hash` through the sequencer, as the
-/// member's daemon would, and returns the evidence bytes.
+/// member's daemon would, waits for the member to hold a final checkpoint covering it, and
+/// returns the evidence bytes (entry, inclusion proof, promise, salt).
 async fn log_entry(dir: &Path, member: &str, kind: JobKind, hash: [u8; 32]) -> Vec<u8> {
     let genesis = Genesis::load(dir.join("genesis.json")).unwrap();
     let key_hex = std::fs::read_to_string(dir.join(member).join("audit.key")).unwrap();
@@ -159,11 +168,12 @@ async fn log_entry(dir: &Path, member: &str, kind: JobKind, hash: [u8; 32]) -> V
     hex::decode_to_slice(key_hex.trim(), &mut seed).unwrap();
     let key = ed25519_dalek::SigningKey::from_bytes(&seed);
     let salt = new_salt();
+    let job_id = format!("by-test-{}", hex::encode(rand::random::<[u8; 8]>()));
     let body = EntryBody {
         timestamp_ms: 1,
         member: member.to_string(),
         kind,
-        job_id: "forged-by-test".into(),
+        job_id: job_id.clone(),
         served_by: vec!["alice".into(), "bob".into()],
         fingerprint: fingerprint(&salt, &hash, b""),
     };
@@ -178,8 +188,24 @@ async fn log_entry(dir: &Path, member: &str, kind: JobKind, hash: [u8; 32]) -> V
         .unwrap()
         .into_inner();
     let promise: InclusionPromise = serde_json::from_slice(&reply.promise).unwrap();
-    serde_json::to_vec(&confide::audit::evidence::QueryEvidence {
-        entry_hex: hex::encode(entry.as_bytes()),
+    // The member's own daemon proves the entry once a quorum has cosigned it.
+    let mut own = AuditClient::new(channel_as(&cfg, member).await);
+    let mut proof = None;
+    for _ in 0..100 {
+        let r = own
+            .prove(ProveRequest {
+                job_id: job_id.clone(),
+            })
+            .await;
+        if let Ok(r) = r {
+            proof = Some(serde_json::from_str::<ProofBundle>(&r.into_inner().bundle_json).unwrap());
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    serde_json::to_vec(&RiskEvidence {
+        format: RISK_EVIDENCE_FORMAT.into(),
+        proof: proof.expect("a final checkpoint within 5 s"),
         promise,
         salt_hex: hex::encode(salt),
         blinded_hash_hex: hex::encode(hash),
@@ -280,11 +306,24 @@ async fn forged_and_replayed_requests_are_refused(dir: &Path) {
 }
 
 #[test]
-fn risk_queries_across_three_daemons() {
-    let (root, dir, _) = new_alliance("alice,bob,carol");
+fn risk_queries_with_nodes_that_hold_data() {
+    // Four members (quorum 3: every final checkpoint has a cosigner other than the node and
+    // the caller); the nodes alice and bob also hold data, which this alliance accepts.
+    let root = tempfile::tempdir().unwrap();
+    let extra = ["--compute", "alice,bob"];
+    let dir = init_with(
+        &root.path().join("a"),
+        "alice,bob,carol,dave",
+        free_base_port(4),
+        &extra,
+    );
     let parties = ["alice", "bob", "carol"];
     let mut data: BTreeMap<&str, Sums> = BTreeMap::new();
     let mut csv: BTreeMap<&str, PathBuf> = BTreeMap::new();
+    for p in ["alice", "bob", "carol", "dave"] {
+        let (off, on) = ("may_hold_data = false", "may_hold_data = true");
+        edit_config(&dir, p, off, on);
+    }
     for (k, p) in parties.iter().enumerate() {
         set_rate(&dir, p, 60);
         let path = root.path().join(format!("{p}-loans.csv"));
@@ -337,7 +376,11 @@ fn risk_queries_across_three_daemons() {
         "customer,blacklisted,loans,amount,overdue\nC1,0,1,1099511627776,0\n",
     );
 
-    let _daemons = start(&dir, &parties, Duration::from_secs(30));
+    let _daemons = start(
+        &dir,
+        &["alice", "bob", "carol", "dave"],
+        Duration::from_secs(30),
+    );
 
     // 1. Every holder ingests (bob is S1, alice is S0 and holder at once).
     for p in parties {
@@ -441,4 +484,74 @@ fn risk_queries_across_three_daemons() {
     let id = &batch[0];
     let v = query_one(&dir, "alice", id);
     assert_eq!(sums_of(&v), total(&all, id));
+}
+
+#[test]
+fn dedicated_compute_nodes_hold_no_data() {
+    // `confide init`'s default for five parties: the last two (s0, s1) are the compute nodes.
+    let (root, dir, _) = new_alliance("alice,bob,carol,s0,s1");
+    let cfg = PartyConfig::load(&config(&dir, "alice")).unwrap();
+    assert_eq!(cfg.alliance.compute, ["s0", "s1"]);
+    assert!(!cfg.alliance.compute_nodes_may_hold_data);
+    let mut data: BTreeMap<&str, Sums> = BTreeMap::new();
+    for p in ["alice", "carol", "s0"] {
+        let path = root.path().join(format!("{p}-loans.csv"));
+        data.insert(p, write_random(&path, 200));
+        add_dataset(
+            &dir,
+            p,
+            "loans",
+            &path,
+            "customer",
+            "{ risk = [\"s0\", \"s1\"] }",
+        );
+    }
+    let parties = ["alice", "bob", "carol", "s0", "s1"];
+    let _daemons = start(&dir, &parties, Duration::from_secs(30));
+    for p in ["alice", "carol"] {
+        ok(&ingest(&dir, p, "loans"), "ingest");
+    }
+    // A node may neither ingest nor query at its own daemon ...
+    let why = "`s0` is a risk compute node and may not ingest: a node";
+    assert_clean_error(&ingest(&dir, "s0", "loans"), why);
+    let o = at(&dir, "s0", &["risk", "query", "--id", "C1"]);
+    assert_clean_error(&o, "`s0` is a risk compute node and may not query");
+    assert!(stderr(&o).contains("compute_nodes_may_hold_data"));
+    // ... nor through the other node directly (whatever its evidence).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let (mut s1, _) = peer_as(&dir, "s0", "s1").await;
+        let els = elements(2);
+        let hash = blinded_points_hash(Purpose::Ingest, &els);
+        let ev = log_entry(&dir, "s0", JobKind::RiskIngest, hash).await;
+        let req = Request::Eval {
+            purpose: Purpose::Ingest,
+            evidence: ev,
+            elements: els,
+        };
+        let e = error_of(node_call(&mut s1, &req).await);
+        assert!(e.contains("`s0` is a risk compute node"), "{e}");
+    });
+    // The holders' data is there; the refused node's is not.
+    let holders: Vec<&Sums> = ["alice", "carol"].iter().map(|p| &data[p]).collect();
+    let id = data["alice"].keys().next().unwrap().clone();
+    let v = query_one(&dir, "bob", &id);
+    assert_eq!(sums_of(&v), total(&holders, &id));
+    // Per-query latency (the whole CLI call: process start, submit, log and wait for the
+    // quorum checkpoint, evaluate, look up).
+    let mut times: Vec<Duration> = (0..8)
+        .map(|_| {
+            let t = std::time::Instant::now();
+            query_one(&dir, "bob", "NOT-A-CUSTOMER");
+            t.elapsed()
+        })
+        .collect();
+    times.sort();
+    eprintln!(
+        "risk query latency (CLI, 8 runs): median {:?}, max {:?}",
+        times[4], times[7]
+    );
 }

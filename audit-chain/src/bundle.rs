@@ -88,6 +88,18 @@ pub fn verify_bundle(bundle_json: &str, genesis_json: &str) -> Result<VerifiedBu
     let genesis = Genesis::from_json(genesis_json)?;
     let b: ProofBundle = serde_json::from_str(bundle_json)
         .map_err(|e| AuditError::malformed("proof bundle", e.to_string()))?;
+    verify_parsed(b, &genesis)
+}
+
+impl ProofBundle {
+    /// [`verify_bundle`] of a parsed bundle against a loaded genesis (e.g. the audit evidence
+    /// of a risk request, checked by a compute node before it answers).
+    pub fn verify(&self, genesis: &Genesis) -> Result<VerifiedBundle> {
+        verify_parsed(self.clone(), genesis)
+    }
+}
+
+fn verify_parsed(b: ProofBundle, genesis: &Genesis) -> Result<VerifiedBundle> {
     if b.format != BUNDLE_FORMAT {
         return Err(AuditError::malformed("proof bundle", "unknown format"));
     }
@@ -103,7 +115,7 @@ pub fn verify_bundle(bundle_json: &str, genesis_json: &str) -> Result<VerifiedBu
         keys.get(member)
             .ok_or_else(|| AuditError::UnknownMember(member.clone()))?,
     )?;
-    let cosigners = b.checkpoint.verify_quorum(&genesis, &keys)?;
+    let cosigners = b.checkpoint.verify_quorum(genesis, &keys)?;
     let cp = &b.checkpoint.checkpoint;
     if cp.size != b.tree_size {
         return Err(AuditError::InvalidProof(

@@ -297,8 +297,9 @@ mod line_serde {
 }
 
 /// The sequencer's signed promise, returned at once by `append`, that an entry
-/// has index `index` in the log `log_id`. Risk queries log before they answer
-/// by waiting for this promise.
+/// has index `index` in the log `log_id`. Risk evaluations log before they are
+/// answered: the caller then waits for a final checkpoint covering the entry,
+/// and its evidence carries both (the promise for the signed time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InclusionPromise {
     /// Index the entry was given.

@@ -2,8 +2,9 @@
 //! in a logged audit entry of the caller, and looks tags up only under such an entry.
 //!
 //! The caller logs an entry whose request fingerprint is [`blinded_points_hash`] of the exact
-//! elements it will send, and passes the entry with its sequencer-signed inclusion promise as
-//! opaque `evidence`. The node recomputes the hash and asks its [`AuditGate`] (the daemon
+//! elements it will send, and passes the entry (in the daemon: with its inclusion proof in a
+//! checkpoint cosigned by a quorum of members, and the sequencer-signed promise) as opaque
+//! `evidence`. The node recomputes the hash and asks its [`AuditGate`] (the daemon
 //! verifies the entry, the signatures, that the entry names the caller and carries this hash).
 //! The gate answers with the [`LoggedEntry`] it verified: a *canonical* identifier of the entry
 //! (so that one entry re-encoded differently is still the same entry) and the time it was

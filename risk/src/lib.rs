@@ -2,6 +2,10 @@
 //!
 //! Two compute nodes S0, S1 (assumed not to collude) hold OPRF key shares `k0`, `k1`
 //! (`k = k0 + k1`) and a pre-aggregated, additively secret-shared (Z_2^64) index in redb.
+//! The nodes are **dedicated**: they hold no risk data and ask no queries. The daemon
+//! enforces it (a node's own ingest or query job is refused, and the nodes refuse requests
+//! whose caller is a compute node) unless the alliance sets `[alliance]
+//! compute_nodes_may_hold_data = true`, accepting the leakage stated below.
 //!
 //! * **Tags** ([`oprf`]): `Tag(x)` is the RFC 9497 ristretto255-SHA512 OPRF output under `k`
 //!   (64 bytes, `Finalize`'s SHA-512). A client blinds `r·HashToGroup(x)`, sends it to both
@@ -15,7 +19,10 @@
 //!   members that asked about the tag within the retention window, the asker included).
 //! * **Log before answer** ([`audit`]): a node evaluates its key share only on blinded elements
 //!   whose SHA-256 fingerprint is bound in a logged audit entry of the caller, checked by the
-//!   daemon's [`AuditGate`]. Every evaluation needs such evidence, ingest included. The gate
+//!   daemon's [`AuditGate`]: the entry signed by the caller, with an RFC 6962 inclusion
+//!   proof in a checkpoint cosigned by a quorum of members that includes a member other than
+//!   the node and the caller (a sequencer's promise alone is not enough). Every evaluation
+//!   needs such evidence, ingest included. The gate
 //!   names the verified entry canonically ([`LoggedEntry::id`], e.g. its leaf hash); each entry
 //!   is accepted once per node (replays refused, however the evidence is encoded; stored in
 //!   redb). A lookup presents the evidence of the query evaluation that produced its tags: a
@@ -65,6 +72,12 @@
 //!   own: keeping that count secret-shared protects it from nobody among S0/S1; it is shared so
 //!   that the answer format is uniform and ready for a later access-pattern-hiding phase
 //!   (DPF-PIR). A node colluding with a holder learns when that holder's customers are queried.
+//! * **A compute node that also holds data or queries** (only with
+//!   `compute_nodes_may_hold_data = true`): it knows the tags of its own customers (it tags
+//!   them at ingest) and of the applicants it asks about, so for those it links the
+//!   pseudonymous tags it sees to real IDs: it learns how many other holders hold each of its
+//!   customers and when (and by which member) each of them is asked about. With dedicated
+//!   nodes (the default) no node knows any tag's ID.
 //! * **A querier** learns, per ID asked, the alliance-wide sums and `queried_by`, and nothing
 //!   else: each node's share is re-randomised with a mask derived from the nodes' shared
 //!   [`PairSeed`], so a single share is uniformly random (an unknown applicant is not

@@ -1,8 +1,10 @@
 //! What jobs put on the chain: a fingerprint of every finished job (by its initiator), and
 //! the evidence that a risk evaluation was logged before a compute node answers it.
 
+use std::time::Duration;
+
 use confide_audit::{
-    Entry, EntryBody, Genesis, InclusionPromise, JobKind, JobRequest, fingerprint, new_salt,
+    EntryBody, Genesis, InclusionPromise, JobKind, JobRequest, ProofBundle, fingerprint, new_salt,
 };
 use std::collections::BTreeMap;
 
@@ -118,15 +120,42 @@ pub async fn record_job(
     Ok(Some(promise.index))
 }
 
-/// Evidence that a risk query was logged before it is answered: the querier's signed
-/// entry, the sequencer's inclusion promise, the salt and the request it commits to.
+/// Format tag of [`RiskEvidence`] (version 2: with the inclusion proof in a final checkpoint).
+pub const RISK_EVIDENCE_FORMAT: &str = "confide-risk-evidence/v2";
+
+/// How long a risk evaluation waits for a quorum of members to cosign its entry.
+pub const FINAL_WAIT: Duration = Duration::from_secs(30);
+
+/// Evidence that a risk evaluation was logged before it is answered: the caller's signed
+/// entry with its RFC 6962 inclusion proof in a checkpoint cosigned by a quorum of members
+/// (`proof`, an audit proof bundle), the sequencer's inclusion promise (its signed time),
+/// the salt and the request the entry commits to. JSON; unknown fields are refused, and a
+/// node names the evidence by the entry's leaf hash, however it is encoded.
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
-pub struct QueryEvidence {
-    pub entry_hex: String,
+#[serde(deny_unknown_fields)]
+pub struct RiskEvidence {
+    /// Always [`RISK_EVIDENCE_FORMAT`].
+    pub format: String,
+    /// The entry, its index and audit path, and the final checkpoint (signed note).
+    pub proof: ProofBundle,
     pub promise: InclusionPromise,
     pub salt_hex: String,
     /// The committed request: the SHA-256 of the blinded points (hex).
     pub blinded_hash_hex: String,
+}
+
+impl RiskEvidence {
+    fn parse(evidence: &[u8]) -> Result<Self, String> {
+        let ev: Self =
+            serde_json::from_slice(evidence).map_err(|e| format!("malformed evidence: {e}"))?;
+        if ev.format != RISK_EVIDENCE_FORMAT {
+            return Err(format!(
+                "evidence format `{}`, expected `{RISK_EVIDENCE_FORMAT}`",
+                ev.format
+            ));
+        }
+        Ok(ev)
+    }
 }
 
 /// Logs a risk query (kind `risk-query`) bound to `blinded_hash`; returns the evidence
@@ -141,7 +170,9 @@ pub async fn log_risk_query(
 }
 
 /// As [`log_risk_query`] with the entry's kind: `RiskQuery` for a lender's query,
-/// `RiskIngest` for the OPRF evaluations of a holder's ingest.
+/// `RiskIngest` for the OPRF evaluations of a holder's ingest. Appends the entry, then waits
+/// (at most [`FINAL_WAIT`]) until this member holds a checkpoint cosigned by a quorum that
+/// covers it, and puts the inclusion proof into the evidence.
 pub async fn log_risk_eval(
     a: &AuditState,
     kind: JobKind,
@@ -158,9 +189,11 @@ pub async fn log_risk_eval(
         served_by,
         fingerprint: fingerprint(&salt, &blinded_hash, b""),
     };
-    let (entry, promise) = a.append(body).await?;
-    let ev = QueryEvidence {
-        entry_hex: hex::encode(entry.as_bytes()),
+    let (_, promise) = a.append(body).await?;
+    let proof = a.proof_when_final(promise.index, FINAL_WAIT).await?;
+    let ev = RiskEvidence {
+        format: RISK_EVIDENCE_FORMAT.to_string(),
+        proof,
         promise,
         salt_hex: hex::encode(salt),
         blinded_hash_hex: hex::encode(blinded_hash),
@@ -170,37 +203,24 @@ pub async fn log_risk_eval(
 
 /// The kind of the entry inside risk evidence (not verified: see [`check_risk_evidence`]).
 pub fn risk_evidence_kind(evidence: &[u8]) -> Result<JobKind, String> {
-    let ev: QueryEvidence =
-        serde_json::from_slice(evidence).map_err(|e| format!("malformed evidence: {e}"))?;
-    let bytes = hex::decode(&ev.entry_hex).map_err(|_| "malformed entry".to_string())?;
-    let entry = Entry::from_bytes(&bytes).map_err(|e| format!("bad entry: {e}"))?;
-    Ok(entry.body().kind)
+    Ok(RiskEvidence::parse(evidence)?.proof.entry.body().kind)
 }
 
-/// Checks risk evidence: an entry signed by `querier` of kind risk-query (or risk-ingest), promised
-/// by the sequencer, whose fingerprint commits to exactly `blinded_hash`.
+/// Checks risk evidence at compute node `node`: an entry signed by `querier` of kind
+/// risk-query (or risk-ingest), whose fingerprint commits to exactly `blinded_hash`, included
+/// (RFC 6962 proof) in a checkpoint cosigned by a quorum of genesis members among which at
+/// least one is neither `node` nor `querier`, and promised by the sequencer.
 /// Returns the entry's RFC 6962 leaf hash (its canonical identity, however the evidence
 /// encodes it) and the sequencer-signed time of its append.
 pub fn check_risk_evidence(
     genesis: &Genesis,
+    node: &str,
     querier: &str,
     blinded_hash: [u8; 32],
     evidence: &[u8],
 ) -> Result<([u8; 32], u64), String> {
-    let ev: QueryEvidence =
-        serde_json::from_slice(evidence).map_err(|e| format!("malformed evidence: {e}"))?;
-    let bytes = hex::decode(&ev.entry_hex).map_err(|_| "malformed entry".to_string())?;
-    let entry = Entry::from_bytes(&bytes).map_err(|e| format!("bad entry: {e}"))?;
-    let keys = genesis.keys().map_err(|e| e.to_string())?;
-    let key = keys
-        .get(querier)
-        .ok_or_else(|| format!("`{querier}` is not a member"))?;
-    if *entry.log_id() != genesis.log_id() {
-        return Err("the entry is for another log".into());
-    }
-    entry
-        .verify(key)
-        .map_err(|e| format!("entry signature: {e}"))?;
+    let ev = RiskEvidence::parse(evidence)?;
+    let entry = &ev.proof.entry;
     let b = entry.body();
     if b.member != querier {
         return Err(format!("the entry is `{}`'s, not `{querier}`'s", b.member));
@@ -208,10 +228,21 @@ pub fn check_risk_evidence(
     if !matches!(b.kind, JobKind::RiskQuery | JobKind::RiskIngest) {
         return Err("the entry is not a risk query or ingest".into());
     }
+    // The entry's signature by its member, the checkpoint's quorum, the inclusion path.
+    let verified = ev
+        .proof
+        .verify(genesis)
+        .map_err(|e| format!("audit proof: {e}"))?;
+    if !verified.cosigners.iter().any(|c| c != node && c != querier) {
+        return Err(format!(
+            "the checkpoint covering the entry is cosigned by no member other than `{node}` \
+             and `{querier}`"
+        ));
+    }
     ev.promise
         .verify(genesis)
         .map_err(|e| format!("inclusion promise: {e}"))?;
-    if ev.promise.entry_hash != entry.leaf_hash() {
+    if ev.promise.entry_hash != entry.leaf_hash() || ev.promise.index != verified.index {
         return Err("the promise is for another entry".into());
     }
     let mut salt = [0u8; 32];

@@ -8,6 +8,8 @@
 //! * The sequencer checkpoints every ~250 ms when the log grew, sends each member the
 //!   entries it lacks with a consistency proof (`Audit.Replicate`), gathers cosignatures,
 //!   and sends the final checkpoint (quorum reached) back to every member.
+//! * A risk evaluation waits until its entry is under a final checkpoint at this member
+//!   ([`AuditState::proof_when_final`]) and sends the inclusion proof as evidence.
 //! * Members verify, store durably, then cosign; a member that was down catches up when
 //!   it returns. Equivocation stops a member from cosigning for good (confide-audit).
 

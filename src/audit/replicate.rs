@@ -63,6 +63,7 @@ pub async fn replication_loop(a: Arc<AuditState>, mut stop: tokio::sync::watch::
                     Ok(o) => {
                         if let Some(f) = o.new_final {
                             tracing::debug!(size = f.checkpoint.size, "audit: checkpoint final");
+                            a.note_finals();
                         }
                     }
                     Err(e) => tracing::debug!(member = %m, error = %e, "audit: reply refused"),

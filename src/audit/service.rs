@@ -92,6 +92,7 @@ impl Audit for AuditService {
                 &r.final_checkpoints,
             )?;
             let ack = a.with(|s| handle_replicate(s, &batch))?;
+            a.note_finals();
             Ok(ReplicateReply {
                 cosignature: ack.cosignature_json()?,
                 size: ack.size,

@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use confide_audit::{AuditStore, Entry, EntryBody, Genesis, InclusionPromise};
+use confide_audit::{AuditStore, Entry, EntryBody, Genesis, InclusionPromise, ProofBundle};
 use confide_proto::AppendRequest;
 use confide_proto::audit_client::AuditClient;
 
@@ -23,6 +23,8 @@ pub struct AuditState {
     store: Mutex<AuditStore>,
     /// Wakes the replication loop after an append.
     pub(crate) kick: tokio::sync::Notify,
+    /// Size of the latest final checkpoint this member holds (wakes [`Self::proof_when_final`]).
+    finals: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for AuditState {
@@ -80,6 +82,7 @@ impl AuditState {
         if let Some(fault) = store.fault() {
             tracing::error!(%fault, "audit store refuses to cosign");
         }
+        let final_size = store.latest_final().map_or(0, |f| f.checkpoint.size);
         Ok(Some(Arc::new(Self {
             me: cfg.party.name.clone(),
             channels,
@@ -87,6 +90,7 @@ impl AuditState {
             genesis_json,
             store: Mutex::new(store),
             kick: tokio::sync::Notify::new(),
+            finals: tokio::sync::watch::Sender::new(final_size),
         })))
     }
 
@@ -99,6 +103,36 @@ impl AuditState {
             .lock()
             .map_err(|_| DaemonError::Internal("audit store poisoned".into()))?;
         f(&mut s).map_err(DaemonError::Audit)
+    }
+
+    /// Publishes the size of the store's latest final checkpoint (after replication).
+    pub(crate) fn note_finals(&self) {
+        if let Ok(Some(size)) = self.with(|s| Ok(s.latest_final().map(|f| f.checkpoint.size))) {
+            self.finals.send_if_modified(|v| {
+                let grew = size > *v;
+                *v = (*v).max(size);
+                grew
+            });
+        }
+    }
+
+    /// Waits (at most `within`) until this member holds a final checkpoint (cosigned by a
+    /// quorum) covering entry `index`, then returns the entry's RFC 6962 inclusion proof in it.
+    pub async fn proof_when_final(
+        &self,
+        index: u64,
+        within: Duration,
+    ) -> Result<ProofBundle, DaemonError> {
+        let mut rx = self.finals.subscribe();
+        match tokio::time::timeout(within, rx.wait_for(|size| *size > index)).await {
+            Ok(Ok(_)) => self.with(|s| s.prove(index)),
+            Ok(Err(_)) => Err(DaemonError::Internal("audit state closed".into())),
+            Err(_) => Err(DaemonError::Protocol(format!(
+                "audit: no checkpoint cosigned by a quorum of members covers entry {index} \
+                 after {} s (are enough members up?)",
+                within.as_secs()
+            ))),
+        }
     }
 
     pub fn is_sequencer(&self, me: &str) -> bool {

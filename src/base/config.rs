@@ -93,6 +93,11 @@ pub struct AllianceSection {
     /// The party that deals correlated randomness for training.
     #[serde(default)]
     pub dealer: Option<String>,
+    /// Whether the risk compute nodes may also ingest (hold data) or query. Off by default:
+    /// a node that holds data learns who else holds its customers and who asked about them
+    /// (see SECURITY.md). Both nodes and the member itself check it.
+    #[serde(default)]
+    pub compute_nodes_may_hold_data: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

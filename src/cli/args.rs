@@ -92,7 +92,8 @@ pub struct InitArgs {
     /// First listen port; parties get consecutive ports.
     #[arg(long, default_value_t = 7100)]
     pub base_port: u16,
-    /// The two risk compute nodes (default: the first two parties).
+    /// The two risk compute nodes, which may then not ingest or query (default: the last two
+    /// parties when there are four or more, else the first two).
     #[arg(long, value_delimiter = ',')]
     pub compute: Vec<String>,
     /// The training dealer (default: the third party).

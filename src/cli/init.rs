@@ -53,8 +53,13 @@ pub fn run(opts: &InitOptions) -> Result<(), DaemonError> {
             "--parties: a name appears twice".into(),
         ));
     }
+    // Default compute nodes: the last two parties when there are four or more (dedicated
+    // nodes: members that neither ingest nor query), else the first two (which then cannot
+    // ingest or query unless `compute_nodes_may_hold_data` is set).
     let compute = if opts.compute.is_empty() {
-        opts.parties.iter().take(2).cloned().collect()
+        let n = opts.parties.len();
+        let skip = if n >= 4 { n - 2 } else { 0 };
+        opts.parties.iter().skip(skip).take(2).cloned().collect()
     } else {
         opts.compute.clone()
     };
@@ -147,6 +152,12 @@ pub fn run(opts: &InitOptions) -> Result<(), DaemonError> {
         );
         let _ = writeln!(toml, "\n[alliance]\ngenesis = \"../genesis.json\"");
         let _ = writeln!(toml, "compute = {}", toml_names(&compute));
+        let _ = writeln!(
+            toml,
+            "# The compute nodes may not ingest or query (they would learn who else holds their\n\
+             # customers and who asked about them) unless this is true (SECURITY.md):\n\
+             compute_nodes_may_hold_data = false"
+        );
         if let Some(d) = &dealer {
             let _ = writeln!(toml, "dealer = \"{d}\"");
         }

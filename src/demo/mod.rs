@@ -31,7 +31,8 @@ pub fn step(what: &str, started: Instant) {
 pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let total = Instant::now();
     println!(
-        "Confide demo: a local alliance of {} on loopback, mutual TLS everywhere",
+        "Confide demo: a local alliance of {} on loopback, mutual TLS everywhere \
+         (s0 and s1: the dedicated risk compute nodes, holding no data)",
         PARTIES.join(", ")
     );
     let t = Instant::now();
@@ -54,7 +55,10 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let t = Instant::now();
     let alliance = LocalAlliance::start(dir.clone(), tmp).await?;
     step(
-        "started 3 party daemons; every daemon reaches every peer over mutual TLS",
+        &format!(
+            "started {} party daemons; every daemon reaches every peer over mutual TLS",
+            PARTIES.len()
+        ),
         t,
     );
 
@@ -134,9 +138,13 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
             )));
         }
     }
+    let quorum = confide_audit::Genesis::from_json(&read_file(&dir.join("genesis.json"))?)
+        .map(|g| g.quorum)
+        .unwrap_or_default();
+    let members = PARTIES.len();
     step(
         &format!(
-            "audit chain: {size} entries replicated to all 3 members, cosigned (quorum 2 of 3) and verified at each"
+            "audit chain: {size} entries replicated to all {members} members, cosigned (quorum {quorum} of {members}) and verified at each"
         ),
         t,
     );

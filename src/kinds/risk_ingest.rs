@@ -21,7 +21,7 @@ use super::{Env, Kind, Plan, dataset};
 use crate::base::config::PartyConfig;
 use crate::base::error::DaemonError;
 use crate::base::kind::{JobKind, PolicyKind};
-use crate::risk_node::compute_nodes;
+use crate::risk_node::{compute_nodes, refuse_compute_node};
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields)]
@@ -37,6 +37,7 @@ impl Kind for RiskIngest {
 
     fn check_local(cfg: &PartyConfig, plan: &Plan<'_>, _: &Opts) -> Result<(), DaemonError> {
         let compute = compute_nodes(cfg)?;
+        refuse_compute_node(cfg, &cfg.party.name, "ingest")?;
         let name = plan.my_dataset();
         dataset(cfg, name)?;
         for c in &compute {

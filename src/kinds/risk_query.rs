@@ -10,7 +10,7 @@ use super::{Env, Kind, Plan};
 use crate::base::config::PartyConfig;
 use crate::base::error::DaemonError;
 use crate::base::kind::JobKind;
-use crate::risk_node::compute_nodes;
+use crate::risk_node::{compute_nodes, refuse_compute_node};
 
 /// Most IDs one query job may carry.
 pub const MAX_IDS: usize = 1_000_000;
@@ -52,6 +52,7 @@ impl Kind for RiskQuery {
 
     fn check_local(cfg: &PartyConfig, _: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
         compute_nodes(cfg)?;
+        refuse_compute_node(cfg, &cfg.party.name, "query")?;
         o.validate()
     }
 

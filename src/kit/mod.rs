@@ -10,7 +10,9 @@ use crate::cli::CliError;
 use crate::cli::init::{self, InitOptions};
 use crate::net::client;
 
-pub const PARTIES: [&str; 3] = ["alice", "bob", "carol"];
+/// The members of a local alliance: three lenders (alice, bob, carol) and two dedicated risk
+/// compute nodes `s0`, `s1` (`confide init`'s default for four or more parties: the last two).
+pub const PARTIES: [&str; 5] = ["alice", "bob", "carol", "s0", "s1"];
 
 /// A running local alliance: the daemons stop when it is dropped.
 pub struct LocalAlliance {

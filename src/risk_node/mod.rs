@@ -11,9 +11,16 @@
 //!   S1) and keeps it (0600). Losing `oprf.key` at either node changes every tag: the index
 //!   must then be rebuilt by re-ingesting.
 //! * **Log before answer.** A node evaluates its key share only on blinded elements bound in
-//!   a logged audit entry of the caller ([`crate::audit::evidence::check_risk_evidence`]); the
-//!   crate refuses replays, and the entry's kind must match the purpose (`risk-ingest` for
-//!   ingest tagging, `risk-query` for queries). Compute nodes need the audit chain.
+//!   a logged audit entry of the caller ([`crate::audit::evidence::check_risk_evidence`]),
+//!   with an RFC 6962 inclusion proof in a checkpoint cosigned by a quorum of members that
+//!   includes someone other than this node and the caller (so the entry is held by members
+//!   the node does not control, not merely promised by the sequencer); the crate refuses
+//!   replays, and the entry's kind must match the purpose (`risk-ingest` for ingest tagging,
+//!   `risk-query` for queries). Compute nodes need the audit chain.
+//! * **Dedicated nodes.** A compute node does not ingest or query: its own Submit refuses
+//!   ([`refuse_compute_node`]) and the nodes refuse its requests, unless the alliance sets
+//!   `[alliance] compute_nodes_may_hold_data = true` (accepting that such a node learns who
+//!   else holds its customers and who asked about them).
 //! * **Rate limit**: `policy.risk_queries_per_minute` of each compute node, per member; every
 //!   ID of a batch counts. Refusals are logged (warn) with the caller's name.
 
@@ -44,6 +51,21 @@ pub fn compute_nodes(cfg: &PartyConfig) -> Result<[String; 2], DaemonError> {
     }
 }
 
+/// Dedicated compute nodes: refuses a risk ingest or query by `who` (this party at its own
+/// Submit, or a caller as a node sees it) when `who` is a compute node, unless the alliance
+/// accepted that with `[alliance] compute_nodes_may_hold_data = true`. A node that holds data
+/// knows its own customers' tags, so it would learn who else holds them and who asked.
+pub fn refuse_compute_node(cfg: &PartyConfig, who: &str, what: &str) -> Result<(), DaemonError> {
+    if cfg.alliance.compute_nodes_may_hold_data || !cfg.alliance.compute.iter().any(|c| c == who) {
+        return Ok(());
+    }
+    Err(DaemonError::PermissionDenied(format!(
+        "`{who}` is a risk compute node and may not {what}: a node that holds data or asks \
+         queries learns who else holds its customers and who asked about them; an alliance \
+         that accepts this sets `[alliance] compute_nodes_may_hold_data = true` in party.toml"
+    )))
+}
+
 fn role(cfg: &PartyConfig) -> Option<Role> {
     let me = &cfg.party.name;
     match cfg.alliance.compute.as_slice() {
@@ -55,6 +77,8 @@ fn role(cfg: &PartyConfig) -> Option<Role> {
 
 /// The compute node's audit gate: the alliance genesis and the evidence check.
 struct Gate {
+    /// This node: its own cosignature does not make a checkpoint independent.
+    me: String,
     genesis: confide_audit::Genesis,
 }
 
@@ -72,12 +96,10 @@ impl AuditGate for Gate {
         hash: [u8; 32],
         evidence: &[u8],
     ) -> confide_risk::Result<LoggedEntry> {
-        let (id, at) =
-            check_risk_evidence(&self.genesis, querier, hash, evidence).map_err(|reason| {
-                RiskError::AuditRefused {
-                    querier: querier.to_string(),
-                    reason,
-                }
+        let (id, at) = check_risk_evidence(&self.genesis, &self.me, querier, hash, evidence)
+            .map_err(|reason| RiskError::AuditRefused {
+                querier: querier.to_string(),
+                reason,
             })?;
         Ok(LoggedEntry {
             id,
@@ -91,6 +113,8 @@ impl AuditGate for Gate {
 pub struct RiskNode {
     me: String,
     compute: [String; 2],
+    /// `alliance.compute_nodes_may_hold_data`: whether the other node may ingest or query.
+    may_hold_data: bool,
     state: Arc<NodeState<Gate>>,
 }
 
@@ -131,6 +155,7 @@ impl RiskNode {
             ..Limits::default()
         };
         let gate = Gate {
+            me: me.clone(),
             genesis: audit.genesis.clone(),
         };
         let state = tokio::task::spawn_blocking(move || NodeState::open(&dir, role, gate, limits))
@@ -145,6 +170,7 @@ impl RiskNode {
         Ok(Some(Self {
             me,
             compute,
+            may_hold_data: cfg.alliance.compute_nodes_may_hold_data,
             state: Arc::new(state),
         }))
     }
@@ -194,6 +220,14 @@ impl RiskNode {
             Err(e) => return refuse("undecodable", e.to_string()),
         };
         let what = describe(&req);
+        if !self.may_hold_data && self.compute.iter().any(|c| c == caller) {
+            let e = format!(
+                "`{caller}` is a risk compute node and may not ingest or query: a node that \
+                 holds data or asks queries learns who else holds its customers and who asked \
+                 about them (this alliance does not set `compute_nodes_may_hold_data`)"
+            );
+            return refuse(&what, e);
+        }
         if let Request::Eval {
             purpose, evidence, ..
         } = &req
