@@ -64,7 +64,7 @@ fn evidence(l: &mut Log, member: &str, hash: [u8; 32], cosigners: &[&str]) -> Ve
     };
     let entry = l.stores[who(member)].sign_entry(body).unwrap();
     let promise = l.stores[0]
-        .append_signed(&[entry.clone()])
+        .append_signed(std::slice::from_ref(&entry))
         .unwrap()
         .remove(0);
     l.stores[0].checkpoint().unwrap();
