@@ -421,6 +421,7 @@ pub fn genesis(ca_dir: &Path, out: &Path, sequencer: Option<&str>) -> Result<usi
 
 /// `confide ca revoke`: marks `name` revoked and writes the new CRL; returns its path.
 pub fn revoke(ca_dir: &Path, name: &str, pass: &str) -> Result<PathBuf, CliError> {
+    let key = open_key(ca_dir, pass)?;
     let members_path = ca_dir.join(MEMBERS);
     let mut list = MemberList::read(&members_path)?;
     let m = list
@@ -429,7 +430,6 @@ pub fn revoke(ca_dir: &Path, name: &str, pass: &str) -> Result<PathBuf, CliError
         .find(|m| m.name == name)
         .ok_or_else(|| CliError::Usage(format!("--name: `{name}` is not a member")))?;
     m.revoked = true;
-    let key = open_key(ca_dir, pass)?;
     let issuer = Issuer::from_ca_cert_pem(&read_ca_cert(ca_dir)?, &key)
         .map_err(rcgen_err("reading the CA certificate"))?;
     write_crl(ca_dir, &mut list, &issuer)?;
