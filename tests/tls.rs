@@ -55,6 +55,7 @@ fn material(ca_pem: &str, cert: &confide::base::tls::IssuedCert) -> TlsMaterial 
         ca_pem: ca_pem.as_bytes().to_vec(),
         cert_pem: cert.cert_pem.as_bytes().to_vec(),
         key_pem: cert.key_pem.as_bytes().to_vec(),
+        crl: None,
     }
 }
 

@@ -79,6 +79,11 @@ pub struct TlsSection {
     /// This party's Ed25519 audit signing key (hex seed file).
     #[serde(default)]
     pub audit_key: Option<PathBuf>,
+    /// The alliance's certificate revocation list (PEM CRL signed by the CA, written by
+    /// `confide ca revoke`). Re-read on every request and new connection: replacing the
+    /// file revokes without a restart.
+    #[serde(default)]
+    pub crl: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -219,6 +224,9 @@ impl PartyConfig {
         if let Some(k) = cfg.tls.audit_key.as_mut() {
             abs(k);
         }
+        if let Some(k) = cfg.tls.crl.as_mut() {
+            abs(k);
+        }
         if let Some(g) = cfg.alliance.genesis.as_mut() {
             abs(g);
         }
@@ -260,6 +268,11 @@ impl PartyConfig {
             if !p.is_file() {
                 return Err(self.invalid(field, format!("{} does not exist", p.display())));
             }
+        }
+        if let Some(p) = &self.tls.crl
+            && !p.is_file()
+        {
+            return Err(self.invalid("tls.crl", format!("{} does not exist", p.display())));
         }
         if let Some(g) = &self.alliance.genesis
             && !g.is_file()

@@ -1,13 +1,22 @@
 //! Certificates: the alliance CA and party certificates (rcgen), the mutual-TLS
 //! configurations tonic uses, and the caller's identity (the common name of its
-//! certificate, verified against the alliance CA by rustls before any handler runs).
+//! certificate, verified against the alliance CA by rustls before any handler runs), and
+//! revocation: the alliance's CRL (`[tls] crl`), re-read on every check, so a revocation
+//! takes effect without a restart.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose, SanType,
 };
+use rustls::RootCertStore;
+use rustls::client::WebPkiServerVerifier;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer, UnixTime};
+use rustls::server::WebPkiClientVerifier;
 use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 use crate::base::config::PartyConfig;
@@ -101,6 +110,11 @@ impl Ca {
         })
     }
 
+    /// The CA's private key (PEM), to be stored encrypted by `confide ca init`.
+    pub fn key_pem(&self) -> zeroize::Zeroizing<String> {
+        zeroize::Zeroizing::new(self.key.serialize_pem())
+    }
+
     /// Issues a party certificate valid for `days` days.
     pub fn issue(&self, party: &str, days: i64) -> Result<IssuedCert, rcgen::Error> {
         self.issue_with_validity(party, -3600, days.max(1) * 86_400)
@@ -120,6 +134,9 @@ pub struct TlsMaterial {
     pub ca_pem: Vec<u8>,
     pub cert_pem: Vec<u8>,
     pub key_pem: Vec<u8>,
+    /// The alliance's certificate revocation list (PEM, signed by the CA), if configured;
+    /// read anew at every check and every new connection.
+    pub crl: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for TlsMaterial {
@@ -127,6 +144,12 @@ impl std::fmt::Debug for TlsMaterial {
         f.debug_struct("TlsMaterial")
             .field("key_pem", &"<redacted>")
             .finish_non_exhaustive()
+    }
+}
+
+impl Drop for TlsMaterial {
+    fn drop(&mut self) {
+        zeroize::Zeroize::zeroize(&mut self.key_pem);
     }
 }
 
@@ -146,6 +169,7 @@ impl TlsMaterial {
             ca_pem: read("tls.ca", &cfg.tls.ca)?,
             cert_pem: read("tls.cert", &cfg.tls.cert)?,
             key_pem: read("tls.key", &cfg.tls.key)?,
+            crl: cfg.tls.crl.clone(),
         };
         let cn = common_name_pem(&m.cert_pem).map_err(|e| {
             DaemonError::Config(format!(
@@ -177,6 +201,93 @@ impl TlsMaterial {
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             .domain_name(peer.to_string())
+    }
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl TlsMaterial {
+    fn roots(&self) -> Result<Arc<RootCertStore>, String> {
+        let mut roots = RootCertStore::empty();
+        for c in CertificateDer::pem_slice_iter(&self.ca_pem) {
+            let c = c.map_err(|e| format!("alliance CA: {e}"))?;
+            roots.add(c).map_err(|e| format!("alliance CA: {e}"))?;
+        }
+        Ok(Arc::new(roots))
+    }
+
+    /// The revocation lists in the CRL file now (none if no CRL is configured). A
+    /// configured file that cannot be read or holds no CRL is an error: checks fail closed.
+    pub fn crls(&self) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
+        let Some(path) = &self.crl else {
+            return Ok(Vec::new());
+        };
+        let bytes =
+            std::fs::read(path).map_err(|e| format!("revocation list {}: {e}", path.display()))?;
+        let crls = CertificateRevocationListDer::pem_slice_iter(&bytes)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("revocation list {}: {e}", path.display()))?;
+        if crls.is_empty() {
+            return Err(format!(
+                "revocation list {}: no X509 CRL in the file",
+                path.display()
+            ));
+        }
+        Ok(crls)
+    }
+
+    /// The CRL file's current bytes (empty without one): what a cache of connections keys on.
+    pub fn crl_state(&self) -> Vec<u8> {
+        self.crl
+            .as_ref()
+            .and_then(|p| std::fs::read(p).ok())
+            .unwrap_or_default()
+    }
+
+    /// Checks a certificate a caller presented against the alliance CA and the current CRL
+    /// (whose signature must be the CA's): `Err` says why it is refused. Without a
+    /// configured CRL only the path is checked (rustls did that at the handshake already).
+    pub fn check_not_revoked(&self, end_entity: &CertificateDer<'_>) -> Result<(), String> {
+        let crls = self.crls()?;
+        if crls.is_empty() {
+            return Ok(());
+        }
+        let verifier = WebPkiClientVerifier::builder_with_provider(self.roots()?, provider())
+            .with_crls(crls)
+            .build()
+            .map_err(|e| format!("revocation check: {e}"))?;
+        verifier
+            .verify_client_cert(end_entity, &[], UnixTime::now())
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+    /// The rustls client configuration toward a peer: our certificate, the alliance CA as
+    /// the only root, HTTP/2, and the current CRL (a revoked server fails the handshake).
+    pub fn rustls_client(&self) -> Result<rustls::ClientConfig, String> {
+        let mut builder = WebPkiServerVerifier::builder_with_provider(self.roots()?, provider());
+        let crls = self.crls()?;
+        if !crls.is_empty() {
+            builder = builder.with_crls(crls);
+        }
+        let verifier = builder
+            .build()
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+        let chain = CertificateDer::pem_slice_iter(&self.cert_pem)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| format!("own certificate: {e}"))?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key_pem)
+            .map_err(|e| format!("own private key: {e}"))?;
+        let mut config = rustls::ClientConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS configuration: {e}"))?
+            .with_webpki_verifier(verifier)
+            .with_client_auth_cert(chain, key)
+            .map_err(|e| format!("TLS configuration: {e}"))?;
+        config.alpn_protocols = vec![b"h2".to_vec()];
+        Ok(config)
     }
 }
 

@@ -27,8 +27,21 @@ pub struct ConfigArg {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Write a new alliance: CA, party keys and certificates, party.toml files, genesis.json, compose file.
+    /// DEMOS ONLY: write a whole alliance in one directory (CA, every party's private keys
+    /// and certificates, party.toml files, genesis.json, compose file). Whoever runs it
+    /// holds every member's private keys; a real deployment uses keygen, ca and join.
     Init(InitArgs),
+    /// At a member: generate its TLS key and audit key here (they never leave), and write
+    /// the request for the alliance operator (name, address, audit public key, CSR).
+    Keygen(KeygenArgs),
+    /// At the alliance operator: the certificate authority (key encrypted at rest).
+    #[command(subcommand)]
+    Ca(CaCommand),
+    /// At a member: assemble party.toml from its own keys and what the operator returned.
+    Join(JoinArgs),
+    /// Edit this party's peers (a member admitted later).
+    #[command(subcommand)]
+    Peer(PeerCommand),
     /// Run the party daemon in the foreground.
     Serve(ConfigArg),
     /// Is the daemon up, and is each peer reachable over mutual TLS? Exit 0 only if all are.
@@ -111,6 +124,122 @@ pub struct InitArgs {
     /// Succeed without writing anything if DIR already holds an alliance (containers).
     #[arg(long)]
     pub exist_ok: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// The member's directory (its keys are written here, 0600).
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// The member's name (lowercase letters, digits, '-').
+    #[arg(long)]
+    pub name: String,
+    /// HOST:PORT where the other members reach this member's daemon.
+    #[arg(long)]
+    pub address: String,
+}
+
+/// Where the CA passphrase comes from.
+#[derive(Debug, Args)]
+pub struct PassphraseArg {
+    /// File whose first line is the CA passphrase (default: $CONFIDE_CA_PASSPHRASE).
+    #[arg(long)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaCommand {
+    /// Create the alliance CA: ca.pem, ca.key.enc (encrypted), members.json, crl.pem.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+        /// CA certificate lifetime in days.
+        #[arg(long, default_value_t = 3650)]
+        valid_days: i64,
+    },
+    /// Issue a member's certificate from its request and record the member.
+    Sign {
+        /// The CA directory.
+        #[arg(long)]
+        ca: PathBuf,
+        /// The member's request (written by `confide keygen`).
+        #[arg(long)]
+        request: PathBuf,
+        /// Where to write the member's certificate (PEM).
+        #[arg(long)]
+        out: PathBuf,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+        /// Certificate lifetime in days.
+        #[arg(long, default_value_t = 825)]
+        valid_days: i64,
+    },
+    /// Write the audit-chain genesis of the current members (the founding members).
+    Genesis {
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+        /// The audit-chain sequencer (default: the first member signed).
+        #[arg(long)]
+        sequencer: Option<String>,
+    },
+    /// Revoke a member: writes a new signed CRL (CA/crl.pem) to hand to every member.
+    Revoke {
+        #[arg(long)]
+        ca: PathBuf,
+        #[arg(long)]
+        name: String,
+        #[command(flatten)]
+        passphrase: PassphraseArg,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct JoinArgs {
+    /// The member directory `confide keygen` wrote.
+    #[arg(long)]
+    pub dir: PathBuf,
+    /// This member's certificate, from `confide ca sign`.
+    #[arg(long)]
+    pub cert: PathBuf,
+    /// The alliance CA certificate (the operator's ca.pem).
+    #[arg(long)]
+    pub ca: PathBuf,
+    /// The operator's member list (members.json): the peers and their addresses.
+    #[arg(long)]
+    pub members: PathBuf,
+    /// The audit-chain genesis (from `confide ca genesis`).
+    #[arg(long)]
+    pub genesis: Option<PathBuf>,
+    /// The alliance revocation list (the operator's crl.pem), copied to DIR/crl.pem.
+    #[arg(long)]
+    pub crl: Option<PathBuf>,
+    /// Listen address (default: the member's address in the member list).
+    #[arg(long)]
+    pub listen: Option<String>,
+    /// The two risk compute nodes.
+    #[arg(long, value_delimiter = ',')]
+    pub compute: Vec<String>,
+    /// The training dealer.
+    #[arg(long)]
+    pub dealer: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PeerCommand {
+    /// Add a peer (a member admitted later) to party.toml; restart the daemon to use it.
+    Add {
+        #[command(flatten)]
+        config: ConfigArg,
+        #[arg(long)]
+        name: String,
+        /// HOST:PORT of the peer's daemon.
+        #[arg(long)]
+        address: String,
+    },
 }
 
 #[derive(Debug, Args)]

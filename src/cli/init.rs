@@ -1,5 +1,7 @@
 //! `confide init`: writes a whole alliance (CA, party keys and certificates, party.toml
-//! files, the audit-chain genesis and a docker-compose file).
+//! files, the audit-chain genesis and a docker-compose file) — for demos and tests only:
+//! whoever runs it holds every member's private keys. A real deployment generates each
+//! member's keys at the member (`confide keygen`, `ca sign`, `join`: see [`super::keys`]).
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -22,17 +24,9 @@ pub struct InitOptions {
     pub metrics_base_port: u16,
 }
 
+/// Writes a file; secrets are created 0600 from the start (never chmod after writing).
 fn write(path: &Path, data: &[u8], secret: bool) -> Result<(), DaemonError> {
-    std::fs::write(path, data)
-        .map_err(|e| DaemonError::io(format!("writing {}", path.display()), e))?;
-    #[cfg(unix)]
-    if secret {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| DaemonError::io(format!("chmod {}", path.display()), e))?;
-    }
-    let _ = secret;
-    Ok(())
+    crate::base::files::write_atomic(path, data, secret)
 }
 
 /// Validates the options and writes the alliance.
@@ -119,9 +113,10 @@ pub fn run(opts: &InitOptions) -> Result<(), DaemonError> {
             issued.key_pem.as_bytes(),
             true,
         )?;
-        let seed: [u8; 32] = rand::random();
+        let seed = zeroize::Zeroizing::new(rand::random::<[u8; 32]>());
         let signing = ed25519_dalek::SigningKey::from_bytes(&seed);
-        write(&pdir.join("audit.key"), hex::encode(seed).as_bytes(), true)?;
+        let seed_hex = zeroize::Zeroizing::new(hex::encode(*seed));
+        write(&pdir.join("audit.key"), seed_hex.as_bytes(), true)?;
         members.push(confide_audit::Member::new(
             name.clone(),
             &signing.verifying_key(),

@@ -3,9 +3,11 @@
 
 pub mod args;
 pub mod audit;
+pub mod ca;
 pub mod daemon;
 pub mod error;
 pub mod init;
+pub mod keys;
 pub mod psi;
 pub mod risk;
 pub mod submit;
@@ -14,7 +16,7 @@ pub mod train;
 use std::process::ExitCode;
 
 use crate::kinds::netcheck;
-use args::{Cli, Command};
+use args::{CaCommand, Cli, Command, PeerCommand};
 pub use error::CliError;
 use init::InitOptions;
 
@@ -46,6 +48,51 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 "wrote alliance of {} parties to {} (ca.pem, genesis.json, docker-compose.yml, and <party>/party.toml)",
                 opts.parties.len(),
                 a.dir.display()
+            );
+            println!(
+                "FOR DEMOS ONLY: this directory holds every member's private keys; a real deployment uses `confide keygen`, `confide ca` and `confide join`"
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Keygen(a) => {
+            let req = keys::keygen(&a.dir, &a.name, &a.address)?;
+            println!(
+                "wrote {}'s keys to {} (private, 0600) and its request {} for the alliance operator",
+                a.name,
+                a.dir.display(),
+                req.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Ca(c) => ca_command(c),
+        Command::Join(a) => {
+            let opts = keys::JoinOptions {
+                dir: a.dir,
+                cert: a.cert,
+                ca: a.ca,
+                members: a.members,
+                genesis: a.genesis,
+                crl: a.crl,
+                listen: a.listen,
+                compute: a.compute,
+                dealer: a.dealer,
+            };
+            let name = keys::join(&opts)?;
+            println!(
+                "wrote {} for `{name}`",
+                opts.dir.join("party.toml").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Peer(PeerCommand::Add {
+            config,
+            name,
+            address,
+        }) => {
+            keys::peer_add(&config.config, &name, &address)?;
+            println!(
+                "added peer `{name}` at {address} to {} (restart the daemon to use it)",
+                config.config.display()
             );
             Ok(ExitCode::SUCCESS)
         }
@@ -79,6 +126,55 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
         // `confide demo` sits above the CLI (it uses it): `main` dispatches it.
         Command::Demo(_) => Ok(ExitCode::FAILURE),
     }
+}
+
+fn ca_command(c: CaCommand) -> Result<ExitCode, CliError> {
+    match c {
+        CaCommand::Init {
+            dir,
+            passphrase,
+            valid_days,
+        } => {
+            let pass = ca::passphrase(passphrase.passphrase_file.as_deref())?;
+            ca::init(&dir, &pass, valid_days)?;
+            println!(
+                "wrote the alliance CA to {} (ca.pem; ca.key.enc, encrypted; members.json; crl.pem)",
+                dir.display()
+            );
+        }
+        CaCommand::Sign {
+            ca: dir,
+            request,
+            out,
+            passphrase,
+            valid_days,
+        } => {
+            let pass = ca::passphrase(passphrase.passphrase_file.as_deref())?;
+            let name = ca::sign(&dir, &request, &out, &pass, valid_days)?;
+            println!("issued `{name}`'s certificate to {}", out.display());
+        }
+        CaCommand::Genesis {
+            ca: dir,
+            out,
+            sequencer,
+        } => {
+            let n = ca::genesis(&dir, &out, sequencer.as_deref())?;
+            println!("wrote the genesis of {n} members to {}", out.display());
+        }
+        CaCommand::Revoke {
+            ca: dir,
+            name,
+            passphrase,
+        } => {
+            let pass = ca::passphrase(passphrase.passphrase_file.as_deref())?;
+            let crl = ca::revoke(&dir, &name, &pass)?;
+            println!(
+                "revoked `{name}`: hand {} to every member (their [tls] crl file)",
+                crl.display()
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 pub fn init_tracing(filter: Option<&str>, verbose: bool) {

@@ -164,6 +164,9 @@ pub async fn serve(
         .http2_keepalive_interval(Some(Duration::from_secs(4)))
         .http2_keepalive_timeout(Some(Duration::from_secs(6)))
         .tcp_nodelay(true)
+        .layer(tonic::service::InterceptorLayer::new(
+            crate::net::authz::not_revoked(tls.clone()),
+        ))
         .add_service(health_service)
         .add_service(peer::server(daemon.clone()))
         .add_service(control::server(daemon.clone()))

@@ -10,7 +10,7 @@ use tonic::transport::Channel;
 use crate::base::config::PartyConfig;
 use crate::base::error::{DaemonError, error_chain, status_line};
 use crate::base::tls::TlsMaterial;
-use crate::net::links::{MAX_MESSAGE, endpoint};
+use crate::net::links::{MAX_MESSAGE, plain_endpoint, tls_connector};
 
 /// The address to dial for a listen address (a wildcard listen means loopback).
 pub fn dial_address(listen: &str) -> String {
@@ -32,8 +32,9 @@ pub async fn connect(cfg: &PartyConfig) -> Result<Channel, DaemonError> {
         address: address.clone(),
         message,
     };
-    let ep = endpoint(&address, tls.client(&cfg.party.name)).map_err(unreachable)?;
-    match tokio::time::timeout(Duration::from_secs(5), ep.connect()).await {
+    let ep = plain_endpoint(&address).map_err(unreachable)?;
+    let dial = ep.connect_with_connector(tls_connector(tls, &cfg.party.name));
+    match tokio::time::timeout(Duration::from_secs(5), dial).await {
         Ok(Ok(c)) => Ok(c),
         Ok(Err(e)) => Err(unreachable(format!(
             "cannot reach the daemon (is `confide serve` running?): {}",

@@ -25,12 +25,14 @@ use crate::base::tls::TlsMaterial;
 /// Largest gRPC message accepted or sent between daemons.
 pub const MAX_MESSAGE: usize = 64 * 1024 * 1024;
 
-/// Lazily connected channels to every peer.
+/// Lazily connected channels to every peer. When the CRL file changes, every cached
+/// channel is dropped, so the next call dials anew and checks the peer against the new list.
 #[derive(Debug)]
 pub struct PeerChannels {
     tls: TlsMaterial,
     addresses: HashMap<String, String>,
-    channels: Mutex<HashMap<String, Channel>>,
+    /// The CRL bytes the cached channels were dialed under, and the channels.
+    channels: Mutex<(Vec<u8>, HashMap<String, Channel>)>,
 }
 
 impl PeerChannels {
@@ -38,7 +40,7 @@ impl PeerChannels {
         Self {
             tls,
             addresses,
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new((Vec::new(), HashMap::new())),
         }
     }
 
@@ -70,20 +72,26 @@ impl PeerChannels {
     /// The (lazily connected, shared) channel to `peer`.
     pub fn channel(&self, peer: &str) -> Result<Channel, DaemonError> {
         let address = self.address(peer)?.to_string();
-        let mut cache = self
+        let crl = self.tls.crl_state();
+        let mut guard = self
             .channels
             .lock()
             .map_err(|_| DaemonError::Internal("channel cache poisoned".into()))?;
+        let (seen, cache) = &mut *guard;
+        if *seen != crl {
+            cache.clear();
+            *seen = crl;
+        }
         let channel = match cache.get(peer) {
             Some(c) => c.clone(),
             None => {
-                let c = endpoint(&address, self.tls.client(peer))
+                let c = plain_endpoint(&address)
                     .map_err(|message| DaemonError::Peer {
                         peer: peer.to_string(),
                         address: address.clone(),
                         message,
                     })?
-                    .connect_lazy();
+                    .connect_with_connector_lazy(tls_connector(self.tls.clone(), peer));
                 cache.insert(peer.to_string(), c.clone());
                 c
             }
@@ -106,6 +114,58 @@ pub fn endpoint(address: &str, tls: tonic::transport::ClientTlsConfig) -> Result
                 .keep_alive_while_idle(true)
                 .http2_adaptive_window(true)
         })
+}
+
+/// The endpoint for a connection whose TLS [`tls_connector`] does (so the scheme is
+/// `http`), with the same keepalive settings as [`endpoint`].
+pub fn plain_endpoint(address: &str) -> Result<Endpoint, String> {
+    Endpoint::from_shared(format!("http://{address}"))
+        .map_err(|e| format!("bad address: {e}"))
+        .map(|e| {
+            e.connect_timeout(Duration::from_secs(3))
+                .tcp_nodelay(true)
+                .http2_keep_alive_interval(Duration::from_secs(4))
+                .keep_alive_timeout(Duration::from_secs(6))
+                .keep_alive_while_idle(true)
+                .http2_adaptive_window(true)
+        })
+}
+
+/// Dials over mutual TLS as this party toward `peer` (whose certificate must name it),
+/// building the TLS configuration at every new connection so the current CRL applies: a
+/// revoked peer fails the handshake.
+pub fn tls_connector(
+    tls: TlsMaterial,
+    peer: &str,
+) -> impl tower::Service<
+    tonic::codegen::http::Uri,
+    Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Send
++ Clone
++ 'static {
+    let peer = peer.to_string();
+    tower::service_fn(move |uri: tonic::codegen::http::Uri| {
+        let tls = tls.clone();
+        let peer = peer.clone();
+        async move {
+            let other = |m: String| std::io::Error::other(m);
+            let config = tls.rustls_client().map_err(other)?;
+            let authority = uri
+                .authority()
+                .ok_or_else(|| other(format!("no address in {uri}")))?
+                .to_string();
+            let tcp = tokio::net::TcpStream::connect(authority).await?;
+            tcp.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from(peer)
+                .map_err(|e| other(format!("peer name: {e}")))?;
+            let stream = tokio_rustls::TlsConnector::from(Arc::new(config))
+                .connect(name, tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(stream))
+        }
+    })
 }
 
 /// Reports a broken link to the job: the first reason wins.

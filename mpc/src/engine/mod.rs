@@ -205,10 +205,14 @@ impl<'a, T: Transport> Engine<'a, T> {
             }
             Seat::Party(me) => {
                 let msg = Zeroizing::new(t.recv(&names.dealer).await?);
-                let seed: [u8; 32] = msg.as_slice().try_into().map_err(|_| {
-                    TransportError::malformed(&names.dealer, "seed must be 32 bytes")
-                })?;
-                let seed = Zeroizing::new(seed);
+                if msg.len() != 32 {
+                    return Err(
+                        TransportError::malformed(&names.dealer, "seed must be 32 bytes").into(),
+                    );
+                }
+                // Copied straight into wiped memory: no plain copy of the seed stays behind.
+                let mut seed = Zeroizing::new([0u8; 32]);
+                seed.copy_from_slice(&msg);
                 State::Party {
                     me,
                     prg: ChaCha12Rng::from_seed(*seed),
