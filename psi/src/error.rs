@@ -21,6 +21,8 @@ pub enum PsiError {
     Csv {
         /// The input file.
         path: PathBuf,
+        /// The 1-based line the reader stopped at, if it knows.
+        line: Option<u64>,
         /// What the CSV reader reported.
         reason: String,
     },
@@ -59,6 +61,25 @@ impl PsiError {
         Self::Io {
             path: path.into(),
             source,
+        }
+    }
+
+    /// What may leave this party about this error: its category, the line of this
+    /// party's input and the peer at fault — never a path, an ID or a cell of the input.
+    pub fn public(&self) -> String {
+        match self {
+            PsiError::Io { .. } => "input/output error on a file of this party".into(),
+            PsiError::Csv { line: Some(l), .. } => format!("input is not valid CSV (line {l})"),
+            PsiError::Csv { line: None, .. } => "input is not valid CSV".into(),
+            PsiError::MissingColumn { .. } => {
+                "input has no ID column (the configured id_column is not in its header)".into()
+            }
+            PsiError::InvalidJob(_) => "invalid PSI job".into(),
+            PsiError::Transport(e) => e.public(),
+            PsiError::Malformed { peer, .. } => {
+                format!("malformed message from peer `{}`", confide_mpc::clean(peer))
+            }
+            PsiError::Internal(_) => "internal error".into(),
         }
     }
 
