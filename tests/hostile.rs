@@ -63,8 +63,19 @@ fn train_with(dir: &Path, out: &Path, dataset: &str) -> String {
         dir,
         "alice",
         &[
-            "train", "--dataset", "credit", "--peer", &peer, "--label", "y", "--output",
-            path_str(out), "--epochs", "1", "--batch-size", "16",
+            "train",
+            "--dataset",
+            "credit",
+            "--peer",
+            &peer,
+            "--label",
+            "y",
+            "--output",
+            path_str(out),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
         ],
     );
     assert!(!o.status.success(), "the job should fail");
@@ -85,7 +96,14 @@ fn planted_values_never_leave_their_owner() {
     }
     let a_path = root.path().join("alice.csv");
     std::fs::write(&a_path, alice).unwrap();
-    add_dataset(&dir, "alice", "credit", &a_path, "id", "{ psi = [\"bob\"], train = [\"bob\"] }");
+    add_dataset(
+        &dir,
+        "alice",
+        "credit",
+        &a_path,
+        "id",
+        "{ psi = [\"bob\"], train = [\"bob\"] }",
+    );
     let allow = "{ psi = [\"alice\"], train = [\"alice\"] }";
     // A repeated ID on line 3.
     let dup = bob_dir.join("dup.csv");
@@ -104,12 +122,21 @@ fn planted_values_never_leave_their_owner() {
     add_dataset(&dir, "bob", "bin", &bin, "id", allow);
 
     let parties = ["alice", "bob", "carol"];
-    let _d: Vec<Daemon> = parties.iter().map(|p| serve_logged(&dir, p, &logs)).collect();
+    let _d: Vec<Daemon> = parties
+        .iter()
+        .map(|p| serve_logged(&dir, p, &logs))
+        .collect();
     common::wait_all_ok(&dir, &parties, Duration::from_secs(20));
     let out = root.path().join("out.csv");
 
     // PSI with the binary file: bob refuses at the proposal.
-    let o = common::psi(&dir, "alice", "credit", &["bob:bin"], &["--output", path_str(&out)]);
+    let o = common::psi(
+        &dir,
+        "alice",
+        "credit",
+        &["bob:bin"],
+        &["--output", path_str(&out)],
+    );
     assert!(!o.status.success());
     let psi_err = common::stderr(&o);
     assert!(
@@ -129,6 +156,7 @@ fn planted_values_never_leave_their_owner() {
         "{cell_err}"
     );
 
+    eprintln!("alice saw:\n{psi_err}{dup_err}{cell_err}");
     // Nothing planted reached alice (initiator) or carol (dealer).
     for (what, text) in [
         ("alice's terminal (psi)", &psi_err),
@@ -142,12 +170,22 @@ fn planted_values_never_leave_their_owner() {
     // bob keeps the full story locally (so the checks above can fail).
     let bob = seen_by(&dir, &logs, "bob");
     for m in [ID, CELL, PATH] {
-        assert!(bob.contains(m), "bob's own log/jobs should name `{m}`:\n{bob}");
+        assert!(
+            bob.contains(m),
+            "bob's own log/jobs should name `{m}`:\n{bob}"
+        );
     }
 }
 
 /// Proposes `kind` with `options` from `me` (the test holds its certificate) to `to`.
-async fn propose(cfg: &PartyConfig, to: &str, job: &str, kind: &str, options: &str, parties: &[(&str, &str)]) -> confide_proto::ProposalReply {
+async fn propose(
+    cfg: &PartyConfig,
+    to: &str,
+    job: &str,
+    kind: &str,
+    options: &str,
+    parties: &[(&str, &str)],
+) -> confide_proto::ProposalReply {
     let mut c = PeerClient::new(channel_as(cfg, to).await);
     c.propose(JobProposal {
         job_id: job.into(),
@@ -197,9 +235,13 @@ fn wait_job_done(dir: &Path, party: &str, job: &str, within: Duration) -> String
             && !l.contains("running")
             && !l.contains("queued")
         {
+            eprintln!("{party}: {l}");
             return l.to_string();
         }
-        assert!(started.elapsed() < within, "job {job} at {party} never ended:\n{s}");
+        assert!(
+            started.elapsed() < within,
+            "job {job} at {party} never ended:\n{s}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -207,10 +249,22 @@ fn wait_job_done(dir: &Path, party: &str, job: &str, within: Duration) -> String
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_announcements_are_refused_and_the_daemon_stays_up() {
     let (root, dir, _) = new_alliance("alice,bob,carol");
-    edit_config(&dir, "bob", "peer_timeout_secs = 15", "peer_timeout_secs = 2");
+    edit_config(
+        &dir,
+        "bob",
+        "peer_timeout_secs = 15",
+        "peer_timeout_secs = 2",
+    );
     let b_path = root.path().join("bob.csv");
     std::fs::write(&b_path, "id,b1\nr1,1\nr2,2\n").unwrap();
-    add_dataset(&dir, "bob", "d", &b_path, "id", "{ psi = [\"alice\"], train = [\"alice\"] }");
+    add_dataset(
+        &dir,
+        "bob",
+        "d",
+        &b_path,
+        "id",
+        "{ psi = [\"alice\"], train = [\"alice\"] }",
+    );
     let a_path = root.path().join("alice.csv");
     std::fs::write(&a_path, "id,y\nr1,1\n").unwrap();
     add_dataset(&dir, "alice", "d", &a_path, "id", "{ psi = [\"bob\"] }");
@@ -221,13 +275,28 @@ async fn oversized_announcements_are_refused_and_the_daemon_stays_up() {
     let bob = PartyConfig::load(&config(&dir, "bob")).unwrap();
 
     // netcheck: rounds and size beyond the limits are refused at the proposal.
-    let r = propose(&alice, "bob", "0000000000000000000000a1", "netcheck",
-        r#"{"rounds": 18446744073709551615, "size": 1099511627776}"#, &[("alice", ""), ("bob", "")]).await;
+    let r = propose(
+        &alice,
+        "bob",
+        "0000000000000000000000a1",
+        "netcheck",
+        r#"{"rounds": 18446744073709551615, "size": 1099511627776}"#,
+        &[("alice", ""), ("bob", "")],
+    )
+    .await;
     assert!(!r.accepted && r.reason.contains("exceeds"), "{r:?}");
 
     // psi: alice announces 2^60 IDs.
     let job = "0000000000000000000000a2";
-    let r = propose(&alice, "bob", job, "psi", "", &[("alice", "d"), ("bob", "d")]).await;
+    let r = propose(
+        &alice,
+        "bob",
+        job,
+        "psi",
+        "",
+        &[("alice", "d"), ("bob", "d")],
+    )
+    .await;
     assert!(r.accepted, "{r:?}");
     let hello = confide_psi::wire::hello(0, 2, &[0; 32], 1 << 60);
     let _keep = stream_as(&alice, "bob", job, vec![hello]).await;
@@ -257,10 +326,21 @@ async fn oversized_announcements_are_refused_and_the_daemon_stays_up() {
 
     // A proposal whose stream never arrives expires (peer_timeout_secs = 2 at bob).
     let job = "0000000000000000000000a4";
-    let r = propose(&alice, "bob", job, "psi", "", &[("alice", "d"), ("bob", "d")]).await;
+    let r = propose(
+        &alice,
+        "bob",
+        job,
+        "psi",
+        "",
+        &[("alice", "d"), ("bob", "d")],
+    )
+    .await;
     assert!(r.accepted, "{r:?}");
     let line = wait_job_done(&dir, "bob", job, Duration::from_secs(20));
-    assert!(line.contains("failed") && line.contains("did not join"), "{line}");
+    assert!(
+        line.contains("failed") && line.contains("did not join"),
+        "{line}"
+    );
 
     // Every daemon is still up.
     for p in parties {

@@ -90,3 +90,25 @@ impl PsiError {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_rendering_names_no_path_and_no_header() {
+        let e = PsiError::MissingColumn {
+            path: "/data/SECRET-PATH/x.csv".into(),
+            column: "id".into(),
+            available: "SECRET-ROW\0, 42".into(),
+        };
+        let p = e.public();
+        assert!(!p.contains("SECRET") && p.contains("no ID column"), "{p}");
+        let e = PsiError::Csv {
+            path: "/data/SECRET-PATH/x.csv".into(),
+            line: Some(7),
+            reason: "SECRET-VALUE".into(),
+        };
+        assert_eq!(e.public(), "input is not valid CSV (line 7)");
+    }
+}

@@ -207,3 +207,25 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
     }
     printable(&s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_for_other_parties_carry_only_the_public_rendering() {
+        let e = || {
+            DaemonError::local(
+                "/srv/SECRET/x.csv: line 3: not a number: `SECRET`",
+                "input: line 3: not a number",
+            )
+        };
+        let s = tonic::Status::from(e());
+        assert_eq!(s.message(), "input: line 3: not a number");
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(e().local_status().message().contains("SECRET"));
+        let io = DaemonError::io("reading /srv/SECRET", std::io::Error::other("x"));
+        assert!(!io.public().contains("SECRET"));
+        assert_eq!(printable("a\0b\nc\u{1b}"), "a?b c?");
+    }
+}

@@ -176,7 +176,10 @@ impl Peer for PeerService {
         self.known(&who)?;
         let r = req.into_inner();
         // What a peer says is echoed only cleaned (no control characters, bounded).
-        let reason = format!("peer `{who}` ended the job: {}", confide_mpc::clean(&r.reason));
+        let reason = format!(
+            "peer `{who}` ended the job: {}",
+            confide_mpc::clean(&r.reason)
+        );
         // Unknown jobs are ignored: the abort may overtake a proposal that was refused.
         let _ = self.daemon.jobs.abort(&r.job_id, Some(&who), reason);
         Ok(Response::new(AbortReply {}))

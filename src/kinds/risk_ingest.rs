@@ -73,7 +73,11 @@ impl Kind for RiskIngest {
             .map_err(|e| DaemonError::Internal(e.to_string()))?
             .map_err(|e| {
                 DaemonError::local(
-                    format!("dataset `{name}` of `{}` ({}): {e}", env.me(), ds.path.display()),
+                    format!(
+                        "dataset `{name}` of `{}` ({}): {e}",
+                        env.me(),
+                        ds.path.display()
+                    ),
                     format!("dataset `{name}` of `{}`: {}", env.me(), e.public()),
                 )
             })?;

@@ -140,7 +140,9 @@ impl TrainError {
             }
             TrainError::Data(_) => "invalid input data".into(),
             TrainError::Params(_) => "invalid parameters".into(),
-            TrainError::Peer { peer, reason } => format!("peer `{}`: {}", clean(peer), clean(reason)),
+            TrainError::Peer { peer, reason } => {
+                format!("peer `{}`: {}", clean(peer), clean(reason))
+            }
             TrainError::Options(m) => clean(m),
             e @ TrainError::TooFewRows { .. } => clean(&e.to_string()),
             TrainError::Psi(e) => format!("row alignment (psi): {}", e.public()),
@@ -172,3 +174,38 @@ impl TrainError {
 
 /// Result alias for this crate.
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_rendering_keeps_line_and_category_but_no_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret-dir.csv");
+        std::fs::write(
+            &path,
+            "id,x\nr1,1\nr2,SECRET-CELL\nSECRET-ID,2\nSECRET-ID,3\n",
+        )
+        .unwrap();
+        let e = crate::load_table(&path, "id", None).unwrap_err();
+        let (full, public) = (e.to_string(), e.public());
+        assert!(
+            full.contains("SECRET-CELL") && full.contains("secret-dir"),
+            "{full}"
+        );
+        assert_eq!(public, "input: line 3: not a number");
+        let relayed = e.relay();
+        assert_eq!(relayed.to_string(), full);
+        assert_eq!(relayed.public(), public);
+        std::fs::write(&path, "id,x\nSECRET-ID,2\nSECRET-ID,3\n").unwrap();
+        let e = crate::load_table(&path, "id", None).unwrap_err();
+        assert!(e.to_string().contains("SECRET-ID"));
+        assert_eq!(e.public(), "input: line 3: duplicate ID");
+        let e = TrainError::Peer {
+            peer: "b\0b".into(),
+            reason: "x\u{1b}[2J".into(),
+        };
+        assert_eq!(e.public(), "peer `b?b`: x?[2J");
+    }
+}
