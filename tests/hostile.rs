@@ -1,7 +1,7 @@
 //! Hostile inputs across real daemons (`confide serve` processes, one log file each).
 //!
 //! 1. Raw values of a party's dataset (an ID, a cell, a binary file's bytes, its file
-//!    path) never reach another party: not in an abort, a refusal, a status, the other
+//!    path; psi, train and risk-ingest jobs) never reach another party: not in an abort, a refusal, a status, the other
 //!    daemons' logs, their job tables or the initiator's terminal. The initiator still
 //!    learns who failed, the category and the line.
 //! 2. Sizes a peer announces (a PSI set size, a training matrix shape, netcheck rounds)
@@ -23,6 +23,8 @@ const ID: &str = "PLANTED-ID-7f3a";
 const CELL: &str = "PLANTED-CELL-991";
 const BIN: &str = "PLANTED-BIN-5e1";
 const PATH: &str = "PLANTED-PATH-c0de";
+/// A figure of carol's risk dataset (carol's own log may show it).
+const RISK: &str = "PLANTED-RISK-4b2";
 
 /// Every planted marker.
 const PLANTED: [&str; 4] = [ID, CELL, BIN, PATH];
@@ -121,6 +123,22 @@ fn planted_values_never_leave_their_owner() {
     std::fs::write(&bin, bytes).unwrap();
     add_dataset(&dir, "bob", "bin", &bin, "id", allow);
 
+    // carol's risk dataset: a figure that is not a number on line 3.
+    let risk = root.path().join("carol-risk.csv");
+    std::fs::write(
+        &risk,
+        format!("id,blacklisted,loans,amount,overdue\nk1,0,1,10,0\nk2,0,1,{RISK},0\n"),
+    )
+    .unwrap();
+    add_dataset(
+        &dir,
+        "carol",
+        "risk",
+        &risk,
+        "id",
+        "{ risk = [\"alice\", \"bob\"] }",
+    );
+
     let parties = ["alice", "bob", "carol"];
     let _d: Vec<Daemon> = parties
         .iter()
@@ -128,6 +146,15 @@ fn planted_values_never_leave_their_owner() {
         .collect();
     common::wait_all_ok(&dir, &parties, Duration::from_secs(20));
     let out = root.path().join("out.csv");
+
+    // A risk ingest fails at the holder (carol) before anything reaches the compute nodes.
+    let o = at(&dir, "carol", &["risk", "ingest", "--dataset", "risk"]);
+    assert!(!o.status.success(), "the ingest should fail");
+    assert!(
+        common::stderr(&o).contains("line 3"),
+        "{}",
+        common::stderr(&o)
+    );
 
     // PSI with the binary file: bob refuses at the proposal.
     let o = common::psi(
@@ -167,6 +194,11 @@ fn planted_values_never_leave_their_owner() {
     }
     assert_clean("alice's log and jobs", &seen_by(&dir, &logs, "alice"));
     assert_clean("carol's log and jobs", &seen_by(&dir, &logs, "carol"));
+    // The compute nodes saw nothing of carol's failed ingest.
+    for node in ["alice", "bob"] {
+        let seen = seen_by(&dir, &logs, node);
+        assert!(!seen.contains(RISK), "{node} saw carol's `{RISK}`:\n{seen}");
+    }
     // bob keeps the full story locally (so the checks above can fail).
     let bob = seen_by(&dir, &logs, "bob");
     for m in [ID, CELL, PATH] {

@@ -78,7 +78,8 @@ impl Peer for PeerService {
         // The full reason is logged here; only its public rendering is sent back.
         let refuse = |e: DaemonError| {
             let reason = e.public();
-            tracing::warn!(job = %p.job_id, kind = %p.kind, peer = %who, error = %e, "refused job");
+            let error = crate::base::error::printable(&e.to_string());
+            tracing::warn!(job = %p.job_id, kind = %p.kind, peer = %who, %error, "refused job");
             Ok(Response::new(ProposalReply {
                 accepted: false,
                 reason,

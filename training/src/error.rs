@@ -127,6 +127,15 @@ fn csv_category(reason: &str) -> &'static str {
         .unwrap_or("unreadable row")
 }
 
+/// `s` with the text between each pair of backticks replaced by `…`.
+fn redact_quoted(s: &str) -> String {
+    s.split('`')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "…" } else { part })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
 impl TrainError {
     /// What may leave this party about this error (sent to peers in the opening exchange
     /// and in aborts): its category, a line number of this party's input and the peer at
@@ -138,7 +147,9 @@ impl TrainError {
             TrainError::Csv { line, reason, .. } => {
                 format!("input: line {line}: {}", csv_category(reason))
             }
-            TrainError::Data(_) => "invalid input data".into(),
+            // Written by this crate about shapes and counts; anything it quotes (an ID,
+            // a value, a column name) is redacted.
+            TrainError::Data(m) => format!("invalid input data: {}", redact_quoted(&clean(m))),
             TrainError::Params(_) => "invalid parameters".into(),
             TrainError::Peer { peer, reason } => {
                 format!("peer `{}`: {}", clean(peer), clean(reason))
@@ -207,5 +218,10 @@ mod tests {
             reason: "x\u{1b}[2J".into(),
         };
         assert_eq!(e.public(), "peer `b?b`: x?[2J");
+        let e = TrainError::Data("common ID `SECRET-ID` is not in the table".into());
+        assert_eq!(
+            e.public(),
+            "invalid input data: common ID `…` is not in the table"
+        );
     }
 }
