@@ -28,3 +28,16 @@ pub enum MpcError {
 
 /// Result alias for this crate.
 pub type Result<T, E = MpcError> = std::result::Result<T, E>;
+
+impl MpcError {
+    /// What may leave this party about this error: its category and the peer at fault,
+    /// never a value (a fixed-point encoding error does not name the value).
+    pub fn public(&self) -> String {
+        match self {
+            MpcError::Transport(e) => e.public(),
+            MpcError::Encode { .. } => "a value cannot be encoded in fixed point".into(),
+            MpcError::Shape(_) => "shape mismatch".into(),
+            MpcError::Param(_) => "invalid parameter".into(),
+        }
+    }
+}

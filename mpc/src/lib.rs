@@ -30,5 +30,5 @@ pub use share::{BoolShares, Party, Shared, SharedMat, SharedVec};
 pub use sigmoid::Spline;
 pub use transport::{
     ChannelTransport, Link, OnePeer, Recorded, Recording, RecordingTransport, Transport,
-    TransportError, memory_mesh, recording_contains,
+    TransportError, clean, memory_mesh, recording_contains,
 };

@@ -47,6 +47,20 @@ pub enum TransportError {
 }
 
 impl TransportError {
+    /// What may leave this party about this error: the category and the peer, without
+    /// the free-text reason (it may quote what a peer sent).
+    pub fn public(&self) -> String {
+        match self {
+            TransportError::UnknownPeer(p) => format!("unknown peer `{}`", clean(p)),
+            TransportError::Disconnected { peer, .. } => {
+                format!("peer `{}` disconnected", clean(peer))
+            }
+            TransportError::Malformed { peer, .. } => {
+                format!("malformed message from peer `{}`", clean(peer))
+            }
+        }
+    }
+
     /// Convenience constructor for protocol decoders.
     pub fn malformed(peer: &str, reason: impl Into<String>) -> Self {
         Self::Malformed {
@@ -54,6 +68,21 @@ impl TransportError {
             reason: reason.into(),
         }
     }
+}
+
+/// `s` with control characters (NUL, escapes, newlines) replaced by `?`, at most 200
+/// characters: for text that came from elsewhere and is echoed to a log or a terminal.
+pub fn clean(s: &str) -> String {
+    const MAX: usize = 200;
+    let mut out: String = s
+        .chars()
+        .take(MAX)
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    if s.chars().nth(MAX).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// A party's view of the network of one job.

@@ -21,6 +21,8 @@ pub enum PsiError {
     Csv {
         /// The input file.
         path: PathBuf,
+        /// The 1-based line the reader stopped at, if it knows.
+        line: Option<u64>,
         /// What the CSV reader reported.
         reason: String,
     },
@@ -62,10 +64,51 @@ impl PsiError {
         }
     }
 
+    /// What may leave this party about this error: its category, the line of this
+    /// party's input and the peer at fault — never a path, an ID or a cell of the input.
+    pub fn public(&self) -> String {
+        match self {
+            PsiError::Io { .. } => "input/output error on a file of this party".into(),
+            PsiError::Csv { line: Some(l), .. } => format!("input is not valid CSV (line {l})"),
+            PsiError::Csv { line: None, .. } => "input is not valid CSV".into(),
+            PsiError::MissingColumn { .. } => {
+                "input has no ID column (the configured id_column is not in its header)".into()
+            }
+            PsiError::InvalidJob(_) => "invalid PSI job".into(),
+            PsiError::Transport(e) => e.public(),
+            PsiError::Malformed { peer, .. } => {
+                format!("malformed message from peer `{}`", confide_mpc::clean(peer))
+            }
+            PsiError::Internal(_) => "internal error".into(),
+        }
+    }
+
     pub(crate) fn malformed(peer: &str, reason: impl Into<String>) -> Self {
         Self::Malformed {
             peer: peer.to_string(),
             reason: reason.into(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_rendering_names_no_path_and_no_header() {
+        let e = PsiError::MissingColumn {
+            path: "/data/SECRET-PATH/x.csv".into(),
+            column: "id".into(),
+            available: "SECRET-ROW\0, 42".into(),
+        };
+        let p = e.public();
+        assert!(!p.contains("SECRET") && p.contains("no ID column"), "{p}");
+        let e = PsiError::Csv {
+            path: "/data/SECRET-PATH/x.csv".into(),
+            line: Some(7),
+            reason: "SECRET-VALUE".into(),
+        };
+        assert_eq!(e.public(), "input is not valid CSV (line 7)");
     }
 }

@@ -87,6 +87,7 @@ fn csv_error(path: &Path, e: csv::Error) -> PsiError {
     }
     PsiError::Csv {
         path: path.to_path_buf(),
+        line: e.position().map(|p| p.line()),
         reason: e.to_string(),
     }
 }

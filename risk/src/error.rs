@@ -104,6 +104,27 @@ pub enum RiskError {
 }
 
 impl RiskError {
+    /// What may leave this party about this error (a compute node's answer to a caller,
+    /// an abort): its category, a line number and the party at fault — never a path, an
+    /// ID or a figure of the input.
+    pub fn public(&self) -> String {
+        let clean = confide_mpc::clean;
+        match self {
+            RiskError::InvalidInput(_) => "invalid input".into(),
+            RiskError::Decode(_) => "malformed message".into(),
+            RiskError::Storage(_) => "risk index storage error".into(),
+            RiskError::Dataset { line, .. } => format!("dataset error at line {line}"),
+            RiskError::Transport(e) => e.public(),
+            RiskError::AuditLog(_) => "audit log error".into(),
+            RiskError::File { .. } => "a node-state file could not be used".into(),
+            RiskError::Remote { node, message } => {
+                format!("compute node `{}` refused: {}", clean(node), clean(message))
+            }
+            // Written by this crate about the request itself, not about any input data.
+            e => clean(&e.to_string()),
+        }
+    }
+
     pub(crate) fn storage(e: impl Into<redb::Error>) -> Self {
         Self::Storage(e.into().to_string())
     }

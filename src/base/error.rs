@@ -3,8 +3,17 @@
 //! Each protocol crate's error is wrapped as it is (typed, with its source); strings are
 //! used only where no typed error exists. Every message is one line that names the file,
 //! field, peer or address at fault — the CLI prints it as it is.
+//!
+//! An error has two renderings. `Display` is the full, local one (file paths, the
+//! offending ID or cell): it goes to this party's log, its job table and its own CLI.
+//! [`DaemonError::public`] is what may leave the party — in an abort sent to peers, a
+//! refusal of a proposal, any `Status` of the Peer or Audit service (the `From` impl
+//! below) and a compute node's answer: the category, a line number of the input and the
+//! party at fault, never a value, an ID, a path or a column name of the input. Text that
+//! came from elsewhere is echoed only through [`confide_mpc::clean`] (no control
+//! characters, bounded length).
 
-use confide_mpc::TransportError;
+use confide_mpc::{TransportError, clean};
 
 use crate::base::config::ConfigError;
 
@@ -70,6 +79,10 @@ pub enum DaemonError {
     /// A bug or a broken invariant of this daemon (poisoned lock, task panic).
     #[error("{0}")]
     Internal(String),
+    /// A problem with this party's own input, as text: `message` (file, line, value) stays
+    /// here, `public` (category and line) is what peers see.
+    #[error("{message}")]
+    Local { message: String, public: String },
 }
 
 impl DaemonError {
@@ -77,6 +90,64 @@ impl DaemonError {
         Self::Io {
             context: context.into(),
             source,
+        }
+    }
+
+    /// A problem with this party's input: `message` stays local, `public` may leave.
+    pub fn local(message: impl Into<String>, public: impl Into<String>) -> Self {
+        Self::Local {
+            message: message.into(),
+            public: public.into(),
+        }
+    }
+
+    /// The rendering that may leave this party (see the module documentation): category,
+    /// line and party at fault, no data, no path, no control characters.
+    pub fn public(&self) -> String {
+        match self {
+            DaemonError::Config(_) | DaemonError::ConfigFile(_) => {
+                "configuration error at this party".into()
+            }
+            DaemonError::Bind { .. } => "cannot listen".into(),
+            DaemonError::Peer { peer, message, .. } => {
+                format!("peer `{}`: {}", clean(peer), clean(message))
+            }
+            DaemonError::PermissionDenied(m) => format!("refused: {}", clean(m)),
+            DaemonError::InvalidRequest(m) | DaemonError::Protocol(m) => clean(m),
+            DaemonError::JobNotFound(_) | DaemonError::Deadline(_) => clean(&self.to_string()),
+            DaemonError::Transport(e) => e.public(),
+            DaemonError::Psi(e) => format!("psi: {}", e.public()),
+            DaemonError::Training(e) => e.public(),
+            DaemonError::Risk(e) => format!("risk: {}", e.public()),
+            DaemonError::Audit(e) => format!("audit: {}", clean(&e.to_string())),
+            DaemonError::Cancelled(m) => format!("job cancelled: {}", clean(m)),
+            DaemonError::Io { .. } => "input/output error on a file of this party".into(),
+            DaemonError::Internal(_) => "internal error".into(),
+            DaemonError::Local { public, .. } => public.clone(),
+        }
+    }
+
+    /// The `Status` for this party's own CLI (the Control service): the full rendering.
+    pub fn local_status(self) -> tonic::Status {
+        let msg = printable(&self.to_string());
+        self.status_with(msg)
+    }
+
+    fn status_with(self, msg: String) -> tonic::Status {
+        use tonic::Status;
+        if self.is_transport() {
+            return Status::unavailable(msg);
+        }
+        match self {
+            DaemonError::PermissionDenied(_) => Status::permission_denied(msg),
+            DaemonError::InvalidRequest(_)
+            | DaemonError::Local { .. }
+            | DaemonError::Config(_)
+            | DaemonError::ConfigFile(_) => Status::invalid_argument(msg),
+            DaemonError::JobNotFound(_) => Status::not_found(msg),
+            DaemonError::Deadline(_) => Status::deadline_exceeded(msg),
+            DaemonError::Cancelled(_) => Status::cancelled(msg),
+            _ => Status::internal(msg),
         }
     }
 
@@ -91,29 +162,31 @@ impl DaemonError {
     }
 }
 
+/// The one mapping to `Status` for everything that answers another party (Peer, Audit,
+/// compute-node calls): the public rendering. This party's own CLI gets
+/// [`DaemonError::local_status`].
 impl From<DaemonError> for tonic::Status {
     fn from(e: DaemonError) -> Self {
-        use tonic::Status;
-        let msg = e.to_string().replace('\n', " ");
-        if e.is_transport() {
-            return Status::unavailable(msg);
-        }
-        match e {
-            DaemonError::PermissionDenied(_) => Status::permission_denied(msg),
-            DaemonError::InvalidRequest(_)
-            | DaemonError::Config(_)
-            | DaemonError::ConfigFile(_) => Status::invalid_argument(msg),
-            DaemonError::JobNotFound(_) => Status::not_found(msg),
-            DaemonError::Deadline(_) => Status::deadline_exceeded(msg),
-            DaemonError::Cancelled(_) => Status::cancelled(msg),
-            _ => Status::internal(msg),
-        }
+        let msg = e.public();
+        e.status_with(msg)
     }
+}
+
+/// `s` on one line with every control character (NUL, escapes, newlines) replaced by `?`:
+/// for text that may have come from a file or a peer and is printed or logged.
+pub fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '\n' | '\r' | '\t' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
 }
 
 /// A one-line description of a tonic status, for the CLI and for job errors.
 pub fn status_line(s: &tonic::Status) -> String {
-    let mut m = s.message().replace('\n', " ");
+    let mut m = printable(s.message());
     if m.is_empty() {
         m = format!("{:?}", s.code());
     }
@@ -132,5 +205,27 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
         }
         cur = c.source();
     }
-    s.replace('\n', " ")
+    printable(&s)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_for_other_parties_carry_only_the_public_rendering() {
+        let e = || {
+            DaemonError::local(
+                "/srv/SECRET/x.csv: line 3: not a number: `SECRET`",
+                "input: line 3: not a number",
+            )
+        };
+        let s = tonic::Status::from(e());
+        assert_eq!(s.message(), "input: line 3: not a number");
+        assert_eq!(s.code(), tonic::Code::InvalidArgument);
+        assert!(e().local_status().message().contains("SECRET"));
+        let io = DaemonError::io("reading /srv/SECRET", std::io::Error::other("x"));
+        assert!(!io.public().contains("SECRET"));
+        assert_eq!(printable("a\0b\nc\u{1b}"), "a?b c?");
+    }
 }

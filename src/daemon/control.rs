@@ -99,7 +99,7 @@ impl Control for ControlService {
         self.local(&req)?;
         let r = req.into_inner();
         let d = self.daemon.clone();
-        let (spec, options, abort) = prepare(&d, r).await.map_err(Status::from)?;
+        let (spec, options, abort) = prepare(&d, r).await.map_err(DaemonError::local_status)?;
         let (tx, rx) = tokio::sync::mpsc::channel(256);
         let _ = tx
             .send(JobEvent {
@@ -144,7 +144,7 @@ impl Control for ControlService {
             .daemon
             .jobs
             .abort(&id, None, "cancelled by the submitter".into())
-            .map_err(Status::from)?;
+            .map_err(DaemonError::local_status)?;
         Ok(Response::new(CancelJobReply { cancelled }))
     }
 }
@@ -218,7 +218,11 @@ async fn prepare(
             if reply.accepted {
                 Ok(())
             } else {
-                Err(DaemonError::PermissionDenied(reply.reason))
+                Err(DaemonError::PermissionDenied(format!(
+                    "by `{}`: {}",
+                    p.party,
+                    confide_mpc::clean(&reply.reason)
+                )))
             }
         }
     });
@@ -231,8 +235,8 @@ async fn prepare(
             d.jobs
                 .set_state(&spec.job_id, JobState::Failed, &e.to_string());
             d.metrics.job(spec.kind.as_str(), "failed");
-            // Peers that did accept are told to stop.
-            jobs::tell_peers_abort(d, &spec, &e.to_string()).await;
+            // Peers that did accept are told to stop (the public rendering only).
+            jobs::tell_peers_abort(d, &spec, &e.public()).await;
             Err(e)
         }
     }

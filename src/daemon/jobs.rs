@@ -14,7 +14,7 @@ use tokio::sync::{mpsc, watch};
 
 use super::Daemon;
 use crate::base::config::PartyConfig;
-use crate::base::error::{DaemonError, status_line};
+use crate::base::error::{DaemonError, printable, status_line};
 use crate::base::ids::now_ms;
 use crate::base::job::JobSpec;
 use crate::base::kind::JobKind;
@@ -292,6 +292,10 @@ pub async fn run(
         work_dir: work_dir.clone(),
         events: events.clone(),
     };
+    // The job's links outlive its protocol: a party that fails tells the others why
+    // (`Peer.Abort`) before its streams close, so they learn the reason, not just
+    // "peer closed the stream".
+    let links: std::sync::OnceLock<ChannelTransport> = std::sync::OnceLock::new();
     let body = async {
         std::fs::create_dir_all(&work_dir)
             .map_err(|e| DaemonError::io(format!("creating {}", work_dir.display()), e))?;
@@ -302,7 +306,7 @@ pub async fn run(
         } else {
             ChannelTransport::from_links(daemon.me(), BTreeMap::new())
         };
-        options.run(&env, &transport).await
+        options.run(&env, links.get_or_init(|| transport)).await
     };
     let aborted = async {
         loop {
@@ -337,7 +341,7 @@ pub async fn run(
     let err = result
         .as_ref()
         .err()
-        .map(|e| e.to_string())
+        .map(|e| printable(&e.to_string()))
         .unwrap_or_default();
     daemon.jobs.set_state(&job_id, state, &err);
     daemon.metrics.job(kind.as_str(), status);
@@ -346,11 +350,12 @@ pub async fn run(
             tracing::info!(job = %job_id, kind = %kind, elapsed_ms = started.elapsed().as_millis() as u64, "job succeeded")
         }
         Err(e) => {
-            tracing::warn!(job = %job_id, kind = %kind, error = %e, "job {status}");
-            // Tell the others, so nobody waits for us.
-            tell_peers_abort(&daemon, &spec, &e.to_string()).await;
+            tracing::warn!(job = %job_id, kind = %kind, error = %err, "job {status}");
+            // Tell the others, so nobody waits for us: the public rendering only.
+            tell_peers_abort(&daemon, &spec, &e.public()).await;
         }
     }
+    drop(links);
     if let Some(tx) = events {
         let mut ev = JobEvent {
             job_id: job_id.clone(),
@@ -360,7 +365,7 @@ pub async fn run(
         };
         match &result {
             Ok(v) => ev.result_json = v.to_string(),
-            Err(e) => ev.error = e.to_string(),
+            Err(_) => ev.error = err.clone(),
         }
         let _ = tx.send(ev).await;
     }

@@ -78,8 +78,11 @@ impl Peer for PeerService {
                 self.known(&x.party)?;
             }
         }
-        let refuse = |reason: String| {
-            tracing::warn!(job = %p.job_id, kind = %p.kind, peer = %who, %reason, "refused job");
+        // The full reason is logged here; only its public rendering is sent back.
+        let refuse = |e: DaemonError| {
+            let reason = e.public();
+            let error = crate::base::error::printable(&e.to_string());
+            tracing::warn!(job = %p.job_id, kind = %p.kind, peer = %who, %error, "refused job");
             Ok(Response::new(ProposalReply {
                 accepted: false,
                 reason,
@@ -95,8 +98,10 @@ impl Peer for PeerService {
         let options = match checked {
             Ok(o) => o,
             // The initiator adds "refused:" itself.
-            Err(DaemonError::PermissionDenied(m)) => return refuse(m),
-            Err(other) => return refuse(other.to_string()),
+            Err(DaemonError::PermissionDenied(m)) => {
+                return refuse(DaemonError::local(m.clone(), confide_mpc::clean(&m)));
+            }
+            Err(other) => return refuse(other),
         };
         let deadline_ms = p.deadline_unix_ms.saturating_sub(now_ms());
         let spec = JobSpec {
@@ -169,7 +174,11 @@ impl Peer for PeerService {
         let who = caller(&req)?;
         self.known(&who)?;
         let r = req.into_inner();
-        let reason = format!("peer `{who}` ended the job: {}", r.reason);
+        // What a peer says is echoed only cleaned (no control characters, bounded).
+        let reason = format!(
+            "peer `{who}` ended the job: {}",
+            confide_mpc::clean(&r.reason)
+        );
         // Unknown jobs are ignored: the abort may overtake a proposal that was refused.
         let _ = self.daemon.jobs.abort(&r.job_id, Some(&who), reason);
         Ok(Response::new(AbortReply {}))

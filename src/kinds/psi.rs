@@ -59,11 +59,8 @@ fn check(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError
     }
     let ds = plan.checked_dataset(cfg, PolicyKind::Psi)?;
     confide_psi::check_input(&ds.path, &ds.id_column).map_err(|e| {
-        DaemonError::InvalidRequest(format!(
-            "dataset `{}` of `{}`: {e}",
-            plan.my_dataset(),
-            plan.me
-        ))
+        let at = format!("dataset `{}` of `{}`", plan.my_dataset(), plan.me);
+        DaemonError::local(format!("{at}: {e}"), format!("{at}: {}", e.public()))
     })?;
     // Consent of every participant: this party's policy must allow psi for every party
     // that learns anything derived from its data in this job (with this protocol: every

@@ -73,11 +73,14 @@ impl Kind for RiskIngest {
             .await
             .map_err(|e| DaemonError::Internal(e.to_string()))?
             .map_err(|e| {
-                DaemonError::InvalidRequest(format!(
-                    "dataset `{name}` of `{}` ({}): {e}",
-                    env.me(),
-                    ds.path.display()
-                ))
+                DaemonError::local(
+                    format!(
+                        "dataset `{name}` of `{}` ({}): {e}",
+                        env.me(),
+                        ds.path.display()
+                    ),
+                    format!("dataset `{name}` of `{}`: {}", env.me(), e.public()),
+                )
             })?;
         let padded = confide_risk::client::padded_len(data.records.len()) as u64;
         let caller = EnvCaller {

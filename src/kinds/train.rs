@@ -56,13 +56,21 @@ impl Kind for Train {
             )));
         }
         if !header.contains(&o.label) {
-            return Err(bad(format!(
-                "label column `{}` is not in dataset `{}` of `{}` ({})",
-                o.label,
-                plan.my_dataset(),
-                plan.me,
-                ds.path.display()
-            )));
+            return Err(DaemonError::local(
+                format!(
+                    "label column `{}` is not in dataset `{}` of `{}` ({})",
+                    o.label,
+                    plan.my_dataset(),
+                    plan.me,
+                    ds.path.display()
+                ),
+                format!(
+                    "label column `{}` is not in dataset `{}` of `{}`",
+                    confide_mpc::clean(&o.label),
+                    plan.my_dataset(),
+                    plan.me
+                ),
+            ));
         }
         Ok(())
     }

@@ -26,7 +26,7 @@ pub fn train_err(e: TrainError) -> DaemonError {
         | TrainError::TooFewRows { .. }
         | TrainError::Csv { .. }
         | TrainError::NoSharedModel { .. }
-        | TrainError::ShareFile { .. }) => bad(e.to_string()),
+        | TrainError::ShareFile { .. }) => DaemonError::local(e.to_string(), e.public()),
         e => DaemonError::Training(e),
     }
 }
@@ -40,24 +40,33 @@ pub fn models_dir(cfg: &PartyConfig) -> PathBuf {
 pub fn read_meta(cfg: &PartyConfig, model: &str) -> Result<ShareMeta, DaemonError> {
     let path = confide_training::share_path(&models_dir(cfg), model).map_err(train_err)?;
     ShareMeta::read(&path, model).map_err(|e| match e {
-        TrainError::NoSharedModel { .. } => bad(format!(
-            "`{}` holds no shared model `{model}` ({} is missing; train with --keep-shared first)",
-            cfg.party.name,
-            path.display()
-        )),
+        TrainError::NoSharedModel { .. } => DaemonError::local(
+            format!(
+                "`{}` holds no shared model `{model}` ({} is missing; train with --keep-shared first)",
+                cfg.party.name,
+                path.display()
+            ),
+            format!("`{}` holds no shared model `{model}`", cfg.party.name),
+        ),
         e => train_err(e),
     })
 }
 
 /// The header of a CSV file.
 pub fn csv_header(path: &Path) -> Result<Vec<String>, DaemonError> {
+    let err = |e: csv::Error| {
+        DaemonError::local(
+            format!("{}: {e}", path.display()),
+            "dataset file is not a readable CSV (line 1)",
+        )
+    };
     let mut r = csv::ReaderBuilder::new()
         .has_headers(true)
         .trim(csv::Trim::All)
         .from_path(path)
-        .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+        .map_err(err)?;
     Ok(r.headers()
-        .map_err(|e| bad(format!("{}: {e}", path.display())))?
+        .map_err(err)?
         .iter()
         .map(str::to_string)
         .collect())
@@ -72,12 +81,18 @@ pub fn checked_dataset<'a>(
     let ds = plan.checked_dataset(cfg, PolicyKind::Train)?;
     let header = csv_header(&ds.path)?;
     if !header.contains(&ds.id_column) {
-        return Err(bad(format!(
-            "dataset `{dataset}` of `{}`: {} has no column `{}` (its id_column)",
-            plan.me,
-            ds.path.display(),
-            ds.id_column
-        )));
+        return Err(DaemonError::local(
+            format!(
+                "dataset `{dataset}` of `{}`: {} has no column `{}` (its id_column)",
+                plan.me,
+                ds.path.display(),
+                ds.id_column
+            ),
+            format!(
+                "dataset `{dataset}` of `{}`: its ID column is not in the header (line 1)",
+                plan.me
+            ),
+        ));
     }
     Ok((ds, header))
 }

@@ -81,6 +81,15 @@ pub enum TrainError {
     /// A background computation died (a bug, not an input problem).
     #[error("internal error: {0}")]
     Internal(String),
+    /// An error of this party carried as text (to fail every seat of a job with it): the
+    /// full `message` stays here, only `public` is sent.
+    #[error("{message}")]
+    Local {
+        /// The full message (file, line, value).
+        message: String,
+        /// What may leave this party ([`TrainError::public`] of the original).
+        public: String,
+    },
 }
 
 impl From<confide_mpc::TransportError> for TrainError {
@@ -99,7 +108,73 @@ impl From<confide_psi::PsiError> for TrainError {
     }
 }
 
+/// The category of a CSV problem, from the reasons [`crate::load_table`] and the
+/// alignment reader give (the value they quote is dropped).
+fn csv_category(reason: &str) -> &'static str {
+    const KNOWN: [&str; 8] = [
+        "missing ID",
+        "duplicate ID",
+        "missing value",
+        "not a number",
+        "not a finite number",
+        "ID column not in header",
+        "label column not in header",
+        "label must be 0 or 1",
+    ];
+    KNOWN
+        .into_iter()
+        .find(|k| reason.starts_with(k))
+        .unwrap_or("unreadable row")
+}
+
+/// `s` with the text between each pair of backticks replaced by `…`.
+fn redact_quoted(s: &str) -> String {
+    s.split('`')
+        .enumerate()
+        .map(|(i, part)| if i % 2 == 1 { "…" } else { part })
+        .collect::<Vec<_>>()
+        .join("`")
+}
+
 impl TrainError {
+    /// What may leave this party about this error (sent to peers in the opening exchange
+    /// and in aborts): its category, a line number of this party's input and the peer at
+    /// fault — never a path, an ID, a cell value or a column name of the input.
+    pub fn public(&self) -> String {
+        let clean = confide_mpc::clean;
+        match self {
+            TrainError::Mpc(e) => e.public(),
+            TrainError::Csv { line, reason, .. } => {
+                format!("input: line {line}: {}", csv_category(reason))
+            }
+            // Written by this crate about shapes and counts; anything it quotes (an ID,
+            // a value, a column name) is redacted.
+            TrainError::Data(m) => format!("invalid input data: {}", redact_quoted(&clean(m))),
+            TrainError::Params(_) => "invalid parameters".into(),
+            TrainError::Peer { peer, reason } => {
+                format!("peer `{}`: {}", clean(peer), clean(reason))
+            }
+            TrainError::Options(m) => clean(m),
+            e @ TrainError::TooFewRows { .. } => clean(&e.to_string()),
+            TrainError::Psi(e) => format!("row alignment (psi): {}", e.public()),
+            TrainError::NoSharedModel { model, .. } => {
+                format!("no shared model `{}` at this party", clean(model))
+            }
+            TrainError::ShareFile { .. } => "a stored model share is not usable".into(),
+            TrainError::Io { .. } => "input/output error on a file of this party".into(),
+            TrainError::Internal(_) => "internal error".into(),
+            TrainError::Local { public, .. } => public.clone(),
+        }
+    }
+
+    /// A copy of this error as text, keeping both renderings.
+    pub fn relay(&self) -> Self {
+        Self::Local {
+            message: self.to_string(),
+            public: self.public(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),
@@ -110,3 +185,43 @@ impl TrainError {
 
 /// Result alias for this crate.
 pub type Result<T, E = TrainError> = std::result::Result<T, E>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_public_rendering_keeps_line_and_category_but_no_value() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret-dir.csv");
+        std::fs::write(
+            &path,
+            "id,x\nr1,1\nr2,SECRET-CELL\nSECRET-ID,2\nSECRET-ID,3\n",
+        )
+        .unwrap();
+        let e = crate::load_table(&path, "id", None).unwrap_err();
+        let (full, public) = (e.to_string(), e.public());
+        assert!(
+            full.contains("SECRET-CELL") && full.contains("secret-dir"),
+            "{full}"
+        );
+        assert_eq!(public, "input: line 3: not a number");
+        let relayed = e.relay();
+        assert_eq!(relayed.to_string(), full);
+        assert_eq!(relayed.public(), public);
+        std::fs::write(&path, "id,x\nSECRET-ID,2\nSECRET-ID,3\n").unwrap();
+        let e = crate::load_table(&path, "id", None).unwrap_err();
+        assert!(e.to_string().contains("SECRET-ID"));
+        assert_eq!(e.public(), "input: line 3: duplicate ID");
+        let e = TrainError::Peer {
+            peer: "b\0b".into(),
+            reason: "x\u{1b}[2J".into(),
+        };
+        assert_eq!(e.public(), "peer `b?b`: x?[2J");
+        let e = TrainError::Data("common ID `SECRET-ID` is not in the table".into());
+        assert_eq!(
+            e.public(),
+            "invalid input data: common ID `…` is not in the table"
+        );
+    }
+}

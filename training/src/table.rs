@@ -243,7 +243,7 @@ pub fn check_label(label: Option<&Vec<f64>>, rows: usize) -> Result<Array1<f64>>
     }
     if let Some((i, v)) = y.iter().enumerate().find(|(_, v)| **v != 0.0 && **v != 1.0) {
         return Err(TrainError::Data(format!(
-            "label of row {i} is {v}, must be 0 or 1"
+            "label of row {i} is `{v}`, must be 0 or 1"
         )));
     }
     Ok(Array1::from_vec(y.clone()))

@@ -269,6 +269,12 @@ async fn hello<T: Transport>(
                         format!("protocol version {version}"),
                     ));
                 }
+                if set_size > MAX_SET_SIZE {
+                    return Err(PsiError::malformed(
+                        peer,
+                        format!("announced a set of {set_size} IDs (the limit is {MAX_SET_SIZE})"),
+                    ));
+                }
                 if mode != job.mode.byte() || parties as usize != ctx.n || fingerprint != fp {
                     return Err(PsiError::malformed(
                         peer,
@@ -295,6 +301,10 @@ fn bad_point(peer: &str, e: BadPoint, offset: u64) -> PsiError {
 
 /// Capacity to reserve for `announced` items: the peer's announced size, capped so that a
 /// wrong announcement cannot make us allocate more than ~200 MB up front.
+/// Largest set a peer may announce (2^36 IDs: far beyond any real alliance, small enough
+/// that sums of sizes and byte counts cannot overflow).
+pub const MAX_SET_SIZE: u64 = 1 << 36;
+
 fn reserve(announced: u64) -> usize {
     announced.min(1 << 24) as usize
 }

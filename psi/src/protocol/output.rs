@@ -68,6 +68,7 @@ type Writer = csv::Writer<BufWriter<tempfile::NamedTempFile>>;
 fn csv_error(path: &Path, e: csv::Error) -> PsiError {
     PsiError::Csv {
         path: path.to_path_buf(),
+        line: e.position().map(|p| p.line()),
         reason: e.to_string(),
     }
 }

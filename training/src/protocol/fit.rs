@@ -45,7 +45,7 @@ pub async fn train<T: Transport>(
     };
     let mine = match &prep {
         Some(Ok(p)) => Ok(Hello::party(p, p.std.names.clone(), &params_json)),
-        Some(Err(e)) => Err(TrainError::Data(e.to_string())),
+        Some(Err(e)) => Err(e.relay()),
         None => Ok(Hello::dealer(&params_json)),
     };
     let hellos = handshake(t, role, names, &params_json, mine).await?;

@@ -63,6 +63,38 @@ pub(super) fn from_json<D: for<'de> Deserialize<'de>>(peer: &str, b: &[u8]) -> R
     })
 }
 
+/// Most rows a peer may announce.
+pub const MAX_ROWS: usize = 100_000_000;
+/// Most columns (features) a peer may announce.
+pub const MAX_COLS: usize = 10_000;
+/// Most cells (rows × columns) of one party's matrix: what the dealer and the engine
+/// allocate triples and masks for.
+pub const MAX_CELLS: usize = 1 << 30;
+
+/// A peer's announced shape, checked before anything is sized by it.
+fn check_shape(peer: &str, h: &Hello) -> Result<()> {
+    let bad = |what: String| TrainError::Peer {
+        peer: peer.to_string(),
+        reason: format!("announced {what}"),
+    };
+    if h.rows > MAX_ROWS {
+        return Err(bad(format!("{} rows (the limit is {MAX_ROWS})", h.rows)));
+    }
+    if h.cols > MAX_COLS || h.features.len() > MAX_COLS {
+        return Err(bad(format!(
+            "{} columns (the limit is {MAX_COLS})",
+            h.cols.max(h.features.len())
+        )));
+    }
+    match h.rows.checked_mul(h.cols.max(1)) {
+        Some(c) if c <= MAX_CELLS => Ok(()),
+        _ => Err(bad(format!(
+            "{} rows of {} columns (the limit is {MAX_CELLS} cells)",
+            h.rows, h.cols
+        ))),
+    }
+}
+
 /// The opening exchange. Parties tell each other (and the dealer) their row and column
 /// counts, feature names (not to the dealer), the parameters and any local error; the
 /// dealer answers with a verdict. Returns the peer's hello at a party, both hellos at the
@@ -81,6 +113,8 @@ pub(super) async fn handshake<T: Transport>(
             let (a, b) = tokio::join!(t.recv(&names.active), t.recv(&names.passive));
             let a: Hello = from_json(&names.active, &a?)?;
             let b: Hello = from_json(&names.passive, &b?)?;
+            check_shape(&names.active, &a)?;
+            check_shape(&names.passive, &b)?;
             let err = if let Some(e) = a.error.as_ref().or(b.error.as_ref()) {
                 Some(format!("a party failed: {e}"))
             } else if a.params != params_json || b.params != params_json {
@@ -110,7 +144,8 @@ pub(super) async fn handshake<T: Transport>(
                 cols: 0,
                 features: vec![],
                 params: params_json.to_string(),
-                error: Some(e.to_string()),
+                // Only the public rendering leaves: no path, ID or cell value.
+                error: Some(e.public()),
             },
             Some(e),
         ),
@@ -127,6 +162,7 @@ pub(super) async fn handshake<T: Transport>(
     s1?;
     s2?;
     let theirs: Hello = from_json(peer, &r?)?;
+    check_shape(peer, &theirs)?;
     let verdict: Verdict = from_json(&names.dealer, &t.recv(&names.dealer).await?)?;
     if let Some(e) = local_err {
         return Err(e);
@@ -134,7 +170,7 @@ pub(super) async fn handshake<T: Transport>(
     if let Some(e) = theirs.error {
         return Err(TrainError::Peer {
             peer: peer.clone(),
-            reason: e,
+            reason: confide_mpc::clean(&e),
         });
     }
     if theirs.params != params_json {
@@ -151,7 +187,7 @@ pub(super) async fn handshake<T: Transport>(
     if let Some(e) = verdict.error {
         return Err(TrainError::Peer {
             peer: names.dealer.clone(),
-            reason: e,
+            reason: confide_mpc::clean(&e),
         });
     }
     Ok(match role {

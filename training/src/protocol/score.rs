@@ -56,7 +56,7 @@ pub async fn predict_shared<T: Transport>(
     };
     let mine = match &prep {
         Some(Ok((p, m))) => Ok(Hello::party(p, vec![format!("{:?}", m.cols)], &params_json)),
-        Some(Err(e)) => Err(TrainError::Data(e.to_string())),
+        Some(Err(e)) => Err(e.relay()),
         None => Ok(Hello::dealer(&params_json)),
     };
     let hellos = handshake(t, role, &params.parties, &params_json, mine).await?;
