@@ -111,25 +111,25 @@ async fn keygen_sign_join_add_and_revoke_without_a_new_alliance() {
     let cadir = root.join("ca");
     ok(&ca(&["ca", "init", "--dir", path_str(&cadir)]), "ca init");
     let sealed = std::fs::read_to_string(cadir.join("ca.key.enc")).unwrap();
-    assert!(!sealed.contains("BEGIN") && !sealed.contains("PRIVATE"), "{sealed}");
+    assert!(
+        !sealed.contains("BEGIN") && !sealed.contains("PRIVATE"),
+        "{sealed}"
+    );
     assert_eq!(mode(&cadir.join("ca.key.enc")), 0o600);
     // A wrong passphrase opens nothing.
-    let wrong = cli(&[
-        "ca",
-        "revoke",
-        "--ca",
-        path_str(&cadir),
-        "--name",
-        "alice",
-    ])
-    .env("CONFIDE_CA_PASSPHRASE", "not the passphrase")
-    .output()
-    .unwrap();
+    let wrong = cli(&["ca", "revoke", "--ca", path_str(&cadir), "--name", "alice"])
+        .env("CONFIDE_CA_PASSPHRASE", "not the passphrase")
+        .output()
+        .unwrap();
     assert_clean_error(&wrong, "wrong passphrase");
     // A request whose CSR names someone else is refused.
     let forged = root.join("forged.req.json");
     let req = std::fs::read_to_string(root.join("bob/bob.req.json")).unwrap();
-    std::fs::write(&forged, req.replace("\"name\": \"bob\"", "\"name\": \"mallory\"")).unwrap();
+    std::fs::write(
+        &forged,
+        req.replace("\"name\": \"bob\"", "\"name\": \"mallory\""),
+    )
+    .unwrap();
     let o = ca(&[
         "ca",
         "sign",
