@@ -53,6 +53,7 @@
 pub mod align;
 pub mod error;
 pub mod limits;
+pub mod optim;
 pub mod options;
 pub mod plain;
 pub mod protocol;
@@ -61,8 +62,9 @@ pub mod table;
 
 pub use align::{Aligned, align};
 pub use error::{Result, TrainError};
+pub use optim::{ClassWeight, Fit, Optimizer, Penalty, Stop};
 pub use options::{PREDICT_BATCH, PredictOptions, TrainOptions, check_model_id};
-pub use plain::{auc, batch_order, generate_credit, train_plain};
+pub use plain::{PlainFit, Twin, auc, batch_order, generate_credit, train_plain};
 pub use protocol::{
     EpochProgress, MIN_ROWS, Metrics, Model, PartyNames, PredictParams, Role, SharedModel,
     SigmoidKind, TrainOutcome, TrainParams, predict_shared, train,
