@@ -20,10 +20,46 @@
 //! the binned validation AUC is checked too: [`VALIDATION_PATIENCE`] epochs in a row
 //! without a new best end training, and the weights of the best epoch are kept.
 
+use confide_mpc::Spline;
+use rand_chacha::ChaCha12Rng;
+use rand_core::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::limits;
-use crate::plain::batch_order;
+
+/// Binned AUCs use thresholds over z ∈ [−AUC_RANGE, AUC_RANGE].
+pub const AUC_RANGE: f64 = 8.0;
+
+/// The public row order of `epoch`: a Fisher–Yates shuffle seeded by the job seed.
+/// Both computing parties and the dealer derive the same order.
+pub fn batch_order(seed: u64, epoch: usize, rows: usize) -> Vec<usize> {
+    let mut rng =
+        ChaCha12Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    let mut order: Vec<usize> = (0..rows).collect();
+    for i in (1..rows).rev() {
+        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
+}
+
+/// Which sigmoid approximation training uses on shares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SigmoidKind {
+    /// 0 / 0.5 + x/4 / 1 with cuts at ±2.
+    Seg3,
+    /// The 7-piece spline ([`Spline::sigmoid7`]).
+    Spline7,
+}
+
+impl SigmoidKind {
+    pub fn spline(self) -> Spline {
+        match self {
+            Self::Seg3 => Spline::seg3(),
+            Self::Spline7 => Spline::sigmoid7(),
+        }
+    }
+}
 
 /// Momentum coefficient μ of [`Optimizer::Momentum`] and [`Optimizer::Nesterov`].
 pub const MOMENTUM: f64 = 0.9;

@@ -8,24 +8,12 @@ use ndarray::{Array1, Array2, Axis};
 use rand_chacha::ChaCha12Rng;
 use rand_core::{Rng, SeedableRng};
 
+pub use crate::optim::batch_order;
 use crate::optim::{
-    Fit, MOMENTUM, Penalty, Schedule, Stop, auc_thresholds, binned_auc, class_weights,
+    AUC_RANGE, Fit, MOMENTUM, Penalty, Schedule, SigmoidKind, Stop, auc_thresholds, binned_auc,
+    class_weights,
 };
-use crate::protocol::{AUC_RANGE, SigmoidKind};
 use crate::table::Table;
-
-/// The public row order of `epoch`: a Fisher–Yates shuffle seeded by the job seed.
-/// Both computing parties and the dealer derive the same order.
-pub fn batch_order(seed: u64, epoch: usize, rows: usize) -> Vec<usize> {
-    let mut rng =
-        ChaCha12Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut order: Vec<usize> = (0..rows).collect();
-    for i in (1..rows).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
-    order
-}
 
 /// Area under the ROC curve (ties count one half). `None` if a class is empty.
 pub fn auc(scores: &[f64], labels: &[f64]) -> Option<f64> {

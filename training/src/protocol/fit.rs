@@ -16,8 +16,7 @@ use super::reveal::{reveal_model, secure_auc};
 use super::step::{Inputs, Update, Weights, epoch as epoch_step, weight_inputs};
 use super::{EpochProgress, Metrics, Model, Role, SharedModel, TrainOutcome, TrainParams};
 use crate::error::{Result, TrainError};
-use crate::optim::{ClassWeight, Schedule, Stop, class_weights};
-use crate::plain::batch_order;
+use crate::optim::{ClassWeight, Schedule, Stop, batch_order, class_weights};
 use crate::table::LocalData;
 
 /// Trains vertical logistic regression at one seat (see the crate docs for the protocol

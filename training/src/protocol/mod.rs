@@ -8,13 +8,14 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use confide_mpc::Party;
 use confide_mpc::engine::Names;
-use confide_mpc::{Party, Spline};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use crate::error::{Result, TrainError};
 use crate::limits;
+pub use crate::optim::SigmoidKind;
 use crate::optim::{Fit, Stop};
 use crate::table::Standardizer;
 
@@ -32,8 +33,6 @@ pub use score::predict_shared;
 pub const MIN_ROWS: usize = 10;
 /// Fixed-point bits of the public update constants (learning rate, decay).
 const CONST_BITS: u32 = 30;
-/// AUC bins span z ∈ [−AUC_RANGE, AUC_RANGE].
-pub(crate) const AUC_RANGE: f64 = 8.0;
 
 /// This daemon's seat in a training or prediction job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,24 +85,6 @@ impl PartyNames {
                 }
             })
             .collect()
-    }
-}
-
-/// Which sigmoid approximation training uses on shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SigmoidKind {
-    /// 0 / 0.5 + x/4 / 1 with cuts at ±2.
-    Seg3,
-    /// The 7-piece spline ([`Spline::sigmoid7`]).
-    Spline7,
-}
-
-impl SigmoidKind {
-    pub(crate) fn spline(self) -> Spline {
-        match self {
-            Self::Seg3 => Spline::seg3(),
-            Self::Spline7 => Spline::sigmoid7(),
-        }
     }
 }
 

@@ -7,11 +7,11 @@ use confide_mpc::ring::ZERO;
 use confide_mpc::{Engine, MaskedMatrix, Party, SharedVec, Transport};
 use ndarray::Axis;
 
+use super::PartyNames;
 use super::handshake::{Hello, from_json, to_json};
 use super::prep::{Prep, frexp_inv, sum_share};
-use super::{AUC_RANGE, PartyNames};
 use crate::error::{Result, TrainError};
-use crate::optim::{auc_thresholds, binned_auc};
+use crate::optim::{AUC_RANGE, auc_thresholds, binned_auc};
 
 /// Binned AUC on shares over `rows`: the counts of rows (and of positives) whose score
 /// is at least each of `bins` public thresholds are opened to `to`; returns (AUC,
