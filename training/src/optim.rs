@@ -18,7 +18,8 @@
 //! is a *plateau*: the learning rate halves and the momentum restarts from zero. The
 //! [`PLATEAUS`]-th plateau ends training; `epochs` is only a cap. With a validation split
 //! the binned validation AUC is checked too: [`VALIDATION_PATIENCE`] epochs in a row
-//! without a new best end training, and the weights of the best epoch are kept.
+//! without a new best end training, and the weights of the best epoch are kept (of tied
+//! epochs, the latest).
 
 use confide_mpc::Spline;
 use rand_chacha::ChaCha12Rng;
@@ -334,16 +335,19 @@ impl Schedule {
             best: false,
         };
         if let Some(a) = val_auc {
+            // A tie keeps the later weights but does not count as an improvement.
             if self.best_val.is_none_or(|b| a > b) {
-                self.best_val = Some(a);
-                self.best_epoch = Some(self.epoch);
                 self.stall = 0;
-                d.best = true;
             } else {
                 self.stall += 1;
-                if self.stall >= VALIDATION_PATIENCE {
-                    d.stop = Some(Stop::Validation);
-                }
+            }
+            if self.best_val.is_none_or(|b| a >= b) {
+                self.best_val = Some(a);
+                self.best_epoch = Some(self.epoch);
+                d.best = true;
+            }
+            if self.stall >= VALIDATION_PATIENCE {
+                d.stop = Some(Stop::Validation);
             }
         }
         let plateau = match self.prev {
@@ -433,9 +437,9 @@ mod tests {
             .take(5)
             .map(|(&l, a)| s.after_epoch(l, Some(a)))
             .collect();
-        assert!(d[1].best && !d[2].best);
+        assert!(d[1].best && !d[2].best && d[3].best && !d[4].best);
         assert_eq!(d[4].stop, Some(Stop::Validation));
-        assert_eq!(s.best_epoch(), Some(2));
+        assert_eq!(s.best_epoch(), Some(4), "a tie keeps the later epoch");
         let mut s = Schedule::new(&fit, 100);
         let last = losses.iter().map(|&l| s.after_epoch(l, None)).last();
         assert_eq!(last.unwrap().stop, Some(Stop::Cap));
