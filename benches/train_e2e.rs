@@ -4,9 +4,10 @@
 //! epoch (from each daemon's job summary in its log) and in all (from its Prometheus
 //! `/metrics`), and each daemon's peak RSS.
 //!
-//! `cargo bench --bench train_e2e` runs 100,000 rows × (50 + 50) features, 10 epochs,
-//! batch 1,024. `TRAIN_E2E="ROWS,FEATURES_A,FEATURES_B,EPOCHS,BATCH"` picks another size,
-//! e.g. `TRAIN_E2E=5000,10,10,3,256`.
+//! `cargo bench --bench train_e2e` runs 100,000 rows × (50 + 50) features, an epoch cap of
+//! 10 (`--epochs`; the default optimizer and stopping rule otherwise), batch 1,024.
+//! `TRAIN_E2E="ROWS,FEATURES_A,FEATURES_B,EPOCHS,BATCH"` picks another size, e.g.
+//! `TRAIN_E2E=5000,10,10,3,256`.
 
 #[path = "../tests/common/mod.rs"]
 mod common;

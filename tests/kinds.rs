@@ -171,13 +171,11 @@ async fn every_kind_runs_in_process() {
         &a,
         "alice",
         JobOptions::Train(train::Opts {
-            label: "y".into(),
             epochs: 2,
             batch_size: 64,
-            learning_rate: 0.1,
+            learning_rate: Some(0.1),
             keep_shared: true,
-            seed: 5,
-            dealer: "carol".into(),
+            ..train::Opts::new("y", 5, "carol")
         }),
         "credit",
         vec![peer("bob", "credit"), peer("carol", "")],

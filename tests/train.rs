@@ -17,8 +17,8 @@ const DATA: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/data/credit/breast_cancer_wisconsin.csv"
 );
-const EPOCHS: usize = 3;
-const BATCH: usize = 32;
+/// The epoch cap and batch of the runs that do not test the defaults.
+const SHORT: [&str; 4] = ["--epochs", "3", "--batch-size", "32"];
 
 /// Splits the data set by columns: alice gets `id`, `label` and the first 15 features
 /// (every row), bob the other 15 (rows with i % 10 == 3 missing, 5 IDs alice lacks, in
@@ -104,7 +104,6 @@ fn train_and_predict_between_real_daemons() {
     add_dataset(&dir, "bob", "credit", &pb, "id", "{ train = [\"alice\"] }");
     add_dataset(&dir, "bob", "private", &pb, "id", "{ psi = [\"alice\"] }");
     let _d = start(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
-    let (epochs, batch) = (EPOCHS.to_string(), BATCH.to_string());
     let train = |peer: &str, label: &str, out: &Path, extra: &[&str]| {
         let mut args = vec![
             "train",
@@ -116,29 +115,30 @@ fn train_and_predict_between_real_daemons() {
             label,
             "--output",
             path_str(out),
-            "--epochs",
-            &epochs,
-            "--batch-size",
-            &batch,
         ];
         args.extend_from_slice(extra);
         at(&dir, "alice", &args)
     };
 
-    // Train and reveal to both.
+    // Train and reveal to both: default optimizer and stopping rule, 10% held out.
     let out = root.path().join("model.json");
-    let o = train("bob:credit", "label", &out, &[]);
+    let o = train("bob:credit", "label", &out, &["--validation", "0.1"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let line = stdout(&o);
     assert!(
         line.contains(&format!("{common} common rows"))
-            && line.contains(&format!("{EPOCHS} epochs"))
+            && line.contains(" epochs (")
             && line.contains("final loss")
+            && line.contains("validation AUC")
             && line.contains("train AUC")
             && line.contains(&format!("model written to {}", out.display())),
         "{line}"
     );
-    assert!(stderr(&o).contains("epoch: "), "progress: {}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("epoch: ") && err.contains("loss ") && err.contains("validation AUC "),
+        "progress: {err}"
+    );
     let job = job_id(&line);
     let model: confide_training::Model =
         serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
@@ -146,8 +146,13 @@ fn train_and_predict_between_real_daemons() {
     assert!(json["intercept"].is_f64() && json["metrics"].is_object());
     assert_eq!(model.weights.len(), 30);
     assert!(model.weights.contains_key("mean radius") && model.weights.contains_key("worst area"));
-    assert_eq!(model.metrics.rows, common);
-    assert_eq!(model.metrics.loss_per_epoch.len(), EPOCHS);
+    let m = &model.metrics;
+    assert_eq!(m.rows, common);
+    assert_eq!(m.validation_rows, (common as f64 * 0.1).round() as usize);
+    assert_eq!(m.loss_per_epoch.len(), m.epochs);
+    assert_eq!(m.validation_auc_per_epoch.len(), m.epochs);
+    assert!(m.epochs < 200 && m.best_epoch.is_some(), "{m:?}");
+    assert_eq!(m.fit.validation, 0.1);
     // bob got the same model; carol (the dealer) got nothing.
     let bob_copy = data_dir(&dir, "bob")
         .join("results")
@@ -162,7 +167,7 @@ fn train_and_predict_between_real_daemons() {
     let t = confide_training::load_table(&pref, "id", Some("label")).unwrap();
     let y = t.label.clone().unwrap();
     let (secure, plain) =
-        confide::demo::train::reference_aucs(&t, &model, EPOCHS, BATCH, 0.1, 7).unwrap();
+        confide::demo::train::reference_aucs(&t, &model, &model.metrics.fit).unwrap();
     assert!(
         (secure - plain).abs() <= 0.01,
         "secure {secure} plaintext {plain}"
@@ -170,19 +175,52 @@ fn train_and_predict_between_real_daemons() {
     assert!(secure > 0.97, "{secure}");
 
     // Policy: bob does not allow alice to train on `private`.
-    let o = train("bob:private", "label", &root.path().join("x.json"), &[]);
+    let o = train("bob:private", "label", &root.path().join("x.json"), &SHORT);
     assert_clean_error(
         &o,
         "does not allow `alice` to run `train` on dataset `private`",
     );
+    // Out-of-range and unknown optimizer settings fail before anything is sent.
+    let o = train(
+        "bob:credit",
+        "label",
+        &root.path().join("x.json"),
+        &["--validation", "0.9"],
+    );
+    assert_clean_error(&o, "validation must be in [0, 0.5], got 0.9");
+    let o = train(
+        "bob:credit",
+        "label",
+        &root.path().join("x.json"),
+        &["--C", "0"],
+    );
+    assert_clean_error(&o, "C must be a positive number, got 0");
+    let o = train(
+        "bob:credit",
+        "label",
+        &root.path().join("x.json"),
+        &["--optimizer", "adam"],
+    );
+    assert!(
+        !o.status.success() && stderr(&o).contains("adam"),
+        "{}",
+        stderr(&o)
+    );
     // A missing label column fails before anything is sent, naming it.
-    let o = train("bob:credit", "defaulted", &root.path().join("x.json"), &[]);
+    let o = train(
+        "bob:credit",
+        "defaulted",
+        &root.path().join("x.json"),
+        &SHORT,
+    );
     assert_clean_error(&o, "label column `defaulted` is not in dataset `credit`");
     assert!(!root.path().join("x.json").exists());
 
     // Keep the model secret-shared, then score with it: only alice sees the scores.
     let unrevealed = root.path().join("unrevealed.json");
-    let o = train("bob:credit", "label", &unrevealed, &["--keep-shared"]);
+    let mut keep = SHORT.to_vec();
+    keep.push("--keep-shared");
+    let o = train("bob:credit", "label", &unrevealed, &keep);
     assert!(o.status.success(), "{}", stderr(&o));
     let line = stdout(&o);
     assert!(line.contains("kept secret-shared"), "{line}");

@@ -275,17 +275,48 @@ pub struct TrainArgs {
     pub label: String,
     #[arg(long)]
     pub output: PathBuf,
-    #[arg(long, default_value_t = 10)]
-    pub epochs: u32,
-    #[arg(long, default_value_t = 1024)]
-    pub batch_size: u32,
     /// Do not reveal the model: keep it secret-shared between the two parties, to serve
     /// `confide predict` (the job id names the model).
     #[arg(long)]
     pub keep_shared: bool,
-    /// Learning rate of mini-batch SGD.
+    #[command(flatten)]
+    pub fit: FitArgs,
+}
+
+/// The optimizer settings of `confide train` (logistic regression). Training runs until
+/// the loss stops improving by the tolerance (or the validation AUC stops improving);
+/// `--epochs` is only a cap.
+#[derive(Debug, Args)]
+pub struct FitArgs {
+    /// Most passes over the data (training usually stops sooner: see --tolerance).
+    #[arg(long, default_value_t = 200)]
+    pub epochs: u32,
+    /// Rows per step; a batch larger than the data is one full-batch step per epoch.
+    #[arg(long, default_value_t = 1024)]
+    pub batch_size: u32,
+    /// Step size (default: automatic, min(1, sqrt(batch / rows))).
     #[arg(long)]
     pub learning_rate: Option<f64>,
+    /// Update rule on the shares.
+    #[arg(long, default_value = "nesterov", value_parser = ["nesterov", "momentum", "sgd"])]
+    pub optimizer: String,
+    /// Penalty on the standardized weights (never the intercept).
+    #[arg(long, default_value = "l2", value_parser = ["l2", "l1", "none"])]
+    pub penalty: String,
+    /// Inverse regularization strength, as scikit-learn's C: larger C, weaker penalty.
+    #[arg(long = "C", default_value_t = 1.0)]
+    pub c: f64,
+    /// Row weights: `balanced` weighs each class by rows / (2 · rows of the class).
+    #[arg(long, default_value = "none", value_parser = ["none", "balanced"])]
+    pub class_weight: String,
+    /// An epoch that lowers the loss by less than this fraction is a plateau: the step
+    /// size halves; the fifth plateau ends training.
+    #[arg(long, default_value_t = 3e-5)]
+    pub tolerance: f64,
+    /// Hold out this fraction of the common rows: training stops when their AUC has not
+    /// improved for 3 epochs, and keeps the best epoch's weights.
+    #[arg(long, default_value_t = 0.0)]
+    pub validation: f64,
 }
 
 #[derive(Debug, Args)]

@@ -8,8 +8,10 @@ use super::CliError;
 use super::args::{PredictArgs, TrainArgs};
 use super::submit::{absolute, parse_peer, request, submit};
 use crate::base::config::PartyConfig;
+use crate::kinds::train::stop_name;
 use crate::kinds::train_common::{read_meta, valid_model_id};
 use crate::kinds::{self, JobOptions};
+use confide_training::Stop;
 
 /// The dealer a `train` or `predict` job uses: the configured one, distinct from both
 /// computing parties.
@@ -45,15 +47,7 @@ pub async fn train(a: TrainArgs) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(&a.config.config)?;
     let peer = parse_peer(&a.peer)?;
     let dealer = configured_dealer(&cfg, &peer.party)?;
-    let opts = kinds::train::Opts {
-        label: a.label.clone(),
-        epochs: a.epochs as usize,
-        batch_size: a.batch_size as usize,
-        learning_rate: a.learning_rate.unwrap_or(0.1),
-        keep_shared: a.keep_shared,
-        seed: rand::random(),
-        dealer: dealer.clone(),
-    };
+    let opts = train_options(&a, dealer.clone())?;
     let output = absolute(&a.output)?;
     let req = request(
         &JobOptions::Train(opts),
@@ -66,6 +60,26 @@ pub async fn train(a: TrainArgs) -> Result<ExitCode, CliError> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The job options of `confide train` (a fresh random job seed).
+fn train_options(a: &TrainArgs, dealer: String) -> Result<kinds::train::Opts, CliError> {
+    let f = &a.fit;
+    let named = |e: String| CliError::Usage(e);
+    let mut o = kinds::train::Opts::new(&a.label, rand::random(), &dealer);
+    o.epochs = f.epochs as usize;
+    o.batch_size = f.batch_size as usize;
+    o.learning_rate = f.learning_rate;
+    o.optimizer = f.optimizer.parse().map_err(named)?;
+    o.penalty = f.penalty.parse().map_err(named)?;
+    o.c = f.c;
+    o.class_weight = f.class_weight.parse().map_err(named)?;
+    o.tolerance = f.tolerance;
+    o.validation = f.validation;
+    o.keep_shared = a.keep_shared;
+    o.validate()
+        .map_err(|e| CliError::Usage(format!("confide train: {e}")))?;
+    Ok(o)
+}
+
 /// The one-line summary of a train job.
 pub fn train_summary(job: &str, r: &serde_json::Value) -> String {
     let n = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
@@ -75,8 +89,20 @@ pub fn train_summary(job: &str, r: &serde_json::Value) -> String {
         n("common_rows"),
         n("epochs")
     );
+    if let Some(stop) = r
+        .get("stop")
+        .and_then(|v| serde_json::from_value::<Stop>(v.clone()).ok())
+    {
+        s.push_str(&format!(" ({}, {} steps)", stop_name(stop), n("steps")));
+    }
     if let Some(l) = f("final_loss") {
         s.push_str(&format!(", final loss {l:.4}"));
+    }
+    if let Some(a) = f("best_validation_auc") {
+        s.push_str(&format!(
+            ", validation AUC {a:.4} (epoch {})",
+            n("best_epoch")
+        ));
     }
     if let Some(auc) = f("train_auc") {
         s.push_str(&format!(", train AUC {auc:.4}"));
@@ -132,4 +158,84 @@ pub async fn predict(a: PredictArgs) -> Result<ExitCode, CliError> {
         r.get("elapsed_ms").and_then(|v| v.as_u64()).unwrap_or(0) as f64 / 1000.0
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::args::{Cli, Command};
+    use confide_training::{ClassWeight, Optimizer, Penalty};
+
+    fn args(extra: &[&str]) -> TrainArgs {
+        let mut v = vec![
+            "confide",
+            "train",
+            "-c",
+            "p.toml",
+            "--dataset",
+            "d",
+            "--peer",
+            "b:d",
+            "--label",
+            "y",
+            "--output",
+            "m.json",
+        ];
+        v.extend_from_slice(extra);
+        match Cli::try_parse_from(v).unwrap().command {
+            Command::Train(a) => a,
+            _ => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn flags_become_the_job_options() {
+        let o = train_options(&args(&[]), "dealer".into()).unwrap();
+        let d = confide_training::TrainOptions::new("y", o.seed, "dealer");
+        assert_eq!(o, d, "no flags: every default of the training crate");
+        let o = train_options(
+            &args(&[
+                "--epochs",
+                "7",
+                "--batch-size",
+                "99",
+                "--learning-rate",
+                "0.3",
+                "--optimizer",
+                "sgd",
+                "--penalty",
+                "l1",
+                "--C",
+                "0.5",
+                "--class-weight",
+                "balanced",
+                "--tolerance",
+                "0.001",
+                "--validation",
+                "0.2",
+                "--keep-shared",
+            ]),
+            "dealer".into(),
+        )
+        .unwrap();
+        assert_eq!(
+            (o.epochs, o.batch_size, o.learning_rate),
+            (7, 99, Some(0.3))
+        );
+        assert_eq!(
+            (o.optimizer, o.penalty, o.c, o.class_weight),
+            (Optimizer::Sgd, Penalty::L1, 0.5, ClassWeight::Balanced)
+        );
+        assert_eq!(
+            (o.tolerance, o.validation, o.keep_shared),
+            (0.001, 0.2, true)
+        );
+        let e = train_options(&args(&["--tolerance", "0.5"]), "dealer".into()).unwrap_err();
+        assert!(
+            e.to_string().contains("tolerance must be in [0, 0.1)"),
+            "{e}"
+        );
+    }
 }

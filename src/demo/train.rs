@@ -7,7 +7,7 @@ use std::path::Path;
 use std::time::Instant;
 
 use confide_proto::DatasetRef;
-use confide_training::{Model, Table};
+use confide_training::{Fit, Model, Table, Twin};
 
 use super::data_dir;
 use crate::cli::CliError;
@@ -19,9 +19,6 @@ use crate::kit::{LocalAlliance, add_dataset};
 /// Rows and features of the demo's training data, and its job parameters.
 const DEMO_MAX_ROWS: usize = 3000;
 const DEMO_FEATURES: usize = 5;
-const DEMO_EPOCHS: usize = 5;
-const DEMO_BATCH: usize = 64;
-const DEMO_LR: f64 = 0.1;
 const DEMO_SEED: u64 = 2024;
 /// The joined common rows, for the demo's plaintext reference only.
 const REFERENCE: &str = "plaintext-reference.csv";
@@ -92,15 +89,9 @@ pub async fn step(alliance: &LocalAlliance) -> Result<(), CliError> {
     let alice = alliance.config("alice")?;
     let out = alliance.dir.join("alice").join("model.json");
     let dealer = configured_dealer(&alice, "bob")?;
-    let opts = train::Opts {
-        label: "default".into(),
-        epochs: DEMO_EPOCHS,
-        batch_size: DEMO_BATCH,
-        learning_rate: DEMO_LR,
-        keep_shared: false,
-        seed: DEMO_SEED,
-        dealer: dealer.clone(),
-    };
+    // Every optimizer setting at its default: training stops when the loss converges.
+    let opts = train::Opts::new("default", DEMO_SEED, &dealer);
+    let fit = opts.fit();
     let peers = vec![
         DatasetRef {
             party: "bob".into(),
@@ -116,8 +107,11 @@ pub async fn step(alliance: &LocalAlliance) -> Result<(), CliError> {
     let (job, r) = submit_with(&alice, req, Show::Lines).await?;
     let model: Model = serde_json::from_str(&read_file(&out)?)
         .map_err(|e| CliError::json(out.display().to_string(), e))?;
-    let (secure, plain, rows) =
-        demo_reference(&alliance.dir.join("demo-data").join(REFERENCE), &model)?;
+    let (secure, plain, rows) = demo_reference(
+        &alliance.dir.join("demo-data").join(REFERENCE),
+        &model,
+        &fit,
+    )?;
     super::step(
         &format!(
             "{}; AUC on the {rows} common rows: secure {secure:.4} (binned on shares {:.4}), plaintext {plain:.4}",
@@ -133,25 +127,19 @@ pub async fn step(alliance: &LocalAlliance) -> Result<(), CliError> {
 
 /// The secure model's AUC on the demo's common rows and the plaintext reference's.
 /// Returns (secure, plaintext, rows).
-fn demo_reference(path: &Path, model: &Model) -> Result<(f64, f64, usize), CliError> {
+fn demo_reference(path: &Path, model: &Model, fit: &Fit) -> Result<(f64, f64, usize), CliError> {
     let t = confide_training::load_table(path, "customer_id", Some("default"))?;
-    let (secure, plain) = reference_aucs(&t, model, DEMO_EPOCHS, DEMO_BATCH, DEMO_LR, DEMO_SEED)?;
+    let (secure, plain) = reference_aucs(&t, model, fit)?;
     Ok((secure, plain, t.ids.len()))
 }
 
 /// On a joined table of common rows (label and every party's features, rows in the
 /// sorted common-ID order the job used): the AUC of a revealed `model` (raw units, scored
-/// in plaintext) and of plaintext logistic regression trained on the same rows — f64
-/// mini-batch SGD with the exact sigmoid, the same standardization, batch schedule
-/// (`seed`), learning rate and epochs. Returns (model AUC, plaintext AUC).
-pub fn reference_aucs(
-    t: &Table,
-    model: &Model,
-    epochs: usize,
-    batch: usize,
-    lr: f64,
-    seed: u64,
-) -> Result<(f64, f64), CliError> {
+/// in plaintext) and of plaintext logistic regression trained on the same rows — the
+/// plaintext twin of the job's optimizer settings `fit` (same standardization, batch
+/// schedule, optimizer and stopping rule; exact sigmoid). Returns (model AUC, plaintext
+/// AUC).
+pub fn reference_aucs(t: &Table, model: &Model, fit: &Fit) -> Result<(f64, f64), CliError> {
     let y = t
         .label
         .clone()
@@ -172,8 +160,8 @@ pub fn reference_aucs(
     }
     let std = confide_training::Standardizer::fit(&t.feature_names, &t.features)?;
     let xs = std.transform(&t.features);
-    let (b0, w) = confide_training::train_plain(&xs, &y, epochs, batch, lr, 0.0, seed);
-    let plain_scores = (xs.dot(&w) + b0).to_vec();
+    let p = confide_training::train_plain(&xs, &y, fit, Twin::Exact);
+    let plain_scores = (xs.dot(&p.weights) + p.intercept).to_vec();
     let auc = |s: &[f64]| {
         confide_training::auc(s, &y).ok_or_else(|| CliError::Failed("AUC needs both labels".into()))
     };

@@ -13,15 +13,17 @@
 //!
 //! What each party learns beyond the training crate's own leakage (see its docs): both
 //! computing parties learn the common IDs (PSI `All`); the dealer learns the job's
-//! parties, options (label name, epochs, …) and, from the training handshake, row and
-//! column counts.
+//! parties, options (label name, epoch cap, optimizer, …) and, from the training
+//! handshake, row and column counts. The job summary of each computing party lists the
+//! loss (and validation AUC) of every epoch, which the crate opens to both of them for
+//! the stopping rule; the dealer's summary has the number of epochs only.
 
 use std::sync::Mutex;
 use std::time::Instant;
 
 use confide_mpc::ChannelTransport;
 use confide_training::{
-    EpochProgress, Model, PartyNames, Role, ShareMeta, StoredShare, TrainOptions,
+    EpochProgress, Model, PartyNames, Role, ShareMeta, Stop, StoredShare, TrainOptions,
 };
 
 use super::train_common::{
@@ -34,8 +36,9 @@ use crate::base::error::DaemonError;
 use crate::base::files::write_atomic;
 use crate::base::kind::JobKind;
 
-/// The options of a `train` job: [`TrainOptions`] (label, epochs, batch size, learning
-/// rate, keep_shared, seed, dealer), validated by the training crate.
+/// The options of a `train` job: [`TrainOptions`] (label, epoch cap, batch size, learning
+/// rate, optimizer, penalty, C, class weight, tolerance, validation split, keep_shared,
+/// seed, dealer), validated by the training crate.
 pub type Opts = TrainOptions;
 
 #[derive(Debug)]
@@ -93,6 +96,33 @@ impl Kind for Train {
     }
 }
 
+/// The progress line of an epoch: loss, validation AUC, step size, and why it stops.
+fn epoch_message(p: &EpochProgress) -> String {
+    let mut parts = Vec::new();
+    if let Some(l) = p.loss {
+        parts.push(format!("loss {l:.5}"));
+    }
+    if let Some(a) = p.validation_auc {
+        parts.push(format!("validation AUC {a:.4}"));
+    }
+    if let Some(r) = p.learning_rate {
+        parts.push(format!("step {r:.4}"));
+    }
+    if let Some(s) = p.stop {
+        parts.push(format!("stopping ({})", stop_name(s)));
+    }
+    parts.join(", ")
+}
+
+/// Why training ended, in words.
+pub fn stop_name(s: Stop) -> &'static str {
+    match s {
+        Stop::Converged => "loss converged",
+        Stop::Validation => "validation AUC stopped improving",
+        Stop::Cap => "epoch cap",
+    }
+}
+
 /// This party's side of a `train` job.
 async fn run_train(
     env: &dyn Env,
@@ -138,16 +168,20 @@ async fn run_train(
     let psi_bytes = bytes_sent(t);
 
     // 2. Training (the crate keeps its CPU work off the async runtime).
-    let epoch_bytes = Mutex::new(Vec::with_capacity(o.epochs));
+    let epoch_bytes = Mutex::new(Vec::new());
+    let trajectory: Mutex<Vec<EpochProgress>> = Mutex::new(Vec::new());
     env.progress("training", 0, o.epochs as u64, "");
     let train_started = Instant::now();
     let progress = |p: EpochProgress| {
         if let Ok(mut v) = epoch_bytes.lock() {
             v.push(bytes_sent(t));
         }
-        let msg = p.loss.map(|l| format!("loss {l:.4}")).unwrap_or_default();
-        tracing::info!(job = %env.spec().job_id, epoch = p.epoch, epochs = p.epochs, loss = ?p.loss, "epoch done");
+        let msg = epoch_message(&p);
+        tracing::info!(job = %env.spec().job_id, epoch = p.epoch, epochs = p.epochs, loss = ?p.loss, validation_auc = ?p.validation_auc, "epoch done");
         env.progress("epoch", p.epoch as u64, p.epochs as u64, &msg);
+        if let Ok(mut v) = trajectory.lock() {
+            v.push(p);
+        }
     };
     let outcome = confide_training::train(t, role, data, &params, &progress)
         .await
@@ -209,7 +243,36 @@ async fn run_train(
         .collect();
     let total = bytes_sent(t);
     let metrics = outcome.model.as_ref().map(|m| &m.metrics);
-    let summary = serde_json::json!({
+    let trajectory = trajectory.into_inner().unwrap_or_default();
+    // Both computing parties know the loss and validation AUC of every epoch.
+    let known = role != Role::Dealer;
+    let losses: Vec<f64> = trajectory.iter().filter_map(|p| p.loss).collect();
+    let val_aucs: Vec<f64> = trajectory.iter().filter_map(|p| p.validation_auc).collect();
+    let last = trajectory.last();
+    // The optimizer settings and what the stopping rule saw.
+    let fit = serde_json::json!({
+        "epochs": last.map_or(0, |p| p.epoch),
+        "epoch_cap": o.epochs,
+        "stop": last.and_then(|p| p.stop).filter(|_| known),
+        "steps": metrics.map(|m| m.steps),
+        "batch_size": o.batch_size,
+        "learning_rate": trajectory.first().and_then(|p| p.learning_rate),
+        "optimizer": o.optimizer,
+        "penalty": o.penalty,
+        "C": o.c,
+        "class_weight": o.class_weight,
+        "tolerance": o.tolerance,
+        "validation": o.validation,
+        "validation_rows": metrics.map(|m| m.validation_rows),
+        "seed": o.seed,
+        "label": o.label,
+        "loss_per_epoch": known.then_some(&losses),
+        "final_loss": losses.last(),
+        "validation_auc_per_epoch": (known && o.validation > 0.0).then_some(&val_aucs),
+        "best_validation_auc": val_aucs.iter().copied().reduce(f64::max),
+        "best_epoch": metrics.and_then(|m| m.best_epoch),
+    });
+    let mut summary = serde_json::json!({
         "kind": "train",
         "job_id": env.spec().job_id,
         "party": me,
@@ -218,13 +281,6 @@ async fn run_train(
         "parties": names,
         "common_rows": ds_info.as_ref().map(|x| x.2),
         "features": ds_info.as_ref().map(|x| x.1.len()),
-        "epochs": o.epochs,
-        "batch_size": o.batch_size,
-        "learning_rate": o.learning_rate,
-        "seed": o.seed,
-        "label": o.label,
-        "loss_per_epoch": metrics.map(|m| m.loss_per_epoch.clone()),
-        "final_loss": metrics.and_then(|m| m.loss_per_epoch.last().copied()),
         "train_auc": metrics.and_then(|m| m.train_auc),
         "positives": metrics.and_then(|m| m.positives),
         "revealed_to": params.reveal_to,
@@ -243,6 +299,9 @@ async fn run_train(
         "bytes_sent_per_epoch": per_epoch,
         "bytes_sent_after_training": total.saturating_sub(epochs_bytes.last().copied().unwrap_or(psi_bytes)),
     });
+    if let (Some(all), serde_json::Value::Object(fit)) = (summary.as_object_mut(), fit) {
+        all.extend(fit);
+    }
     tracing::info!(job = %env.spec().job_id, summary = %summary, "train finished");
     Ok(summary)
 }

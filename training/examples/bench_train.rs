@@ -1,8 +1,9 @@
 //! Training benchmark: two parties + dealer in one process over the in-memory mesh.
 //!
-//! `cargo run --release -p confide-training --example bench_train -- [rows] [feats_a] [feats_b] [epochs] [batch] [seg3|spline7] [auc_bins]`
-//! (defaults: 100000 50 50 10 1024 spline7 16). Prints wall time (setup, per epoch, total) and
-//! the bytes each seat sends per epoch.
+//! `cargo run --release -p confide-training --example bench_train -- [rows] [feats_a] [feats_b] [epoch_cap] [batch] [seg3|spline7] [auc_bins]`
+//! (defaults: 100000 50 50 200 1024 spline7 16; every other setting is the default of
+//! `TrainParams::new`, so training runs until the stopping rule ends it). Prints wall time
+//! (setup, per epoch, total), the epochs used and the bytes each seat sends per epoch.
 
 use std::sync::Mutex;
 use std::sync::atomic::Ordering;
@@ -21,7 +22,7 @@ fn main() {
         num(0, 100_000),
         num(1, 50),
         num(2, 50),
-        num(3, 10),
+        num(3, 200),
         num(4, 1024),
     );
     let sigmoid = match args.get(5).map(String::as_str) {
@@ -41,8 +42,8 @@ fn main() {
         dealer: "dealer".into(),
     };
     let mut params = TrainParams::new(names);
-    params.epochs = epochs;
-    params.batch_size = batch;
+    params.fit.epochs = epochs;
+    params.fit.batch_size = batch;
     params.sigmoid = sigmoid;
     params.auc_bins = auc_bins;
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -61,7 +62,7 @@ fn main() {
         marks.lock().unwrap().push(snap());
         let on_epoch = |p: confide_training::EpochProgress| {
             marks.lock().unwrap().push(snap());
-            println!("epoch {}/{} loss {:?} at {:.2?}", p.epoch, p.epochs, p.loss, start.elapsed());
+            println!("epoch {}/{} loss {:?} rate {:?} stop {:?} at {:.2?}", p.epoch, p.epochs, p.loss, p.learning_rate, p.stop, start.elapsed());
         };
         let quiet = |_p| {};
         let (ra, rb, rd) = tokio::join!(
@@ -99,6 +100,9 @@ fn main() {
             (end.1[1] - last.1[1]) as f64 / 1e6,
             (end.1[2] - last.1[2]) as f64 / 1e6
         );
-        println!("total {total:.2?}; train AUC (binned) {:?}; loss {:?}", model.metrics.train_auc, model.metrics.loss_per_epoch);
+        println!(
+            "total {total:.2?}; epochs used {} ({:?}), steps {}; train AUC (binned) {:?}; loss {:?}",
+            model.metrics.epochs, model.metrics.stop, model.metrics.steps, model.metrics.train_auc, model.metrics.loss_per_epoch
+        );
     });
 }

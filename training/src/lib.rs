@@ -23,36 +23,71 @@
 //!    warning); A adds the intercept column. Values are encoded in fixed point.
 //! 3. Beaver cache: each party masks its columns once with a mask only it (and the
 //!    dealer) knows and sends `X_p − U_p` to the other party; it is reused every epoch.
-//! 4. Mini-batch SGD in a public batch order derived from the job seed: per batch,
-//!    `z = X_b·w` (dealer matrix triple for the fresh `w` mask), dealer truncation,
-//!    sigmoid by SEG3 or a 7-piece spline on shares (secure comparisons), error `σ̂ − y`,
-//!    gradient `X_bᵀ·e`, update `w ← w(1 − lr·l2) − lr/B·g` — all on shares.
-//! 5. Output: weights are converted to raw units on shares and opened to `reveal_to`
-//!    only, with the per-epoch loss and a binned train AUC. The model shares stay with
-//!    the parties for [`predict_shared`].
+//! 4. Optimization on shares ([`optim`]): epochs of mini-batch steps in a public batch
+//!    order derived from the job seed (a batch at least as large as the data is one
+//!    full-batch step per epoch). Per batch: `z = X_b·w` (dealer matrix triple for the
+//!    fresh `w` mask), dealer truncation, sigmoid by SEG3 or a 7-piece spline and the
+//!    softplus loss spline on shares (secure comparisons), error `σ̂ − y` (times the
+//!    class weight, party A's input, with `--class-weight balanced`), gradient `X_bᵀ·e`,
+//!    then the update of [`Optimizer`] (SGD, heavy-ball momentum or Nesterov, default)
+//!    with an L2 penalty in the gradient or an L1 proximal step (a clamp spline on
+//!    shares), `λ = 1/(C·n)` as scikit-learn's `C` — all on shares, with public
+//!    constants (step size, μ = 0.9, λ).
+//! 5. After each epoch the loss (mean spline log-loss over the epoch plus the penalty)
+//!    and, with a validation split, the binned validation AUC are opened to both
+//!    computing parties; both apply the same stopping rule ([`optim::Schedule`]: a plateau
+//!    halves the step size and restarts the momentum, the fifth plateau ends training,
+//!    `epochs` is a cap; three epochs without a better validation AUC end it too, keeping
+//!    the best epoch's weights). Party A sends the dealer one byte per epoch: stop or go on.
+//! 6. Output: weights are converted to raw units on shares and opened to `reveal_to`
+//!    only, with the binned train AUC. The model shares stay with the parties for
+//!    [`predict_shared`].
 //!
 //! # Leakage (semi-honest, dealer non-colluding)
-//! * A and B learn each other's row count, column count and feature names.
-//! * The dealer learns the row count and the column counts, nothing else (it receives
-//!   only the handshake).
+//! * A and B learn each other's row count, column count and feature names, and the job's
+//!   public settings (including the validation fraction and thus which common rows, by
+//!   position, are held out).
+//! * The dealer learns the row count and the column counts, and how many epochs ran (the
+//!   stop flags); nothing else (it receives only the handshake and those flags).
 //! * Every other message is a share or a value masked with fresh dealer randomness.
-//! * Receivers of the model learn: the raw-unit weights and intercept; the per-epoch mean
-//!   log-loss; for the train AUC, the number of rows and of positives whose score
-//!   is at least each of `auc_bins` fixed thresholds in [−8, 8] (a coarse score histogram by
-//!   label) and the number of positives; and, for the other party's features, the binary
-//!   exponent of each feature's standard deviation (`⌊log2(1/std)⌋ + 1`, sent in clear so
-//!   raw weights keep full precision).
+//! * **Both computing parties, whether or not they receive the model** (also with
+//!   `keep_shared`), learn after every epoch: the loss the stopping rule uses (the mean
+//!   softplus-spline log-loss over the epoch's batches, each at the weights of its batch,
+//!   plus `λ/2·‖w‖²` or `λ·‖w‖₁` of the standardized weights) and, with a validation
+//!   split, the binned validation AUC (the fraction of ordered pairs from the histogram
+//!   of validation scores over `auc_bins` thresholds — not the histogram itself). What
+//!   that tells the passive party, which never sees a label: how predictable the label
+//!   is from the joint features (the loss is an average over all training rows, no
+//!   single row's term is opened); roughly the positive rate (the loss of a weak model is
+//!   close to the binary entropy of the positive rate, and the intercept-only optimum
+//!   equals it exactly); through the penalty term, a little about `‖w‖`; and from the
+//!   sequence over epochs, how fast the fit improves. It does not determine the weights
+//!   (one number per epoch against `d` unknowns). The active party learns the same about
+//!   the passive party's columns: how much they improve the fit. The number of epochs
+//!   (and so of steps) that ran is known to all three seats.
+//! * Receivers of the model learn: the raw-unit weights and intercept; the loss and
+//!   validation AUC per epoch (above); for the train AUC, over the training rows, the
+//!   number of rows and of positives whose score is at least each of `auc_bins` fixed
+//!   thresholds in [−8, 8] (a coarse score histogram by label) and the number of
+//!   positives; and, for the other party's features, the binary exponent of each
+//!   feature's standard deviation (`⌊log2(1/std)⌋ + 1`, sent in clear so raw weights keep
+//!   full precision).
+//! * Class weights are party A's private input (they reveal the class counts only
+//!   through the outputs above).
 //! * [`predict_shared`]: only the receiver learns the scores.
 //!
 //! # Accuracy
 //! Fixed point with 18 fractional bits by default; truncation never wraps (dealer pairs,
-//! error ≤ 1 unit). See `ACCURACY.md` for the AUC against plaintext training.
+//! error ≤ 1 unit). The plaintext twin [`train_plain`] runs the same optimizer and
+//! stopping rule in f64. See `ACCURACY.md` for the test AUC with default settings
+//! against scikit-learn's `LogisticRegression(C=1.0)` on the same splits.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
 pub mod align;
 pub mod error;
 pub mod limits;
+pub mod optim;
 pub mod options;
 pub mod plain;
 pub mod protocol;
@@ -61,8 +96,9 @@ pub mod table;
 
 pub use align::{Aligned, align};
 pub use error::{Result, TrainError};
+pub use optim::{ClassWeight, Fit, Optimizer, Penalty, Stop};
 pub use options::{PREDICT_BATCH, PredictOptions, TrainOptions, check_model_id};
-pub use plain::{auc, batch_order, generate_credit, train_plain};
+pub use plain::{PlainFit, Twin, auc, batch_order, generate_credit, train_plain};
 pub use protocol::{
     EpochProgress, MIN_ROWS, Metrics, Model, PartyNames, PredictParams, Role, SharedModel,
     SigmoidKind, TrainOutcome, TrainParams, predict_shared, train,

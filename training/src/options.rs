@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
 use crate::limits;
+use crate::optim::{ClassWeight, Fit, Optimizer, Penalty};
 use crate::protocol::{PartyNames, PredictParams, TrainParams};
 
 /// Rows per round trip when scoring ([`PredictOptions::params`]).
@@ -50,6 +51,15 @@ impl Raw {
             .ok_or_else(|| bad(format!("option `{key}` is missing")))
     }
 
+    fn named<T: FromStr<Err = String>>(&self, key: &str, default: T) -> Result<T> {
+        match self.0.get(key) {
+            Some(v) => v
+                .parse()
+                .map_err(|e: String| bad(format!("option `{key}`: {e}"))),
+            None => Ok(default),
+        }
+    }
+
     fn num<T: FromStr>(&self, key: &str, default: Option<T>) -> Result<T> {
         match self.0.get(key) {
             Some(v) => v
@@ -64,33 +74,72 @@ fn pairs<const N: usize>(p: [(&str, String); N]) -> Vec<(String, String)> {
     p.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
+fn fit_default() -> Fit {
+    Fit::default()
+}
+
 fn default_epochs() -> usize {
-    10
+    fit_default().epochs
 }
 
 fn default_batch_size() -> usize {
-    1024
+    fit_default().batch_size
 }
 
-fn default_learning_rate() -> f64 {
-    0.1
+fn default_c() -> f64 {
+    fit_default().c
 }
 
-/// The options of a `train` job (the same at every daemon of the job).
+fn default_tolerance() -> f64 {
+    fit_default().tolerance
+}
+
+fn default_optimizer() -> Optimizer {
+    fit_default().optimizer
+}
+
+fn default_penalty() -> Penalty {
+    fit_default().penalty
+}
+
+fn default_class_weight() -> ClassWeight {
+    fit_default().class_weight
+}
+
+/// The options of a `train` job (the same at every daemon of the job). The optimizer
+/// settings mean what the fields of [`Fit`] say; their defaults are [`Fit::default`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TrainOptions {
     /// The label column, in the active (initiating) party's dataset.
     pub label: String,
-    /// Passes over the data (default 10).
+    /// Most passes over the data (default 200; the stopping rule usually ends sooner).
     #[serde(default = "default_epochs")]
     pub epochs: usize,
-    /// Rows per SGD step (default 1024).
+    /// Rows per step (default 1024).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Learning rate (default 0.1).
-    #[serde(default = "default_learning_rate")]
-    pub learning_rate: f64,
+    /// Step size (default: automatic, `min(1, √(batch/rows))`).
+    #[serde(default)]
+    pub learning_rate: Option<f64>,
+    /// Update rule (default Nesterov).
+    #[serde(default = "default_optimizer")]
+    pub optimizer: Optimizer,
+    /// Penalty (default L2).
+    #[serde(default = "default_penalty")]
+    pub penalty: Penalty,
+    /// Inverse penalty strength, scikit-learn's `C` (default 1).
+    #[serde(default = "default_c")]
+    pub c: f64,
+    /// Row weights (default none).
+    #[serde(default = "default_class_weight")]
+    pub class_weight: ClassWeight,
+    /// Relative loss improvement below which an epoch is a plateau (default 3e-5).
+    #[serde(default = "default_tolerance")]
+    pub tolerance: f64,
+    /// Fraction of the common rows held out for early stopping (default 0: none).
+    #[serde(default)]
+    pub validation: f64,
     /// Keep the model secret-shared (for `predict`) instead of revealing it (default false).
     #[serde(default)]
     pub keep_shared: bool,
@@ -107,13 +156,39 @@ impl TrainOptions {
         "epochs",
         "batch_size",
         "learning_rate",
+        "optimizer",
+        "penalty",
+        "c",
+        "class_weight",
+        "tolerance",
+        "validation",
         "keep_shared",
         "seed",
         "dealer",
     ];
 
-    /// Parses and validates a job's string options (`label`, `epochs`, `batch_size`,
-    /// `learning_rate`, `keep_shared`, `seed`, `dealer`; defaults as in the fields' docs).
+    /// Options with every default: `label`, the job `seed` and the `dealer` given.
+    pub fn new(label: &str, seed: u64, dealer: &str) -> Self {
+        let f = fit_default();
+        Self {
+            label: label.into(),
+            epochs: f.epochs,
+            batch_size: f.batch_size,
+            learning_rate: f.learning_rate,
+            optimizer: f.optimizer,
+            penalty: f.penalty,
+            c: f.c,
+            class_weight: f.class_weight,
+            tolerance: f.tolerance,
+            validation: f.validation,
+            keep_shared: false,
+            seed,
+            dealer: dealer.into(),
+        }
+    }
+
+    /// Parses and validates a job's string options ([`Self::KEYS`]; `learning_rate` may
+    /// be `auto`; defaults as in the fields' docs).
     pub fn from_options(
         options: impl IntoIterator<Item = (impl AsRef<str>, impl AsRef<str>)>,
     ) -> Result<Self> {
@@ -123,11 +198,22 @@ impl TrainOptions {
             Some("true") => true,
             Some(v) => return Err(bad(format!("keep_shared = `{v}` (true or false)"))),
         };
+        let learning_rate = match raw.0.get("learning_rate").map(String::as_str) {
+            None | Some("auto") => None,
+            Some(_) => Some(raw.num("learning_rate", None)?),
+        };
+        let d = Self::new("", 0, "");
         let o = Self {
             label: raw.0.get("label").cloned().unwrap_or_default(),
-            epochs: raw.num("epochs", Some(default_epochs()))?,
-            batch_size: raw.num("batch_size", Some(default_batch_size()))?,
-            learning_rate: raw.num("learning_rate", Some(default_learning_rate()))?,
+            epochs: raw.num("epochs", Some(d.epochs))?,
+            batch_size: raw.num("batch_size", Some(d.batch_size))?,
+            learning_rate,
+            optimizer: raw.named("optimizer", d.optimizer)?,
+            penalty: raw.named("penalty", d.penalty)?,
+            c: raw.num("c", Some(d.c))?,
+            class_weight: raw.named("class_weight", d.class_weight)?,
+            tolerance: raw.num("tolerance", Some(d.tolerance))?,
+            validation: raw.num("validation", Some(d.validation))?,
             keep_shared,
             seed: raw.num("seed", None)?,
             dealer: raw.text("dealer")?,
@@ -141,15 +227,42 @@ impl TrainOptions {
             ("label", self.label.clone()),
             ("epochs", self.epochs.to_string()),
             ("batch_size", self.batch_size.to_string()),
-            ("learning_rate", self.learning_rate.to_string()),
+            (
+                "learning_rate",
+                self.learning_rate
+                    .map_or_else(|| "auto".to_string(), |v| v.to_string()),
+            ),
+            ("optimizer", self.optimizer.name().to_string()),
+            ("penalty", self.penalty.name().to_string()),
+            ("c", self.c.to_string()),
+            ("class_weight", self.class_weight.name().to_string()),
+            ("tolerance", self.tolerance.to_string()),
+            ("validation", self.validation.to_string()),
             ("keep_shared", self.keep_shared.to_string()),
             ("seed", self.seed.to_string()),
             ("dealer", self.dealer.clone()),
         ])
     }
 
-    /// Checks every option: a label and a dealer are named, epochs in 1..=100000, batch
-    /// size in 1..=1048576, learning rate in (0, 10].
+    /// The optimizer settings.
+    pub fn fit(&self) -> Fit {
+        Fit {
+            epochs: self.epochs,
+            batch_size: self.batch_size,
+            learning_rate: self.learning_rate,
+            optimizer: self.optimizer,
+            penalty: self.penalty,
+            c: self.c,
+            class_weight: self.class_weight,
+            tolerance: self.tolerance,
+            validation: self.validation,
+            seed: self.seed,
+        }
+    }
+
+    /// Checks every option: a label and a dealer are named, and the ranges of
+    /// [`Fit::validate`] (epochs in 1..=100000, batch size in 1..=1048576, learning rate
+    /// in (0, 10], C > 0, tolerance in [0, 0.1), validation in [0, 0.5]).
     pub fn validate(&self) -> Result<()> {
         if self.label.trim().is_empty() {
             return Err(bad("option `label` (the label column) is missing"));
@@ -157,10 +270,7 @@ impl TrainOptions {
         if self.dealer.is_empty() {
             return Err(bad("option `dealer` is missing"));
         }
-        limits::epochs(self.epochs)
-            .and_then(|()| limits::batch_size(self.batch_size))
-            .and_then(|()| limits::learning_rate(self.learning_rate))
-            .map_err(TrainError::Options)
+        self.fit().validate().map_err(TrainError::Options)
     }
 
     /// The training parameters of the job for the seats `parties`: the defaults of
@@ -168,10 +278,7 @@ impl TrainOptions {
     /// to nobody.
     pub fn params(&self, parties: PartyNames) -> TrainParams {
         let mut p = TrainParams::new(parties);
-        p.epochs = self.epochs;
-        p.batch_size = self.batch_size;
-        p.learning_rate = self.learning_rate;
-        p.seed = self.seed;
+        p.fit = self.fit();
         if self.keep_shared {
             p.reveal_to.clear();
         }

@@ -1,24 +1,19 @@
 //! Plaintext reference: the public batch schedule, f64 logistic regression trained the
-//! same way as the secure one, AUC, and a seeded credit-like data generator.
+//! same way as the secure one (the twin of [`crate::train`]), AUC, and a seeded
+//! credit-like data generator.
 
+use confide_mpc::Spline;
+use confide_mpc::sigmoid::{sigmoid, softplus};
 use ndarray::{Array1, Array2, Axis};
 use rand_chacha::ChaCha12Rng;
 use rand_core::{Rng, SeedableRng};
 
+pub use crate::optim::batch_order;
+use crate::optim::{
+    AUC_RANGE, Fit, MOMENTUM, Penalty, Schedule, SigmoidKind, Stop, auc_thresholds, binned_auc,
+    class_weights,
+};
 use crate::table::Table;
-
-/// The public row order of `epoch`: a Fisher–Yates shuffle seeded by the job seed.
-/// Both computing parties and the dealer derive the same order.
-pub fn batch_order(seed: u64, epoch: usize, rows: usize) -> Vec<usize> {
-    let mut rng =
-        ChaCha12Rng::seed_from_u64(seed ^ (epoch as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
-    let mut order: Vec<usize> = (0..rows).collect();
-    for i in (1..rows).rev() {
-        let j = (rng.next_u64() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
-    order
-}
 
 /// Area under the ROC curve (ties count one half). `None` if a class is empty.
 pub fn auc(scores: &[f64], labels: &[f64]) -> Option<f64> {
@@ -47,38 +42,157 @@ pub fn auc(scores: &[f64], labels: &[f64]) -> Option<f64> {
     Some((rank_sum - pos * (pos + 1.0) / 2.0) / (pos * neg))
 }
 
-/// Plain mini-batch SGD logistic regression on standardized `x` (no intercept column;
-/// one is added), same schedule and update as the secure protocol, exact sigmoid.
-/// Returns `(intercept, weights)` in standardized units.
-pub fn train_plain(
-    x: &Array2<f64>,
-    y: &[f64],
-    epochs: usize,
-    batch: usize,
-    lr: f64,
-    l2: f64,
-    seed: u64,
-) -> (f64, Array1<f64>) {
-    let (n, d) = x.dim();
-    let mut w = Array1::<f64>::zeros(d);
-    let mut b = 0.0;
-    for epoch in 0..epochs {
-        let order = batch_order(seed, epoch, n);
-        for rows in order.chunks(batch.max(1)) {
-            let xb = x.select(Axis(0), rows);
-            let z = xb.dot(&w) + b;
-            let e: Array1<f64> = z
-                .iter()
-                .zip(rows)
-                .map(|(z, &r)| confide_mpc::sigmoid::sigmoid(*z) - y[r])
-                .collect();
-            let g = xb.t().dot(&e);
-            let step = lr / rows.len() as f64;
-            b -= step * e.sum();
-            w = w * (1.0 - lr * l2) - g * step;
+/// The plaintext run's result: the model in standardized units and its trajectory.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlainFit {
+    /// Intercept.
+    pub intercept: f64,
+    /// Weights of the columns of `x`.
+    pub weights: Array1<f64>,
+    /// The loss the stopping rule saw after each epoch.
+    pub loss_per_epoch: Vec<f64>,
+    /// Validation AUC per epoch (with a validation split).
+    pub validation_auc_per_epoch: Vec<f64>,
+    /// Steps taken.
+    pub steps: usize,
+    /// Why training ended.
+    pub stop: Stop,
+}
+
+/// How the plaintext twin evaluates the sigmoid, the loss and the validation AUC.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Twin {
+    /// Exact sigmoid and softplus, exact validation AUC.
+    Exact,
+    /// The secure run's splines and its binned validation AUC with this many bins, so
+    /// the trajectory matches the secure one up to fixed-point error.
+    Secure(SigmoidKind, usize),
+}
+
+/// Plaintext logistic regression on standardized `x` (no intercept column; one is
+/// added) with the secure protocol's optimizer, batch schedule and stopping rule
+/// ([`crate::optim`]) on the rows [`Fit::split`] picks for training.
+pub fn train_plain(x: &Array2<f64>, y: &[f64], fit: &Fit, twin: Twin) -> PlainFit {
+    let (train, val) = fit
+        .split(x.nrows())
+        .unwrap_or_else(|_| ((0..x.nrows()).collect(), Vec::new()));
+    let n = train.len();
+    let xi = ndarray::concatenate(Axis(1), &[Array2::ones((x.nrows(), 1)).view(), x.view()])
+        .expect("same row count");
+    let d = xi.ncols();
+    let y_train: Vec<f64> = train.iter().map(|&r| y[r]).collect();
+    let cw = class_weights(fit.class_weight, &y_train);
+    let row_weight = |i: usize| cw.as_ref().map_or(1.0, |c| c[i]);
+    let (sig, sp): (Curve, Curve) = match twin {
+        Twin::Exact => (Box::new(sigmoid), Box::new(softplus)),
+        Twin::Secure(kind, _) => {
+            let (s, p) = (kind.spline(), Spline::softplus8());
+            (Box::new(move |z| s.eval(z)), Box::new(move |z| p.eval(z)))
         }
+    };
+    let lambda = fit.lambda(n);
+    let (a, b) = fit.coefficients();
+    let mut sched = Schedule::new(fit, n);
+    let mut w = Array1::<f64>::zeros(d);
+    let mut v = Array1::<f64>::zeros(d);
+    let mut best = w.clone();
+    let (mut losses, mut val_aucs, mut steps) = (Vec::new(), Vec::new(), 0);
+    let batch = fit.batch_size.max(1);
+    let mut epoch = 0;
+    let stop = loop {
+        let order = batch_order(fit.seed, epoch, n);
+        let mut loss = 0.0;
+        for chunk in order.chunks(batch) {
+            let mut g = Array1::<f64>::zeros(d);
+            for &i in chunk {
+                let r = train[i];
+                let z = xi.row(r).dot(&w);
+                let c = row_weight(i);
+                g.scaled_add(c * (sig(z) - y[r]), &xi.row(r));
+                loss += c * (sp(z) - y[r] * z);
+            }
+            g /= chunk.len() as f64;
+            if fit.penalty == Penalty::L2 {
+                for j in 1..d {
+                    g[j] += lambda * w[j];
+                }
+            }
+            let step = sched.rate;
+            let next_v = &v * MOMENTUM + &g;
+            w = &w - &((&g * a + &v * b) * step);
+            v = next_v;
+            if fit.penalty == Penalty::L1 {
+                let t = step * lambda;
+                for j in 1..d {
+                    w[j] -= w[j].clamp(-t, t);
+                }
+            }
+            steps += 1;
+        }
+        let pen = match fit.penalty {
+            Penalty::None => 0.0,
+            Penalty::L2 => lambda / 2.0 * w.iter().skip(1).map(|v| v * v).sum::<f64>(),
+            Penalty::L1 => lambda * w.iter().skip(1).map(|v| v.abs()).sum::<f64>(),
+        };
+        let loss = loss / n as f64 + pen;
+        losses.push(loss);
+        let val_auc = (!val.is_empty()).then(|| {
+            let s: Vec<f64> = val.iter().map(|&r| xi.row(r).dot(&w)).collect();
+            let l: Vec<f64> = val.iter().map(|&r| y[r]).collect();
+            match twin {
+                Twin::Exact => auc(&s, &l),
+                Twin::Secure(_, bins) => binned_plain(&s, &l, bins),
+            }
+            .unwrap_or(0.5)
+        });
+        val_aucs.extend(val_auc);
+        epoch += 1;
+        let dec = sched.after_epoch(loss, val_auc);
+        if dec.best {
+            best = w.clone();
+        }
+        if dec.restart {
+            v.fill(0.0);
+        }
+        if let Some(s) = dec.stop {
+            break s;
+        }
+    };
+    if !val.is_empty() {
+        w = best;
     }
-    (b, w)
+    PlainFit {
+        intercept: w[0],
+        weights: w.iter().skip(1).copied().collect(),
+        loss_per_epoch: losses,
+        validation_auc_per_epoch: val_aucs,
+        steps,
+        stop,
+    }
+}
+
+/// A real function of the twin (sigmoid or softplus, exact or spline).
+type Curve = Box<dyn Fn(f64) -> f64>;
+
+/// The binned AUC of plaintext scores, as the secure protocol computes it on shares.
+fn binned_plain(scores: &[f64], labels: &[f64], bins: usize) -> Option<f64> {
+    let th = auc_thresholds(bins, AUC_RANGE);
+    let ge: Vec<f64> = th
+        .iter()
+        .map(|&t| scores.iter().filter(|&&s| s >= t).count() as f64)
+        .collect();
+    let pos_ge: Vec<f64> = th
+        .iter()
+        .map(|&t| {
+            scores
+                .iter()
+                .zip(labels)
+                .filter(|&(&s, &l)| s >= t && l == 1.0)
+                .count() as f64
+        })
+        .collect();
+    let pos = labels.iter().filter(|&&l| l == 1.0).count() as f64;
+    binned_auc(&ge, &pos_ge, pos, scores.len() as f64)
 }
 
 fn normal(rng: &mut ChaCha12Rng) -> f64 {
@@ -197,8 +311,17 @@ mod tests {
             let s = c.std(0.0);
             c.mapv_inplace(|v| (v - m) / s);
         }
-        let (b0, w) = train_plain(&x, &y, 5, 64, 0.1, 0.0, 3);
-        let scores: Vec<f64> = (x.dot(&w) + b0).to_vec();
+        let fit = Fit {
+            epochs: 5,
+            batch_size: 64,
+            learning_rate: Some(0.1),
+            optimizer: crate::optim::Optimizer::Sgd,
+            penalty: Penalty::None,
+            seed: 3,
+            ..Fit::default()
+        };
+        let p = train_plain(&x, &y, &fit, Twin::Exact);
+        let scores: Vec<f64> = (x.dot(&p.weights) + p.intercept).to_vec();
         assert!(auc(&scores, &y).unwrap() > 0.7);
     }
 }

@@ -4,7 +4,8 @@
 use std::collections::HashMap;
 
 use confide_training::{
-    PREDICT_BATCH, PartyNames, PredictOptions, TrainError, TrainOptions, check_model_id,
+    ClassWeight, Optimizer, PREDICT_BATCH, PartyNames, Penalty, PredictOptions, TrainError,
+    TrainOptions, check_model_id,
 };
 
 fn train_opts(extra: &[(&str, &str)]) -> Result<TrainOptions, TrainError> {
@@ -26,27 +27,64 @@ fn msg<T: std::fmt::Debug>(r: Result<T, TrainError>) -> String {
 #[test]
 fn train_defaults_and_values() {
     let o = train_opts(&[]).unwrap();
+    assert_eq!(o, TrainOptions::new("y", 42, "d"));
     assert_eq!(
-        o,
-        TrainOptions {
-            label: "y".into(),
-            epochs: 10,
-            batch_size: 1024,
-            learning_rate: 0.1,
-            keep_shared: false,
-            seed: 42,
-            dealer: "d".into(),
-        }
+        (
+            o.epochs,
+            o.batch_size,
+            o.learning_rate,
+            o.c,
+            o.tolerance,
+            o.validation
+        ),
+        (200, 1024, None, 1.0, 3e-5, 0.0)
+    );
+    assert_eq!(
+        (o.optimizer, o.penalty, o.class_weight),
+        (Optimizer::Nesterov, Penalty::L2, ClassWeight::None)
     );
     let o = train_opts(&[
         ("epochs", "3"),
         ("batch_size", "64"),
         ("learning_rate", "0.5"),
         ("keep_shared", "true"),
+        ("optimizer", "momentum"),
+        ("penalty", "l1"),
+        ("c", "0.25"),
+        ("class_weight", "balanced"),
+        ("tolerance", "0.001"),
+        ("validation", "0.1"),
     ])
     .unwrap();
-    assert_eq!((o.epochs, o.batch_size, o.learning_rate), (3, 64, 0.5));
+    assert_eq!(
+        (o.epochs, o.batch_size, o.learning_rate),
+        (3, 64, Some(0.5))
+    );
+    assert_eq!(
+        (
+            o.optimizer,
+            o.penalty,
+            o.c,
+            o.class_weight,
+            o.tolerance,
+            o.validation
+        ),
+        (
+            Optimizer::Momentum,
+            Penalty::L1,
+            0.25,
+            ClassWeight::Balanced,
+            0.001,
+            0.1
+        )
+    );
     assert!(o.keep_shared);
+    assert_eq!(
+        train_opts(&[("learning_rate", "auto")])
+            .unwrap()
+            .learning_rate,
+        None
+    );
     // `to_options` is the inverse of `from_options`.
     assert_eq!(TrainOptions::from_options(o.to_options()).unwrap(), o);
 }
@@ -92,6 +130,28 @@ fn train_range_checks_keep_their_messages() {
             "option `label` (the label column) is missing",
         ),
         (&[("colour", "red")], "unknown option `colour`"),
+        (
+            &[("optimizer", "adam")],
+            "option `optimizer`: optimizer must be one of sgd, momentum, nesterov, got `adam`",
+        ),
+        (
+            &[("penalty", "l3")],
+            "option `penalty`: penalty must be one of none, l2, l1, got `l3`",
+        ),
+        (
+            &[("class_weight", "auto")],
+            "option `class_weight`: class weight must be one of none, balanced, got `auto`",
+        ),
+        (&[("c", "0")], "C must be a positive number, got 0"),
+        (&[("c", "inf")], "C must be a positive number, got inf"),
+        (
+            &[("tolerance", "-1")],
+            "tolerance must be in [0, 0.1), got -1",
+        ),
+        (
+            &[("validation", "0.6")],
+            "validation must be in [0, 0.5], got 0.6",
+        ),
     ];
     for (extra, want) in cases {
         assert_eq!(msg(train_opts(extra)), *want, "{extra:?}");
@@ -130,7 +190,8 @@ fn train_params_follow_the_options() {
     };
     let o = train_opts(&[("epochs", "3"), ("batch_size", "50")]).unwrap();
     let p = o.params(names.clone());
-    assert_eq!((p.epochs, p.batch_size, p.seed), (3, 50, 42));
+    assert_eq!((p.fit.epochs, p.fit.batch_size, p.fit.seed), (3, 50, 42));
+    assert_eq!(p.fit, o.fit());
     assert_eq!(p.reveal_to, vec!["a".to_string(), "b".to_string()]);
     let shared = train_opts(&[("keep_shared", "true")])
         .unwrap()
@@ -142,7 +203,15 @@ fn train_params_follow_the_options() {
 fn train_options_serde_refuses_unknown_fields_and_validates_separately() {
     let o: TrainOptions =
         serde_json::from_str(r#"{"label":"y","seed":7,"dealer":"d","epochs":2}"#).unwrap();
-    assert_eq!((o.epochs, o.batch_size, o.learning_rate), (2, 1024, 0.1));
+    assert_eq!((o.epochs, o.batch_size, o.learning_rate), (2, 1024, None));
+    let named: TrainOptions = serde_json::from_str(
+        r#"{"label":"y","seed":7,"dealer":"d","optimizer":"sgd","penalty":"none","class_weight":"balanced","c":2.0}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        (named.optimizer, named.penalty, named.class_weight, named.c),
+        (Optimizer::Sgd, Penalty::None, ClassWeight::Balanced, 2.0)
+    );
     assert!(o.validate().is_ok());
     let back: TrainOptions = serde_json::from_str(&serde_json::to_string(&o).unwrap()).unwrap();
     assert_eq!(back, o);

@@ -80,8 +80,8 @@ fn seats_run_as_spawned_tasks_on_one_worker() {
         .unwrap();
     let (ta, tb) = generate_credit(3000, 20, 20, 5);
     let mut params = TrainParams::new(names());
-    params.epochs = 2;
-    params.batch_size = 256;
+    params.fit.epochs = 2;
+    params.fit.batch_size = 256;
     let ticks = Arc::new(AtomicUsize::new(0));
     let model = rt.block_on(async {
         let ticker = {

@@ -36,60 +36,205 @@ fn standardize(x: &ndarray::Array2<f64>, fit: &ndarray::Array2<f64>) -> ndarray:
     out
 }
 
-#[test]
-fn breast_cancer_auc_within_001_of_plaintext() {
-    let dir = tempfile::tempdir().unwrap();
+/// scikit-learn's `LogisticRegression(C=1.0)` test AUC on the Australian set with the
+/// split below, as `training/sklearn_baseline.py` prints it (recorded in ACCURACY.md).
+const SKLEARN_AUSTRALIAN_AUC: f64 = 0.9073;
+
+/// Rows `i % 5 == 4` test, the rest train (the rule of the accuracy example and script).
+fn split_ids(t: &Table) -> (Vec<String>, Vec<String>) {
+    let (mut tr, mut te) = (Vec::new(), Vec::new());
+    for (i, id) in t.ids.iter().enumerate() {
+        if i % 5 == 4 {
+            te.push(id.clone());
+        } else {
+            tr.push(id.clone());
+        }
+    }
+    (tr, te)
+}
+
+fn australian(dir: &Path) -> (LocalData, LocalData, LocalData, LocalData) {
     let (ta, tb) = split_dataset(
         Path::new(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/../data/credit/breast_cancer_wisconsin.csv"
+            "/../data/credit/australian_credit.csv"
         )),
-        15,
-        dir.path(),
+        7,
+        dir,
     );
-    let (train_ids, test_ids) = train_test_ids(&ta, 42);
-    let (a, b) = (ta.align(&train_ids).unwrap(), tb.align(&train_ids).unwrap());
-    let (at, bt) = (ta.align(&test_ids).unwrap(), tb.align(&test_ids).unwrap());
+    let (tr, te) = split_ids(&ta);
+    (
+        ta.align(&tr).unwrap(),
+        tb.align(&tr).unwrap(),
+        ta.align(&te).unwrap(),
+        tb.align(&te).unwrap(),
+    )
+}
+
+/// Issue 14's target: with every default, the secure model's test AUC is within 0.005 of
+/// scikit-learn's, the stopping rule (not the cap) ends training, and the trajectory is
+/// the plaintext twin's (same splines, same optimizer) up to fixed-point error.
+#[test]
+fn defaults_reach_sklearn_auc_and_follow_the_plaintext_twin() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b, at, bt) = australian(dir.path());
     let mut params = TrainParams::new(names());
-    params.epochs = 10;
-    params.batch_size = 32;
-    params.learning_rate = 0.1;
-    params.seed = 7;
+    params.fit.seed = 7;
     let [ra, rb, rd] = run_train(Some(a.clone()), Some(b.clone()), &params, None);
     let (oa, ob, od) = (ra.unwrap(), rb.unwrap(), rd.unwrap());
     assert!(od.model.is_none() && od.shared.is_none());
     let model = oa.model.unwrap();
-    assert_eq!(ob.model.as_ref().unwrap().weights.len(), 30);
+    assert_eq!(ob.model.as_ref().unwrap().weights.len(), 14);
     assert!((ob.model.unwrap().intercept - model.intercept).abs() < 1e-9);
-    assert!(model.intercept.is_finite() && model.weights.values().all(|w| w.is_finite()));
     let secure_auc = auc(&scores_of(&model, &at, &bt), at.label.as_ref().unwrap()).unwrap();
+    assert!(
+        (secure_auc - SKLEARN_AUSTRALIAN_AUC).abs() <= 0.005,
+        "secure {secure_auc} scikit-learn {SKLEARN_AUSTRALIAN_AUC}"
+    );
+    let m = &model.metrics;
+    assert_eq!(m.stop, Stop::Converged);
+    assert!(m.epochs < params.fit.epochs && m.epochs == m.loss_per_epoch.len());
+    assert_eq!(
+        m.steps, m.epochs,
+        "a batch larger than the data: one step per epoch"
+    );
+    assert_eq!(m.learning_rate, 1.0);
 
+    // The twin with the secure run's splines: same number of epochs, same losses.
     let x = joined(&a, &b);
     let xs = standardize(&x, &x);
-    let (b0, w) = train_plain(&xs, a.label.as_ref().unwrap(), 10, 32, 0.1, 0.0, 7);
-    let xt = standardize(&joined(&at, &bt), &x);
-    let plain_scores: Vec<f64> = (xt.dot(&w) + b0).to_vec();
-    let plain_auc = auc(&plain_scores, at.label.as_ref().unwrap()).unwrap();
-    assert!(
-        (secure_auc - plain_auc).abs() <= 0.01,
-        "secure {secure_auc} plain {plain_auc}"
+    let twin = train_plain(
+        &xs,
+        a.label.as_ref().unwrap(),
+        &params.fit,
+        Twin::Secure(params.sigmoid, params.auc_bins),
     );
-    assert!(secure_auc > 0.97, "{secure_auc}");
-    let m = &model.metrics;
-    assert_eq!(m.loss_per_epoch.len(), 10);
-    assert!(
-        m.loss_per_epoch[9] < m.loss_per_epoch[0] && m.loss_per_epoch[9] < 0.3,
+    assert_eq!(
+        twin.loss_per_epoch.len(),
+        m.epochs,
         "{:?}",
-        m.loss_per_epoch
+        twin.loss_per_epoch
+    );
+    for (s, p) in m.loss_per_epoch.iter().zip(&twin.loss_per_epoch) {
+        assert!((s - p).abs() < 2e-3, "secure {s} plain {p}");
+    }
+    let xt = standardize(&joined(&at, &bt), &x);
+    let twin_auc = auc(
+        &(xt.dot(&twin.weights) + twin.intercept).to_vec(),
+        at.label.as_ref().unwrap(),
+    )
+    .unwrap();
+    assert!(
+        (secure_auc - twin_auc).abs() < 2e-3,
+        "{secure_auc} vs {twin_auc}"
     );
     let train_auc = m.train_auc.unwrap();
-    assert!(train_auc > 0.95 && train_auc <= 1.0, "{train_auc}");
+    assert!(train_auc > 0.9 && train_auc <= 1.0, "{train_auc}");
     let json = serde_json::to_value(&model).unwrap();
     assert!(
         json["intercept"].is_f64()
-            && json["weights"]["mean radius"].is_f64()
-            && json["metrics"].is_object()
+            && json["weights"]["A1"].is_f64()
+            && json["metrics"]["stop"] == "converged"
     );
+}
+
+/// Every optimizer, both penalties, class weights and a validation split run on shares
+/// as their plaintext twin does: same epochs, losses and validation AUCs, close weights.
+#[test]
+fn optimizers_penalties_weights_and_validation_match_the_twin() {
+    let (ta, tb) = generate_credit(400, 4, 3, 11);
+    let (a, b) = (ta.into_local(), tb.into_local());
+    let x = standardize(&joined(&a, &b), &joined(&a, &b));
+    let y = a.label.clone().unwrap();
+    let variants = [
+        (Optimizer::Sgd, Penalty::None, ClassWeight::None, 0.0, 0.5),
+        (
+            Optimizer::Momentum,
+            Penalty::L2,
+            ClassWeight::Balanced,
+            0.0,
+            1.0,
+        ),
+        (
+            Optimizer::Nesterov,
+            Penalty::L1,
+            ClassWeight::None,
+            0.0,
+            0.05,
+        ),
+        (
+            Optimizer::Nesterov,
+            Penalty::L2,
+            ClassWeight::None,
+            0.2,
+            1.0,
+        ),
+    ];
+    for (opt, pen, cw, val, c) in variants {
+        let mut params = TrainParams::new(names());
+        params.fit.optimizer = opt;
+        params.fit.penalty = pen;
+        params.fit.class_weight = cw;
+        params.fit.validation = val;
+        params.fit.c = c;
+        params.fit.batch_size = 100;
+        params.fit.epochs = 12;
+        params.fit.seed = 3;
+        let [ra, rb, rd] = run_train(Some(a.clone()), Some(b.clone()), &params, None);
+        let (oa, _, _) = (ra.unwrap(), rb.unwrap(), rd.unwrap());
+        let model = oa.model.unwrap();
+        let m = &model.metrics;
+        let twin = train_plain(
+            &x,
+            &y,
+            &params.fit,
+            Twin::Secure(params.sigmoid, params.auc_bins),
+        );
+        let what = format!("{opt:?} {pen:?} {cw:?} {val}");
+        assert_eq!(m.loss_per_epoch.len(), twin.loss_per_epoch.len(), "{what}");
+        assert_eq!(m.stop, twin.stop, "{what}");
+        for (s, p) in m.loss_per_epoch.iter().zip(&twin.loss_per_epoch) {
+            assert!((s - p).abs() < 2e-3, "{what}: loss {s} vs {p}");
+        }
+        assert_eq!(
+            m.validation_auc_per_epoch.len(),
+            twin.validation_auc_per_epoch.len()
+        );
+        for (s, p) in m
+            .validation_auc_per_epoch
+            .iter()
+            .zip(&twin.validation_auc_per_epoch)
+        {
+            assert!((s - p).abs() < 0.02, "{what}: validation AUC {s} vs {p}");
+        }
+        if val > 0.0 {
+            assert_eq!(m.validation_rows, 80);
+            assert!(m.best_epoch.is_some() && !m.validation_auc_per_epoch.is_empty());
+        }
+        if pen == Penalty::L1 {
+            assert!(
+                twin.weights.iter().any(|w| *w == 0.0),
+                "{what}: {:?}",
+                twin.weights
+            );
+        }
+        // Standardized weights from the raw ones: w_std = w_raw · std.
+        let sd = |d: &LocalData| Standardizer::fit(&d.feature_names, &d.features).unwrap();
+        let (sa, sb) = (sd(&a), sd(&b));
+        let stds: Vec<f64> = sa.stds.iter().chain(&sb.stds).copied().collect();
+        let names_all: Vec<&String> = a.feature_names.iter().chain(&b.feature_names).collect();
+        for (j, name) in names_all.iter().enumerate() {
+            let secure = model.weights[*name] * stds[j];
+            let plain = twin.weights[j];
+            assert!(
+                (secure - plain).abs() < 0.02,
+                "{what}: {name} {secure} vs {plain}"
+            );
+            if pen == Penalty::L1 && plain == 0.0 {
+                assert!(secure.abs() < 0.01, "{what}: L1 keeps {name} at zero");
+            }
+        }
+    }
 }
 
 #[test]
@@ -97,8 +242,8 @@ fn wire_carries_no_feature_label_or_weight_in_clear() {
     let (ta, tb) = generate_credit(120, 3, 3, 5);
     let (a, b) = (ta.into_local(), tb.into_local());
     let mut params = TrainParams::new(names());
-    params.epochs = 2;
-    params.batch_size = 40;
+    params.fit.epochs = 2;
+    params.fit.batch_size = 40;
     params.auc_bins = 4;
     params.reveal_to = vec!["bank".into()];
     let log = Recording::default();
@@ -166,9 +311,18 @@ fn wire_carries_no_feature_label_or_weight_in_clear() {
     // The dealer receives only the two handshakes.
     let rec = log.lock().unwrap();
     let to_dealer: Vec<_> = rec.iter().filter(|m| m.to == "dealer").collect();
-    assert_eq!(to_dealer.len(), 2);
+    // The dealer receives the two handshakes, then after each epoch the bank's one-byte
+    // stopping flag (0: go on, 1: stop) — nothing else.
+    let (flags, hellos): (Vec<&&_>, Vec<&&_>) = to_dealer.iter().partition(|m| m.bytes.len() == 1);
+    assert_eq!(hellos.len(), 2);
+    assert_eq!(flags.len(), model.metrics.epochs);
+    assert!(flags.iter().all(|m| m.from == "bank"));
+    let last = flags.len() - 1;
+    for (i, f) in flags.iter().enumerate() {
+        assert_eq!(f.bytes, vec![u8::from(i == last)]);
+    }
     assert!(
-        to_dealer
+        hellos
             .iter()
             .all(|m| !String::from_utf8_lossy(&m.bytes).contains("bank_0"))
     );
@@ -186,8 +340,8 @@ fn shared_model_predicts_for_the_receiver_only() {
     let (ta, tb) = generate_credit(300, 4, 3, 9);
     let (a, b) = (ta.into_local(), tb.into_local());
     let mut params = TrainParams::new(names());
-    params.epochs = 3;
-    params.batch_size = 50;
+    params.fit.epochs = 3;
+    params.fit.batch_size = 50;
     let [ra, rb, _] = run_train(Some(a.clone()), Some(b.clone()), &params, None);
     let (oa, ob) = (ra.unwrap(), rb.unwrap());
     let model = oa.model.unwrap();
@@ -221,8 +375,8 @@ fn constant_column_is_dropped_with_a_warning() {
     let (mut a, b) = (ta.into_local(), tb.into_local());
     a.features.column_mut(1).fill(5.0);
     let mut params = TrainParams::new(names());
-    params.epochs = 2;
-    params.batch_size = 25;
+    params.fit.epochs = 2;
+    params.fit.batch_size = 25;
     let [ra, rb, rd] = run_train(Some(a), Some(b), &params, None);
     let oa = ra.unwrap();
     rb.unwrap();
@@ -253,7 +407,7 @@ fn bad_inputs_fail_cleanly_at_every_seat() {
     let (ta, tb) = generate_credit(40, 3, 3, 3);
     let (a, b) = (ta.into_local(), tb.into_local());
     let mut params = TrainParams::new(names());
-    params.epochs = 1;
+    params.fit.epochs = 1;
     // Label not 0/1.
     let mut bad = a.clone();
     bad.label.as_mut().unwrap()[3] = 2.0;

@@ -8,19 +8,23 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
+use confide_mpc::Party;
 use confide_mpc::engine::Names;
-use confide_mpc::{Party, Spline};
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroize;
 
 use crate::error::{Result, TrainError};
 use crate::limits;
+pub use crate::optim::SigmoidKind;
+use crate::optim::{Fit, Stop};
 use crate::table::Standardizer;
 
 mod fit;
 mod handshake;
 mod prep;
+mod reveal;
 mod score;
+mod step;
 
 pub use fit::train;
 pub use score::predict_shared;
@@ -29,8 +33,6 @@ pub use score::predict_shared;
 pub const MIN_ROWS: usize = 10;
 /// Fixed-point bits of the public update constants (learning rate, decay).
 const CONST_BITS: u32 = 30;
-/// AUC bins span z ∈ [−AUC_RANGE, AUC_RANGE].
-const AUC_RANGE: f64 = 8.0;
 
 /// This daemon's seat in a training or prediction job.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,69 +88,36 @@ impl PartyNames {
     }
 }
 
-/// Which sigmoid approximation training uses on shares.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum SigmoidKind {
-    /// 0 / 0.5 + x/4 / 1 with cuts at ±2.
-    Seg3,
-    /// The 7-piece spline ([`Spline::sigmoid7`]).
-    Spline7,
-}
-
-impl SigmoidKind {
-    fn spline(self) -> Spline {
-        match self {
-            Self::Seg3 => Spline::seg3(),
-            Self::Spline7 => Spline::sigmoid7(),
-        }
-    }
-}
-
 /// Job parameters; all three seats must pass identical values (checked).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainParams {
     /// Seat names.
     pub parties: PartyNames,
-    /// Passes over the data.
-    pub epochs: usize,
-    /// Rows per SGD step.
-    pub batch_size: usize,
-    /// Learning rate.
-    pub learning_rate: f64,
-    /// L2 penalty (not applied to the intercept).
-    pub l2: f64,
+    /// Optimizer, penalty, stopping rule, validation split, batch order ([`Fit`]).
+    pub fit: Fit,
     /// Fixed-point fractional bits (12..=24; 16–20 recommended).
     pub frac_bits: u32,
-    /// Public job seed for the batch order.
-    pub seed: u64,
     /// Sigmoid approximation.
     pub sigmoid: SigmoidKind,
     /// Parties (by name) that receive the model and metrics; may be empty (the model
     /// then stays secret-shared and only serves [`predict_shared`]).
     pub reveal_to: Vec<String>,
-    /// Compute the per-epoch log-loss on shares (revealed to `reveal_to`).
-    pub track_loss: bool,
-    /// Number of score thresholds for the binned train AUC (0 disables it).
+    /// Number of score thresholds for the binned train and validation AUC (0 disables
+    /// the train AUC; a validation split needs at least 2).
     pub auc_bins: usize,
 }
 
 impl TrainParams {
-    /// Defaults: 10 epochs, batch 64, learning rate 0.1, no L2, 18 fractional bits,
-    /// the 7-piece sigmoid, model revealed to both computing parties, loss tracked,
-    /// 32 AUC bins.
+    /// Defaults: [`Fit::default`], 18 fractional bits, the 7-piece sigmoid, model revealed
+    /// to both computing parties, 32 AUC bins.
     pub fn new(parties: PartyNames) -> Self {
         let reveal_to = vec![parties.active.clone(), parties.passive.clone()];
         Self {
             parties,
-            epochs: 10,
-            batch_size: 64,
-            learning_rate: 0.1,
-            l2: 0.0,
+            fit: Fit::default(),
             frac_bits: 18,
-            seed: 1,
             sigmoid: SigmoidKind::Spline7,
             reveal_to,
-            track_loss: true,
             auc_bins: 32,
         }
     }
@@ -156,52 +125,71 @@ impl TrainParams {
     fn validate(&self) -> Result<()> {
         self.parties.validate()?;
         let bad = |m: String| Err(TrainError::Params(m));
-        limits::epochs(self.epochs)
-            .and_then(|()| limits::batch_size(self.batch_size))
-            .and_then(|()| limits::learning_rate(self.learning_rate))
+        self.fit
+            .validate()
             .and_then(|()| limits::frac_bits(self.frac_bits))
             .map_err(TrainError::Params)?;
-        if !(self.l2 >= 0.0 && self.l2 * self.learning_rate < 1.0) {
-            return bad(format!(
-                "l2 must be ≥ 0 with l2 · learning rate < 1, got {}",
-                self.l2
-            ));
-        }
         if self.auc_bins == 1 || self.auc_bins > 1024 {
             return bad(format!(
                 "auc_bins must be 0 or in 2..=1024, got {}",
                 self.auc_bins
             ));
         }
+        if self.fit.validation > 0.0 && self.auc_bins == 0 {
+            return bad("a validation split needs auc_bins ≥ 2".into());
+        }
         self.parties.to_parties(&self.reveal_to).map(|_| ())
     }
 }
 
-/// Progress after each epoch. `loss` is set only at parties that receive outputs.
+/// Progress after each epoch, at both computing parties (`None` fields at the dealer).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct EpochProgress {
     /// 1-based epoch just finished.
     pub epoch: usize,
-    /// Total epochs.
+    /// The epoch cap.
     pub epochs: usize,
-    /// Mean training log-loss over the epoch's batches (spline softplus), if revealed here.
+    /// The loss the stopping rule saw (spline softplus, plus the penalty).
     pub loss: Option<f64>,
+    /// Binned validation AUC (with a validation split).
+    pub validation_auc: Option<f64>,
+    /// The step size used in this epoch (`None` at the dealer).
+    pub learning_rate: Option<f64>,
+    /// Training ends after this epoch, and why.
+    pub stop: Option<Stop>,
 }
 
-/// Training metrics (revealed to `reveal_to` only).
+/// Training metrics (in the model, revealed to `reveal_to` only; the loss and validation
+/// AUC per epoch are also known to both computing parties, see the crate docs).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Metrics {
-    /// Mean log-loss per epoch, computed on shares with the 8-piece softplus spline at
-    /// the weights of each batch (max error 0.05 per row).
+    /// The loss per epoch the stopping rule saw: mean log-loss over the epoch's batches,
+    /// computed on shares with the 8-piece softplus spline at the weights of each batch
+    /// (max error 0.05 per row), plus the penalty at the epoch's end.
     pub loss_per_epoch: Vec<f64>,
-    /// Train AUC from a binned ROC curve computed on shares (`auc_bins` thresholds).
+    /// Binned validation AUC per epoch (empty without a validation split).
+    pub validation_auc_per_epoch: Vec<f64>,
+    /// The epoch whose weights were kept (the best validation AUC), with a split.
+    pub best_epoch: Option<usize>,
+    /// Train AUC from a binned ROC curve computed on shares (`auc_bins` thresholds) over
+    /// the training rows.
     pub train_auc: Option<f64>,
-    /// Common rows trained on.
+    /// Common rows.
     pub rows: usize,
-    /// Positive labels among them.
+    /// Rows held out for validation.
+    pub validation_rows: usize,
+    /// Positive labels among the training rows.
     pub positives: Option<u64>,
     /// Epochs run.
     pub epochs: usize,
+    /// Steps (batches) taken.
+    pub steps: usize,
+    /// Why training ended.
+    pub stop: Stop,
+    /// The initial step size.
+    pub learning_rate: f64,
+    /// The optimizer settings of the job.
+    pub fit: Fit,
     /// Sigmoid approximation used.
     pub sigmoid: SigmoidKind,
     /// Constant feature columns this party dropped before training.
