@@ -52,6 +52,7 @@
 
 pub mod align;
 pub mod error;
+pub mod gbdt;
 pub mod limits;
 pub mod options;
 pub mod plain;
@@ -61,6 +62,10 @@ pub mod table;
 
 pub use align::{Aligned, align};
 pub use error::{Result, TrainError};
+pub use gbdt::store::{GBDT_FORMAT, StoredGbdt};
+pub use gbdt::{
+    GbdtOutcome, GbdtParams, GbdtPredictParams, GbdtProgress, GbdtShare, predict_gbdt, train_gbdt,
+};
 pub use options::{PREDICT_BATCH, PredictOptions, TrainOptions, check_model_id};
 pub use plain::{auc, batch_order, generate_credit, train_plain};
 pub use protocol::{

@@ -85,13 +85,19 @@ impl ShareMeta {
     }
 
     fn check(&self, path: &Path, model: &str) -> Result<()> {
-        if self.format != SHARE_FORMAT || self.job_id != model {
+        let known = self.format == SHARE_FORMAT || self.format == crate::gbdt::store::GBDT_FORMAT;
+        if !known || self.job_id != model {
             return Err(TrainError::ShareFile {
                 path: path.into(),
                 reason: format!("not a shared model file of job {model}"),
             });
         }
         Ok(())
+    }
+
+    /// True if this is a boosted-tree model share ([`crate::gbdt::store::StoredGbdt`]).
+    pub fn is_gbdt(&self) -> bool {
+        self.format == crate::gbdt::store::GBDT_FORMAT
     }
 
     /// Checks that a `predict` job names the seats and precision this model was trained
@@ -141,31 +147,13 @@ impl StoredShare {
     /// temporary file of mode 0600 in the same directory, synced, then renamed into place.
     pub fn write(&self, path: &Path) -> Result<()> {
         self.meta.check(path, &self.meta.job_id)?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        create_private_dir(dir)?;
-        let bytes = Zeroizing::new(
-            serde_json::to_vec(self)
-                .map_err(|e| TrainError::Internal(format!("serializing the model share: {e}")))?,
-        );
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".share-").suffix(".tmp");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o600));
+        if self.meta.format != SHARE_FORMAT {
+            return Err(TrainError::ShareFile {
+                path: path.into(),
+                reason: "not a logistic-regression share".into(),
+            });
         }
-        let mut tmp = builder
-            .tempfile_in(dir)
-            .map_err(|e| TrainError::io(dir, e))?;
-        tmp.write_all(&bytes)
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| TrainError::io(tmp.path(), e))?;
-        tmp.persist(path)
-            .map_err(|e| TrainError::io(path, e.error))?;
-        Ok(())
+        write_private(path, self)
     }
 
     /// Reads the stored share of `model` at `path`, checking its format tag and job id.
@@ -176,6 +164,12 @@ impl StoredShare {
             reason: e.to_string(),
         })?;
         s.meta.check(path, model)?;
+        if s.meta.format != SHARE_FORMAT {
+            return Err(TrainError::ShareFile {
+                path: path.into(),
+                reason: "a boosted-tree model share, not a logistic-regression one".into(),
+            });
+        }
         Ok(s)
     }
 }
@@ -187,7 +181,37 @@ pub fn share_path(models_dir: &Path, model: &str) -> Result<PathBuf> {
     Ok(models_dir.join(format!("{model}.share")))
 }
 
-fn read_file(path: &Path, model: &str) -> Result<Zeroizing<Vec<u8>>> {
+/// Writes `value` as JSON at `path` (creating its directory, mode 0700 on Unix): through
+/// a temporary file of mode 0600 in the same directory, synced, then renamed into place.
+pub(crate) fn write_private<S: Serialize>(path: &Path, value: &S) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    create_private_dir(dir)?;
+    let bytes = Zeroizing::new(
+        serde_json::to_vec(value)
+            .map_err(|e| TrainError::Internal(format!("serializing the model share: {e}")))?,
+    );
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".share-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .map_err(|e| TrainError::io(dir, e))?;
+    tmp.write_all(&bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| TrainError::io(tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| TrainError::io(path, e.error))?;
+    Ok(())
+}
+
+pub(crate) fn read_file(path: &Path, model: &str) -> Result<Zeroizing<Vec<u8>>> {
     std::fs::read(path).map(Zeroizing::new).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             TrainError::NoSharedModel {

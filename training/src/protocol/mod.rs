@@ -18,7 +18,7 @@ use crate::limits;
 use crate::table::Standardizer;
 
 mod fit;
-mod handshake;
+pub(crate) mod handshake;
 mod prep;
 mod score;
 
@@ -55,7 +55,7 @@ pub struct PartyNames {
 }
 
 impl PartyNames {
-    fn engine_names(&self) -> Names {
+    pub(crate) fn engine_names(&self) -> Names {
         Names {
             p0: self.active.clone(),
             p1: self.passive.clone(),
@@ -67,7 +67,7 @@ impl PartyNames {
         limits::distinct(&self.active, &self.passive, &self.dealer).map_err(TrainError::Params)
     }
 
-    fn to_parties(&self, names: &[String]) -> Result<Vec<Party>> {
+    pub(crate) fn to_parties(&self, names: &[String]) -> Result<Vec<Party>> {
         names
             .iter()
             .map(|n| {
