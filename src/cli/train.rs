@@ -3,12 +3,13 @@
 use std::process::ExitCode;
 
 use confide_proto::DatasetRef;
+use confide_training::{GbdtOptions, StoredGbdt};
 
 use super::CliError;
-use super::args::{PredictArgs, TrainArgs};
+use super::args::{ModelKind, PredictArgs, TrainArgs};
 use super::submit::{absolute, parse_peer, request, submit};
 use crate::base::config::PartyConfig;
-use crate::kinds::train_common::{read_meta, valid_model_id};
+use crate::kinds::train_common::{models_dir, read_meta, valid_model_id};
 use crate::kinds::{self, JobOptions};
 
 /// The dealer a `train` or `predict` job uses: the configured one, distinct from both
@@ -49,10 +50,21 @@ pub async fn train(a: TrainArgs) -> Result<ExitCode, CliError> {
         label: a.label.clone(),
         epochs: a.epochs as usize,
         batch_size: a.batch_size as usize,
-        learning_rate: a.learning_rate.unwrap_or(0.1),
+        learning_rate: a.learning_rate.unwrap_or(match a.model {
+            ModelKind::Lr => 0.1,
+            ModelKind::Gbdt => 0.3,
+        }),
         keep_shared: a.keep_shared,
         seed: rand::random(),
         dealer: dealer.clone(),
+        gbdt: (a.model == ModelKind::Gbdt).then(|| GbdtOptions {
+            trees: a.gbdt.trees as usize,
+            depth: a.gbdt.depth as usize,
+            bins: a.gbdt.bins as usize,
+            lambda: a.gbdt.lambda,
+            gamma: a.gbdt.gamma,
+            min_child_weight: a.gbdt.min_child_weight,
+        }),
     };
     let output = absolute(&a.output)?;
     let req = request(
@@ -70,6 +82,16 @@ pub async fn train(a: TrainArgs) -> Result<ExitCode, CliError> {
 pub fn train_summary(job: &str, r: &serde_json::Value) -> String {
     let n = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
     let f = |k: &str| r.get(k).and_then(|v| v.as_f64());
+    if r.get("model").and_then(|v| v.as_str()) == Some("gbdt") {
+        return format!(
+            "train job {job}: {} common rows, {} trees of depth {}; model kept split between the parties (use `confide predict --model {job}`); this party's split rules written to {} in {:.2} s",
+            n("common_rows"),
+            n("trees"),
+            n("depth"),
+            r.get("output").and_then(|v| v.as_str()).unwrap_or("-"),
+            n("elapsed_ms") as f64 / 1000.0
+        );
+    }
     let mut s = format!(
         "train job {job}: {} common rows, {} epochs",
         n("common_rows"),
@@ -114,6 +136,20 @@ pub async fn predict(a: PredictArgs) -> Result<ExitCode, CliError> {
         passive: meta.parties.passive.clone(),
         dealer: meta.parties.dealer.clone(),
         frac_bits: meta.frac_bits,
+        trees: None,
+        depth: None,
+    };
+    let opts = if meta.is_gbdt() {
+        // The shape of a boosted model (public) goes into the job for the dealer.
+        let path = confide_training::share_path(&models_dir(&cfg), &a.model)?;
+        let stored = StoredGbdt::read(&path, &a.model)?;
+        kinds::predict::Opts {
+            trees: Some(stored.model.trees.len()),
+            depth: Some(stored.model.depth),
+            ..opts
+        }
+    } else {
+        opts
     };
     let output = absolute(&a.output)?;
     let req = request(

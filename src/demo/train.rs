@@ -100,6 +100,7 @@ pub async fn step(alliance: &LocalAlliance) -> Result<(), CliError> {
         keep_shared: false,
         seed: DEMO_SEED,
         dealer: dealer.clone(),
+        gbdt: None,
     };
     let peers = vec![
         DatasetRef {

@@ -66,7 +66,7 @@ pub use gbdt::store::{GBDT_FORMAT, StoredGbdt};
 pub use gbdt::{
     GbdtOutcome, GbdtParams, GbdtPredictParams, GbdtProgress, GbdtShare, predict_gbdt, train_gbdt,
 };
-pub use options::{PREDICT_BATCH, PredictOptions, TrainOptions, check_model_id};
+pub use options::{GbdtOptions, PREDICT_BATCH, PredictOptions, TrainOptions, check_model_id};
 pub use plain::{auc, batch_order, generate_credit, train_plain};
 pub use protocol::{
     EpochProgress, MIN_ROWS, Metrics, Model, PartyNames, PredictParams, Role, SharedModel,

@@ -36,6 +36,7 @@ fn train_defaults_and_values() {
             keep_shared: false,
             seed: 42,
             dealer: "d".into(),
+            gbdt: None,
         }
     );
     let o = train_opts(&[
