@@ -57,7 +57,7 @@ pub async fn train(a: TrainArgs) -> Result<ExitCode, CliError> {
         keep_shared: a.keep_shared,
         seed: rand::random(),
         dealer: dealer.clone(),
-        gbdt: (a.model == ModelKind::Gbdt).then(|| GbdtOptions {
+        gbdt: (a.model == ModelKind::Gbdt).then_some(GbdtOptions {
             trees: a.gbdt.trees as usize,
             depth: a.gbdt.depth as usize,
             bins: a.gbdt.bins as usize,

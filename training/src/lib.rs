@@ -44,6 +44,18 @@
 //!   raw weights keep full precision).
 //! * [`predict_shared`]: only the receiver learns the scores.
 //!
+//! # Boosted trees ([`gbdt`])
+//! [`train_gbdt`] / [`predict_gbdt`] train and use gradient-boosted trees on the same three
+//! seats (protocol in the module docs). What GBDT reveals:
+//! * to each computing party, for every internal node of every tree: whether the node's
+//!   best candidate is one of its own columns and, if so, which column and bin (so the
+//!   owner knows its threshold). Nothing about the node's rows, gains, or whether the node
+//!   really splits (the split flag stays shared; trees are complete, so the shape is public);
+//! * A and B learn each other's row count and number of split candidates; the dealer learns
+//!   the row count and both candidate counts;
+//! * gradients, hessians, histograms, gains, memberships, leaf weights and training scores
+//!   are never opened; [`predict_gbdt`] opens only the scores, to the receiver.
+//!
 //! # Accuracy
 //! Fixed point with 18 fractional bits by default; truncation never wraps (dealer pairs,
 //! error ≤ 1 unit). See `ACCURACY.md` for the AUC against plaintext training.
