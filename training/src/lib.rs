@@ -74,7 +74,6 @@ pub mod table;
 
 pub use align::{Aligned, align};
 pub use error::{Result, TrainError};
-pub use gbdt::store::{GBDT_FORMAT, StoredGbdt};
 pub use gbdt::{
     GbdtOutcome, GbdtParams, GbdtPredictParams, GbdtProgress, GbdtShare, predict_gbdt, train_gbdt,
 };
@@ -84,5 +83,5 @@ pub use protocol::{
     EpochProgress, MIN_ROWS, Metrics, Model, PartyNames, PredictParams, Role, SharedModel,
     SigmoidKind, TrainOutcome, TrainParams, predict_shared, train,
 };
-pub use store::{SHARE_FORMAT, ShareMeta, StoredShare, share_path};
+pub use store::{GBDT_FORMAT, SHARE_FORMAT, ShareMeta, StoredGbdt, StoredShare, share_path};
 pub use table::{LocalData, Standardizer, Table, load_table};

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::{Result, TrainError};
+use crate::gbdt::GbdtShare;
 use crate::options::{PredictOptions, check_model_id};
 use crate::protocol::{PartyNames, Role, SharedModel};
 
@@ -85,7 +86,7 @@ impl ShareMeta {
     }
 
     fn check(&self, path: &Path, model: &str) -> Result<()> {
-        let known = self.format == SHARE_FORMAT || self.format == crate::gbdt::store::GBDT_FORMAT;
+        let known = self.format == SHARE_FORMAT || self.format == GBDT_FORMAT;
         if !known || self.job_id != model {
             return Err(TrainError::ShareFile {
                 path: path.into(),
@@ -95,9 +96,9 @@ impl ShareMeta {
         Ok(())
     }
 
-    /// True if this is a boosted-tree model share ([`crate::gbdt::store::StoredGbdt`]).
+    /// True if this is a boosted-tree model share ([`StoredGbdt`]).
     pub fn is_gbdt(&self) -> bool {
-        self.format == crate::gbdt::store::GBDT_FORMAT
+        self.format == GBDT_FORMAT
     }
 
     /// Checks that a `predict` job names the seats and precision this model was trained
@@ -168,6 +169,48 @@ impl StoredShare {
             return Err(TrainError::ShareFile {
                 path: path.into(),
                 reason: "a boosted-tree model share, not a logistic-regression one".into(),
+            });
+        }
+        Ok(s)
+    }
+}
+
+/// Format tag of a stored boosted-model share.
+pub const GBDT_FORMAT: &str = "confide-gbdt-share-v1";
+
+/// A stored boosted-model share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredGbdt {
+    /// The metadata (`format` is [`GBDT_FORMAT`]).
+    #[serde(flatten)]
+    pub meta: ShareMeta,
+    /// This party's share.
+    pub model: GbdtShare,
+}
+
+impl StoredGbdt {
+    /// Writes the file (see [`StoredShare::write`]).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        if self.meta.format != GBDT_FORMAT {
+            return Err(TrainError::ShareFile {
+                path: path.into(),
+                reason: "not a boosted-model share".into(),
+            });
+        }
+        write_private(path, self)
+    }
+
+    /// Reads the boosted-model share of `model` at `path`.
+    pub fn read(path: &Path, model: &str) -> Result<Self> {
+        let bytes = read_file(path, model)?;
+        let s: Self = serde_json::from_slice(&bytes).map_err(|e| TrainError::ShareFile {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        if s.meta.format != GBDT_FORMAT || s.meta.job_id != model {
+            return Err(TrainError::ShareFile {
+                path: path.into(),
+                reason: format!("not a boosted-model share of job {model}"),
             });
         }
         Ok(s)

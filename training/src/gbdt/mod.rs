@@ -64,7 +64,6 @@ mod fit;
 mod grow;
 mod ops;
 pub mod plain;
-pub mod store;
 
 pub use fit::{predict_gbdt, train_gbdt};
 pub use plain::{PlainNode, PlainTree, predict_gbdt_plain, train_gbdt_plain};
