@@ -147,9 +147,10 @@ fn secure_trees_match_the_plaintext_twin() {
     );
 }
 
-/// Missing values (NaN) get their own bin and go right; prediction agrees with the twin.
+/// Missing values (NaN) get their own bin and go right; nodes stopped by γ send every row
+/// left (the shared split flag); prediction agrees with the twin.
 #[test]
-fn missing_values_and_min_child_weight() {
+fn missing_values_gamma_and_min_child_weight() {
     let (mut a, mut b) = data(200, 5);
     for i in (0..200).step_by(7) {
         b.features[(i, 0)] = f64::NAN;
@@ -157,13 +158,20 @@ fn missing_values_and_min_child_weight() {
     }
     let mut p = params(2, 2);
     p.min_child_weight = 3.0;
-    p.gamma = 0.1;
+    p.gamma = 1.5;
     let (ma, mb) = both(run(Some(a.clone()), Some(b.clone()), &p, None));
     let parts = [
         &Binned::fit(&a.features, p.bins),
         &Binned::fit(&b.features, p.bins),
     ];
     let (plain, _) = train_gbdt_plain(parts, a.label.as_ref().unwrap(), &p);
+    // γ stops some populated nodes: their rows must all go left on shares too.
+    let stopped = plain
+        .iter()
+        .flat_map(|t| &t.nodes)
+        .filter(|n| !n.split && n.rows > 0)
+        .count();
+    assert!(stopped > 0, "no node was stopped by γ");
     let raw = predict_gbdt_plain(&plain, [(&a.features, parts[0]), (&b.features, parts[1])]);
     let [ra, _, _] = predict(a, b, &ma, &mb, &pred_params(&p, "bank"));
     for (s, z) in ra.unwrap().unwrap().iter().zip(&raw) {
