@@ -197,6 +197,8 @@ async fn every_kind_runs_in_process() {
             passive: "bob".into(),
             dealer: "carol".into(),
             frac_bits: meta.frac_bits,
+            trees: None,
+            depth: None,
         }),
         "credit",
         vec![peer("bob", "credit"), peer("carol", "")],

@@ -279,8 +279,13 @@ pub struct TrainArgs {
     /// `confide predict` (the job id names the model).
     #[arg(long)]
     pub keep_shared: bool,
+    /// The model: `lr` (logistic regression) or `gbdt` (gradient-boosted trees).
+    #[arg(long, value_enum, default_value_t = ModelKind::Lr)]
+    pub model: ModelKind,
     #[command(flatten)]
     pub fit: FitArgs,
+    #[command(flatten)]
+    pub gbdt: GbdtArgs,
 }
 
 /// The optimizer settings of `confide train` (logistic regression). Training runs until
@@ -294,7 +299,8 @@ pub struct FitArgs {
     /// Rows per step; a batch larger than the data is one full-batch step per epoch.
     #[arg(long, default_value_t = 1024)]
     pub batch_size: u32,
-    /// Step size (default: automatic, min(1, sqrt(batch / rows))).
+    /// Step size (lr; default: automatic, min(1, sqrt(batch / rows))), or the shrinkage η
+    /// of boosted trees (gbdt; default 0.3).
     #[arg(long)]
     pub learning_rate: Option<f64>,
     /// Update rule on the shares.
@@ -317,6 +323,38 @@ pub struct FitArgs {
     /// improved for 3 epochs, and keeps the best epoch's weights.
     #[arg(long, default_value_t = 0.0)]
     pub validation: f64,
+}
+
+/// The model a `train` job fits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ModelKind {
+    /// Logistic regression.
+    Lr,
+    /// Gradient-boosted trees (the model stays split between the parties).
+    Gbdt,
+}
+
+/// The boosted-tree flags of `confide train --model gbdt`.
+#[derive(Debug, Args)]
+pub struct GbdtArgs {
+    /// Number of trees (gbdt).
+    #[arg(long, default_value_t = 10)]
+    pub trees: u32,
+    /// Depth of every tree (gbdt).
+    #[arg(long, default_value_t = 3)]
+    pub depth: u32,
+    /// Most quantile bins per column, 2..=64 (gbdt).
+    #[arg(long, default_value_t = 32)]
+    pub bins: u32,
+    /// L2 penalty λ on leaf weights (gbdt).
+    #[arg(long, default_value_t = 1.0)]
+    pub lambda: f64,
+    /// Least gain γ of a split (gbdt).
+    #[arg(long, default_value_t = 0.0)]
+    pub gamma: f64,
+    /// Least hessian sum in each child (gbdt).
+    #[arg(long, default_value_t = 1.0)]
+    pub min_child_weight: f64,
 }
 
 #[derive(Debug, Args)]

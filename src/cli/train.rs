@@ -3,13 +3,14 @@
 use std::process::ExitCode;
 
 use confide_proto::DatasetRef;
+use confide_training::{GbdtOptions, StoredGbdt};
 
 use super::CliError;
-use super::args::{PredictArgs, TrainArgs};
+use super::args::{ModelKind, PredictArgs, TrainArgs};
 use super::submit::{absolute, parse_peer, request, submit};
 use crate::base::config::PartyConfig;
 use crate::kinds::train::stop_name;
-use crate::kinds::train_common::{read_meta, valid_model_id};
+use crate::kinds::train_common::{models_dir, read_meta, valid_model_id};
 use crate::kinds::{self, JobOptions};
 use confide_training::Stop;
 
@@ -75,6 +76,14 @@ fn train_options(a: &TrainArgs, dealer: String) -> Result<kinds::train::Opts, Cl
     o.tolerance = f.tolerance;
     o.validation = f.validation;
     o.keep_shared = a.keep_shared;
+    o.gbdt = (a.model == ModelKind::Gbdt).then_some(GbdtOptions {
+        trees: a.gbdt.trees as usize,
+        depth: a.gbdt.depth as usize,
+        bins: a.gbdt.bins as usize,
+        lambda: a.gbdt.lambda,
+        gamma: a.gbdt.gamma,
+        min_child_weight: a.gbdt.min_child_weight,
+    });
     o.validate()
         .map_err(|e| CliError::Usage(format!("confide train: {e}")))?;
     Ok(o)
@@ -84,6 +93,16 @@ fn train_options(a: &TrainArgs, dealer: String) -> Result<kinds::train::Opts, Cl
 pub fn train_summary(job: &str, r: &serde_json::Value) -> String {
     let n = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
     let f = |k: &str| r.get(k).and_then(|v| v.as_f64());
+    if r.get("model").and_then(|v| v.as_str()) == Some("gbdt") {
+        return format!(
+            "train job {job}: {} common rows, {} trees of depth {}; model kept split between the parties (use `confide predict --model {job}`); this party's split rules written to {} in {:.2} s",
+            n("common_rows"),
+            n("trees"),
+            n("depth"),
+            r.get("output").and_then(|v| v.as_str()).unwrap_or("-"),
+            n("elapsed_ms") as f64 / 1000.0
+        );
+    }
     let mut s = format!(
         "train job {job}: {} common rows, {} epochs",
         n("common_rows"),
@@ -140,6 +159,20 @@ pub async fn predict(a: PredictArgs) -> Result<ExitCode, CliError> {
         passive: meta.parties.passive.clone(),
         dealer: meta.parties.dealer.clone(),
         frac_bits: meta.frac_bits,
+        trees: None,
+        depth: None,
+    };
+    let opts = if meta.is_gbdt() {
+        // The shape of a boosted model (public) goes into the job for the dealer.
+        let path = confide_training::share_path(&models_dir(&cfg), &a.model)?;
+        let stored = StoredGbdt::read(&path, &a.model)?;
+        kinds::predict::Opts {
+            trees: Some(stored.model.trees.len()),
+            depth: Some(stored.model.depth),
+            ..opts
+        }
+    } else {
+        opts
     };
     let output = absolute(&a.output)?;
     let req = request(

@@ -4,7 +4,7 @@
 //! |---|---|---|
 //! | `netcheck` | [`netcheck`] | messages to every party of the job, measured (no data) |
 //! | `psi` | [`psi`] | ECDH private set intersection (confide-psi) |
-//! | `train` | [`train`] | PSI row alignment, then vertical logistic regression on secret shares (confide-training) |
+//! | `train` | [`train`] | PSI row alignment, then vertical logistic regression or gradient-boosted trees ([`train_gbdt`]) on secret shares (confide-training) |
 //! | `predict` | [`predict`] | PSI row alignment, then scoring with a secret-shared model; only the initiator sees the scores |
 //! | `risk-ingest` | [`risk_ingest`] | a holder tags and uploads its dataset to the two risk compute nodes (confide-risk) |
 //! | `risk-query` | [`risk_query`] | a lender asks the compute nodes about applicants and learns only the sums |
@@ -38,6 +38,7 @@ pub mod risk_ingest;
 pub mod risk_query;
 pub mod train;
 pub mod train_common;
+pub mod train_gbdt;
 
 /// A job as one party sees it before it starts: who proposes it, with which parties.
 #[derive(Debug, Clone, Copy)]

@@ -72,21 +72,31 @@ async fn run_predict(
     }
     let params = o.params(&init);
     if me == dealer {
-        confide_training::predict_shared(t, Role::Dealer, None, None, &params)
-            .await
-            .map_err(train_err)?;
+        if o.trees.is_some() {
+            super::train_gbdt::run_predict_dealer(o, t, &init).await?;
+        } else {
+            confide_training::predict_shared(t, Role::Dealer, None, None, &params)
+                .await
+                .map_err(train_err)?;
+        }
         return Ok(serde_json::json!({
             "kind": "predict", "job_id": env.spec().job_id, "party": me, "role": "dealer",
             "model": o.model, "elapsed_ms": started.elapsed().as_millis() as u64,
             "bytes_sent": bytes_sent(t),
         }));
     }
+    let peer = if me == init { &other } else { &init };
+    if o.trees.is_some() {
+        let (scores, ids, role) =
+            super::train_gbdt::run_predict(env, o, t, [&init, &other], peer).await?;
+        let output = write_scores(env, scores.as_deref(), &ids)?;
+        return Ok(summary(env, o, role, &ids, &init, output, started, t));
+    }
     let path =
         confide_training::share_path(&models_dir(env.config()), &o.model).map_err(train_err)?;
     let stored = StoredShare::read(&path, &o.model).map_err(train_err)?;
     stored.meta.check_options(o).map_err(train_err)?;
     let role = stored.meta.role;
-    let peer = if me == init { &other } else { &init };
     let (dataset_name, ds) = env.my_dataset()?;
     let (dataset_name, ds) = (dataset_name.to_string(), ds.clone());
     // The label column (if the scoring file has it) is not a feature.
@@ -105,35 +115,60 @@ async fn run_predict(
         confide_training::predict_shared(t, role, Some(data), Some(&stored.share), &params)
             .await
             .map_err(train_err)?;
-    let mut output = None;
-    if let Some(scores) = scores {
-        let path = env
-            .spec()
-            .output
-            .clone()
-            .ok_or_else(|| bad("the receiver needs an output file"))?;
-        let mut s = String::with_capacity(ids.len() * 24);
-        s.push_str("id,score\n");
-        for (id, p) in ids.iter().zip(&scores) {
-            s.push_str(&csv_field(id));
-            s.push_str(&format!(",{p:.6}\n"));
-        }
-        write_atomic(&path, s.as_bytes(), false)?;
-        output = Some(path);
+    let output = write_scores(env, scores.as_deref(), &ids)?;
+    Ok(summary(env, o, role, &ids, &init, output, started, t))
+}
+
+/// Writes `id,score` at the receiver (where `scores` is set); returns the path.
+fn write_scores(
+    env: &dyn Env,
+    scores: Option<&[f64]>,
+    ids: &[String],
+) -> Result<Option<std::path::PathBuf>, DaemonError> {
+    let Some(scores) = scores else {
+        return Ok(None);
+    };
+    let path = env
+        .spec()
+        .output
+        .clone()
+        .ok_or_else(|| bad("the receiver needs an output file"))?;
+    let mut s = String::with_capacity(ids.len() * 24);
+    s.push_str("id,score\n");
+    for (id, p) in ids.iter().zip(scores) {
+        s.push_str(&csv_field(id));
+        s.push_str(&format!(",{p:.6}\n"));
     }
+    write_atomic(&path, s.as_bytes(), false)?;
+    Ok(Some(path))
+}
+
+/// A computing party's job summary.
+#[allow(clippy::too_many_arguments)]
+fn summary(
+    env: &dyn Env,
+    o: &Opts,
+    role: Role,
+    ids: &[String],
+    receiver: &str,
+    output: Option<std::path::PathBuf>,
+    started: Instant,
+    t: &ChannelTransport,
+) -> serde_json::Value {
     let summary = serde_json::json!({
         "kind": "predict",
         "job_id": env.spec().job_id,
-        "party": me,
+        "party": env.me(),
         "role": role_name(role),
         "model": o.model,
-        "dataset": dataset_name,
+        "model_kind": if o.trees.is_some() { "gbdt" } else { "lr" },
+        "dataset": env.spec().dataset_of(env.me()),
         "common_rows": ids.len(),
-        "receiver": init,
+        "receiver": receiver,
         "output": output,
         "elapsed_ms": started.elapsed().as_millis() as u64,
         "bytes_sent": bytes_sent(t),
     });
     tracing::info!(job = %env.spec().job_id, summary = %summary, "predict finished");
-    Ok(summary)
+    summary
 }

@@ -148,6 +148,9 @@ async fn run_train(
     } else {
         Role::Dealer
     };
+    if o.is_gbdt() {
+        return super::train_gbdt::run_train(env, o, t, names, role).await;
+    }
     let params = o.params(names.clone());
 
     // 1. Row alignment (computing parties only).

@@ -76,6 +76,18 @@
 //!   through the outputs above).
 //! * [`predict_shared`]: only the receiver learns the scores.
 //!
+//! # Boosted trees ([`gbdt`])
+//! [`train_gbdt`] / [`predict_gbdt`] train and use gradient-boosted trees on the same three
+//! seats (protocol in the module docs). What GBDT reveals:
+//! * to each computing party, for every internal node of every tree: whether the node's
+//!   best candidate is one of its own columns and, if so, which column and bin (so the
+//!   owner knows its threshold). Nothing about the node's rows, gains, or whether the node
+//!   really splits (the split flag stays shared; trees are complete, so the shape is public);
+//! * A and B learn each other's row count and number of split candidates; the dealer learns
+//!   the row count and both candidate counts;
+//! * gradients, hessians, histograms, gains, memberships, leaf weights and training scores
+//!   are never opened; [`predict_gbdt`] opens only the scores, to the receiver.
+//!
 //! # Accuracy
 //! Fixed point with 18 fractional bits by default; truncation never wraps (dealer pairs,
 //! error ≤ 1 unit). The plaintext twin [`train_plain`] runs the same optimizer and
@@ -86,6 +98,7 @@
 
 pub mod align;
 pub mod error;
+pub mod gbdt;
 pub mod limits;
 pub mod optim;
 pub mod options;
@@ -96,12 +109,15 @@ pub mod table;
 
 pub use align::{Aligned, align};
 pub use error::{Result, TrainError};
+pub use gbdt::{
+    GbdtOutcome, GbdtParams, GbdtPredictParams, GbdtProgress, GbdtShare, predict_gbdt, train_gbdt,
+};
 pub use optim::{ClassWeight, Fit, Optimizer, Penalty, Stop};
-pub use options::{PREDICT_BATCH, PredictOptions, TrainOptions, check_model_id};
+pub use options::{GbdtOptions, PREDICT_BATCH, PredictOptions, TrainOptions, check_model_id};
 pub use plain::{PlainFit, Twin, auc, batch_order, generate_credit, train_plain};
 pub use protocol::{
     EpochProgress, MIN_ROWS, Metrics, Model, PartyNames, PredictParams, Role, SharedModel,
     SigmoidKind, TrainOutcome, TrainParams, predict_shared, train,
 };
-pub use store::{SHARE_FORMAT, ShareMeta, StoredShare, share_path};
+pub use store::{GBDT_FORMAT, SHARE_FORMAT, ShareMeta, StoredGbdt, StoredShare, share_path};
 pub use table::{LocalData, Standardizer, Table, load_table};

@@ -12,6 +12,7 @@ use std::str::FromStr;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{Result, TrainError};
+use crate::gbdt::{GbdtParams, GbdtPredictParams};
 use crate::limits;
 use crate::optim::{ClassWeight, Fit, Optimizer, Penalty};
 use crate::protocol::{PartyNames, PredictParams, TrainParams};
@@ -147,6 +148,42 @@ pub struct TrainOptions {
     pub seed: u64,
     /// The dealer's party name.
     pub dealer: String,
+    /// Boosted trees instead of logistic regression (`model = gbdt` in the option map);
+    /// `None` (the default) trains logistic regression.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gbdt: Option<GbdtOptions>,
+}
+
+/// The boosting options of a `train` job with `model = gbdt` (the learning rate is
+/// [`TrainOptions::learning_rate`]).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GbdtOptions {
+    /// Number of trees (default 10).
+    pub trees: usize,
+    /// Depth of every tree (default 3).
+    pub depth: usize,
+    /// Most bins per column (default 32).
+    pub bins: usize,
+    /// L2 penalty on leaf weights (default 1).
+    pub lambda: f64,
+    /// Least gain of a split (default 0).
+    pub gamma: f64,
+    /// Least hessian sum per child (default 1).
+    pub min_child_weight: f64,
+}
+
+impl Default for GbdtOptions {
+    fn default() -> Self {
+        Self {
+            trees: 10,
+            depth: 3,
+            bins: 32,
+            lambda: 1.0,
+            gamma: 0.0,
+            min_child_weight: 1.0,
+        }
+    }
 }
 
 impl TrainOptions {
@@ -165,6 +202,13 @@ impl TrainOptions {
         "keep_shared",
         "seed",
         "dealer",
+        "model",
+        "trees",
+        "depth",
+        "bins",
+        "lambda",
+        "gamma",
+        "min_child_weight",
     ];
 
     /// Options with every default: `label`, the job `seed` and the `dealer` given.
@@ -184,6 +228,7 @@ impl TrainOptions {
             keep_shared: false,
             seed,
             dealer: dealer.into(),
+            gbdt: None,
         }
     }
 
@@ -217,12 +262,64 @@ impl TrainOptions {
             keep_shared,
             seed: raw.num("seed", None)?,
             dealer: raw.text("dealer")?,
+            gbdt: match raw.0.get("model").map(String::as_str) {
+                None | Some("lr") => None,
+                Some("gbdt") => {
+                    let d = GbdtOptions::default();
+                    Some(GbdtOptions {
+                        trees: raw.num("trees", Some(d.trees))?,
+                        depth: raw.num("depth", Some(d.depth))?,
+                        bins: raw.num("bins", Some(d.bins))?,
+                        lambda: raw.num("lambda", Some(d.lambda))?,
+                        gamma: raw.num("gamma", Some(d.gamma))?,
+                        min_child_weight: raw.num("min_child_weight", Some(d.min_child_weight))?,
+                    })
+                }
+                Some(m) => return Err(bad(format!("model = `{m}` (lr or gbdt)"))),
+            },
         };
         o.validate().map(|()| o)
     }
 
+    /// True for boosted trees (`model = gbdt`).
+    pub fn is_gbdt(&self) -> bool {
+        self.gbdt.is_some()
+    }
+
+    /// The boosting parameters of a `gbdt` job for the seats `parties` (`None` for
+    /// logistic regression).
+    pub fn gbdt_params(&self, parties: PartyNames) -> Option<GbdtParams> {
+        let g = self.gbdt.as_ref()?;
+        let mut p = GbdtParams::new(parties);
+        p.trees = g.trees;
+        p.depth = g.depth;
+        // Boosting's shrinkage η: 0.3 (XGBoost's default) unless given.
+        p.learning_rate = self.learning_rate.unwrap_or(0.3);
+        p.bins = g.bins;
+        p.lambda = g.lambda;
+        p.gamma = g.gamma;
+        p.min_child_weight = g.min_child_weight;
+        Some(p)
+    }
+
     /// The options as a job carries them (the inverse of [`Self::from_options`]).
     pub fn to_options(&self) -> Vec<(String, String)> {
+        let mut out = self.lr_options();
+        if let Some(g) = &self.gbdt {
+            out.extend(pairs([
+                ("model", "gbdt".to_string()),
+                ("trees", g.trees.to_string()),
+                ("depth", g.depth.to_string()),
+                ("bins", g.bins.to_string()),
+                ("lambda", g.lambda.to_string()),
+                ("gamma", g.gamma.to_string()),
+                ("min_child_weight", g.min_child_weight.to_string()),
+            ]));
+        }
+        out
+    }
+
+    fn lr_options(&self) -> Vec<(String, String)> {
         pairs([
             ("label", self.label.clone()),
             ("epochs", self.epochs.to_string()),
@@ -270,6 +367,17 @@ impl TrainOptions {
         if self.dealer.is_empty() {
             return Err(bad("option `dealer` is missing"));
         }
+        let names = PartyNames {
+            active: "a".into(),
+            passive: "b".into(),
+            dealer: "d".into(),
+        };
+        if let Some(p) = self.gbdt_params(names) {
+            return p.validate().map_err(|e| match e {
+                TrainError::Params(m) => bad(m),
+                e => e,
+            });
+        }
         self.fit().validate().map_err(TrainError::Options)
     }
 
@@ -300,12 +408,25 @@ pub struct PredictOptions {
     pub dealer: String,
     /// Fixed-point fractional bits of the model.
     pub frac_bits: u32,
+    /// Trees of a boosted model (`None` for logistic regression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trees: Option<usize>,
+    /// Depth of a boosted model (`None` for logistic regression).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub depth: Option<usize>,
 }
 
 impl PredictOptions {
     /// The option names.
-    pub const KEYS: &'static [&'static str] =
-        &["model", "active", "passive", "dealer", "frac_bits"];
+    pub const KEYS: &'static [&'static str] = &[
+        "model",
+        "active",
+        "passive",
+        "dealer",
+        "frac_bits",
+        "trees",
+        "depth",
+    ];
 
     /// Parses and validates a job's string options (all required).
     pub fn from_options(
@@ -318,6 +439,16 @@ impl PredictOptions {
             passive: raw.text("passive")?,
             dealer: raw.text("dealer")?,
             frac_bits: raw.num("frac_bits", None)?,
+            trees: raw
+                .0
+                .get("trees")
+                .map(|_| raw.num("trees", None))
+                .transpose()?,
+            depth: raw
+                .0
+                .get("depth")
+                .map(|_| raw.num("depth", None))
+                .transpose()?,
         };
         o.validate().map(|()| o)
     }
@@ -331,12 +462,33 @@ impl PredictOptions {
             ("dealer", self.dealer.clone()),
             ("frac_bits", self.frac_bits.to_string()),
         ])
+        .into_iter()
+        .chain(self.trees.map(|t| ("trees".to_string(), t.to_string())))
+        .chain(self.depth.map(|d| ("depth".to_string(), d.to_string())))
+        .collect()
+    }
+
+    /// The boosted-model scoring parameters (`None` for a logistic-regression model),
+    /// with `receiver` learning the scores.
+    pub fn gbdt_params(&self, receiver: &str) -> Option<GbdtPredictParams> {
+        Some(GbdtPredictParams {
+            parties: self.names(),
+            receiver: receiver.to_string(),
+            frac_bits: self.frac_bits,
+            trees: self.trees?,
+            depth: self.depth?,
+        })
     }
 
     /// Checks the model id ([`check_model_id`]), that the three seats are distinct and
     /// that `frac_bits` is in 12..=24.
     pub fn validate(&self) -> Result<()> {
         check_model_id(&self.model)?;
+        if self.trees.is_some() != self.depth.is_some() {
+            return Err(bad(
+                "options `trees` and `depth` go together (boosted models)",
+            ));
+        }
         limits::distinct(&self.active, &self.passive, &self.dealer)
             .and_then(|()| limits::frac_bits(self.frac_bits))
             .map_err(TrainError::Options)

@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::error::{Result, TrainError};
+use crate::gbdt::GbdtShare;
 use crate::options::{PredictOptions, check_model_id};
 use crate::protocol::{PartyNames, Role, SharedModel};
 
@@ -85,13 +86,19 @@ impl ShareMeta {
     }
 
     fn check(&self, path: &Path, model: &str) -> Result<()> {
-        if self.format != SHARE_FORMAT || self.job_id != model {
+        let known = self.format == SHARE_FORMAT || self.format == GBDT_FORMAT;
+        if !known || self.job_id != model {
             return Err(TrainError::ShareFile {
                 path: path.into(),
                 reason: format!("not a shared model file of job {model}"),
             });
         }
         Ok(())
+    }
+
+    /// True if this is a boosted-tree model share ([`StoredGbdt`]).
+    pub fn is_gbdt(&self) -> bool {
+        self.format == GBDT_FORMAT
     }
 
     /// Checks that a `predict` job names the seats and precision this model was trained
@@ -141,31 +148,13 @@ impl StoredShare {
     /// temporary file of mode 0600 in the same directory, synced, then renamed into place.
     pub fn write(&self, path: &Path) -> Result<()> {
         self.meta.check(path, &self.meta.job_id)?;
-        let dir = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        create_private_dir(dir)?;
-        let bytes = Zeroizing::new(
-            serde_json::to_vec(self)
-                .map_err(|e| TrainError::Internal(format!("serializing the model share: {e}")))?,
-        );
-        let mut builder = tempfile::Builder::new();
-        builder.prefix(".share-").suffix(".tmp");
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt;
-            builder.permissions(std::fs::Permissions::from_mode(0o600));
+        if self.meta.format != SHARE_FORMAT {
+            return Err(TrainError::ShareFile {
+                path: path.into(),
+                reason: "not a logistic-regression share".into(),
+            });
         }
-        let mut tmp = builder
-            .tempfile_in(dir)
-            .map_err(|e| TrainError::io(dir, e))?;
-        tmp.write_all(&bytes)
-            .and_then(|()| tmp.as_file().sync_all())
-            .map_err(|e| TrainError::io(tmp.path(), e))?;
-        tmp.persist(path)
-            .map_err(|e| TrainError::io(path, e.error))?;
-        Ok(())
+        write_private(path, self)
     }
 
     /// Reads the stored share of `model` at `path`, checking its format tag and job id.
@@ -176,6 +165,54 @@ impl StoredShare {
             reason: e.to_string(),
         })?;
         s.meta.check(path, model)?;
+        if s.meta.format != SHARE_FORMAT {
+            return Err(TrainError::ShareFile {
+                path: path.into(),
+                reason: "a boosted-tree model share, not a logistic-regression one".into(),
+            });
+        }
+        Ok(s)
+    }
+}
+
+/// Format tag of a stored boosted-model share.
+pub const GBDT_FORMAT: &str = "confide-gbdt-share-v1";
+
+/// A stored boosted-model share.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct StoredGbdt {
+    /// The metadata (`format` is [`GBDT_FORMAT`]).
+    #[serde(flatten)]
+    pub meta: ShareMeta,
+    /// This party's share.
+    pub model: GbdtShare,
+}
+
+impl StoredGbdt {
+    /// Writes the file (see [`StoredShare::write`]).
+    pub fn write(&self, path: &Path) -> Result<()> {
+        if self.meta.format != GBDT_FORMAT {
+            return Err(TrainError::ShareFile {
+                path: path.into(),
+                reason: "not a boosted-model share".into(),
+            });
+        }
+        write_private(path, self)
+    }
+
+    /// Reads the boosted-model share of `model` at `path`.
+    pub fn read(path: &Path, model: &str) -> Result<Self> {
+        let bytes = read_file(path, model)?;
+        let s: Self = serde_json::from_slice(&bytes).map_err(|e| TrainError::ShareFile {
+            path: path.into(),
+            reason: e.to_string(),
+        })?;
+        if s.meta.format != GBDT_FORMAT || s.meta.job_id != model {
+            return Err(TrainError::ShareFile {
+                path: path.into(),
+                reason: format!("not a boosted-model share of job {model}"),
+            });
+        }
         Ok(s)
     }
 }
@@ -187,7 +224,37 @@ pub fn share_path(models_dir: &Path, model: &str) -> Result<PathBuf> {
     Ok(models_dir.join(format!("{model}.share")))
 }
 
-fn read_file(path: &Path, model: &str) -> Result<Zeroizing<Vec<u8>>> {
+/// Writes `value` as JSON at `path` (creating its directory, mode 0700 on Unix): through
+/// a temporary file of mode 0600 in the same directory, synced, then renamed into place.
+pub(crate) fn write_private<S: Serialize>(path: &Path, value: &S) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    create_private_dir(dir)?;
+    let bytes = Zeroizing::new(
+        serde_json::to_vec(value)
+            .map_err(|e| TrainError::Internal(format!("serializing the model share: {e}")))?,
+    );
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(".share-").suffix(".tmp");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        builder.permissions(std::fs::Permissions::from_mode(0o600));
+    }
+    let mut tmp = builder
+        .tempfile_in(dir)
+        .map_err(|e| TrainError::io(dir, e))?;
+    tmp.write_all(&bytes)
+        .and_then(|()| tmp.as_file().sync_all())
+        .map_err(|e| TrainError::io(tmp.path(), e))?;
+    tmp.persist(path)
+        .map_err(|e| TrainError::io(path, e.error))?;
+    Ok(())
+}
+
+pub(crate) fn read_file(path: &Path, model: &str) -> Result<Zeroizing<Vec<u8>>> {
     std::fs::read(path).map(Zeroizing::new).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             TrainError::NoSharedModel {

@@ -122,6 +122,8 @@ fn metadata_checks_a_predict_job() {
         passive: "shop".into(),
         dealer: "dealer".into(),
         frac_bits: 18,
+        trees: None,
+        depth: None,
     };
     meta.check_options(&opts).unwrap();
     for wrong in [

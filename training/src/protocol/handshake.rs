@@ -8,12 +8,12 @@ use crate::error::{Result, TrainError};
 use confide_mpc::Transport;
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub(super) struct Hello {
-    pub(super) rows: usize,
-    pub(super) cols: usize,
-    pub(super) features: Vec<String>,
-    pub(super) params: String,
-    pub(super) error: Option<String>,
+pub(crate) struct Hello {
+    pub(crate) rows: usize,
+    pub(crate) cols: usize,
+    pub(crate) features: Vec<String>,
+    pub(crate) params: String,
+    pub(crate) error: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,7 +35,7 @@ impl Hello {
     }
 
     /// The dealer's hello: no data.
-    pub(super) fn dealer(params: &str) -> Self {
+    pub(crate) fn dealer(params: &str) -> Self {
         Self {
             rows: 0,
             cols: 0,
@@ -47,7 +47,7 @@ impl Hello {
 }
 
 /// The job parameters as every seat serializes them for comparison.
-pub(super) fn params_json<P: Serialize>(params: &P) -> Result<String> {
+pub(crate) fn params_json<P: Serialize>(params: &P) -> Result<String> {
     serde_json::to_string(params)
         .map_err(|e| TrainError::Internal(format!("serializing the parameters: {e}")))
 }
@@ -99,7 +99,7 @@ fn check_shape(peer: &str, h: &Hello) -> Result<()> {
 /// counts, feature names (not to the dealer), the parameters and any local error; the
 /// dealer answers with a verdict. Returns the peer's hello at a party, both hellos at the
 /// dealer. Every seat fails if any seat reported an error or the shapes disagree.
-pub(super) async fn handshake<T: Transport>(
+pub(crate) async fn handshake<T: Transport>(
     t: &T,
     role: Role,
     names: &PartyNames,

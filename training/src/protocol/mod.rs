@@ -20,7 +20,7 @@ use crate::optim::{Fit, Stop};
 use crate::table::Standardizer;
 
 mod fit;
-mod handshake;
+pub(crate) mod handshake;
 mod prep;
 mod reveal;
 mod score;
@@ -57,7 +57,7 @@ pub struct PartyNames {
 }
 
 impl PartyNames {
-    fn engine_names(&self) -> Names {
+    pub(crate) fn engine_names(&self) -> Names {
         Names {
             p0: self.active.clone(),
             p1: self.passive.clone(),
@@ -69,7 +69,7 @@ impl PartyNames {
         limits::distinct(&self.active, &self.passive, &self.dealer).map_err(TrainError::Params)
     }
 
-    fn to_parties(&self, names: &[String]) -> Result<Vec<Party>> {
+    pub(crate) fn to_parties(&self, names: &[String]) -> Result<Vec<Party>> {
         names
             .iter()
             .map(|n| {

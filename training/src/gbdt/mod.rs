@@ -1,0 +1,330 @@
+//! Vertical gradient-boosted trees on secret shares (SS-XGB / Squirrel style, no HE).
+//!
+//! Party A (active, party 0) holds the label and some columns, party B (passive, party 1)
+//! other columns of the same rows (aligned by PSI); the dealer deals correlated randomness.
+//!
+//! # Protocol (per tree; every step on additive shares over Z_2^64, fixed point)
+//! 1. Before training each owner bins its own columns locally ([`bins`]: quantile bins,
+//!    ≤ 64 per column, missing values in their own bin) and forms its 0/1 matrix
+//!    `C_p[i, c] = [bin ≤ k]` over its split candidates `c = (column, k)`. `[C₀ | C₁]` is
+//!    masked once with the engine's Beaver cache ([`confide_mpc::Engine::mask_matrix`]),
+//!    like the logistic-regression path's `X`.
+//! 2. Gradients: `p = σ̂(F)` (7-piece sigmoid spline on shares), `g = p − y`,
+//!    `h = p(1 − p)`; the label enters as A's trivially shared input.
+//! 3. Each node has a secret-shared 0/1 membership vector `m` (root: all ones).
+//!    Left sums for every candidate at once: `G_L = Cᵀ(g ⊙ m)`, `H_L = Cᵀ(h ⊙ m)` (Beaver
+//!    product with the cached mask); a right sibling's sums are its parent's minus the
+//!    left sibling's.
+//! 4. Per candidate `score = G_L·w_L + G_R·w_R` with `w = G/(H + λ)` from a secure
+//!    reciprocal (secure comparisons against powers of two give a shared power-of-two
+//!    scale, then three Newton steps); candidates with a child below `min_child_weight`
+//!    score `−2^40`. A secure tournament argmax picks the best (lowest index on ties).
+//! 5. The node's split flag `s = [score* − G·w ≥ 2γ]` stays shared. The best candidate's
+//!    index is opened to its owner only (the other party gets "not mine"); the owner
+//!    inputs its plaintext left indicator `l` (trivially shared) and the children are
+//!    `m_L = m ⊙ (s·(l − 1) + 1)`, `m_R = m − m_L`: without a split every row goes left.
+//! 6. Leaves at depth `D`: `w = −η·G/(H + λ)`, shared; `F += Σ_leaf m_leaf · w_leaf`.
+//!
+//! Trees are complete binary trees of depth `D` whatever the data: the tree shape is
+//! public, and whether a node really splits is secret ([`GbdtShare`] keeps the shared
+//! flag). Prediction ([`predict_gbdt`]) routes rows the same way and opens only the final
+//! score to the receiver.
+//!
+//! # What each party learns
+//! * A and B: each other's row count and number of split candidates (the sum over
+//!   columns of the number of bins used, which depends on distinct values); the public
+//!   parameters.
+//! * For every internal node, each computing party learns whether the best candidate is
+//!   one of its own columns, and if so which column and bin (so the owner also knows its
+//!   threshold and, for its own rows, which side each row would go). It does not learn
+//!   whether the node actually splits, which rows reach the node, or any gain.
+//! * Nothing else is opened during training: gradients, hessians, histograms, gains,
+//!   memberships, split flags, leaf weights and scores stay shared (the privacy test
+//!   records the wire).
+//! * The dealer learns the row count and both candidate counts, and the public
+//!   parameters (it receives only the handshake).
+//! * [`predict_gbdt`]: the receiver learns the raw scores (logits) of the scored rows;
+//!   each owner evaluates its own thresholds on its own rows; nothing else is opened.
+//! * A revealed split tells its owner that, among its candidates, this threshold
+//!   best separated the other party's secret gradient statistics in some (unknown) node.
+//!
+//! Not done: row and column subsampling, early stopping, learned default directions for
+//! missing values (missing always goes right), revealing leaf weights to the label holder.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use zeroize::Zeroize;
+
+use crate::error::{Result, TrainError};
+use crate::protocol::PartyNames;
+
+pub mod bins;
+mod fit;
+mod grow;
+mod ops;
+pub mod plain;
+
+pub use fit::{predict_gbdt, train_gbdt};
+pub use plain::{PlainNode, PlainTree, predict_gbdt_plain, train_gbdt_plain};
+
+/// Largest tree depth.
+pub const MAX_DEPTH: usize = 8;
+/// Most trees.
+pub const MAX_TREES: usize = 1000;
+/// Most rows (the shared reciprocal's scale must stay exact in fixed point).
+pub const MAX_ROWS: usize = 1 << 20;
+
+/// Boosting parameters; all three seats must pass identical values (checked).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GbdtParams {
+    /// Seat names.
+    pub parties: PartyNames,
+    /// Number of trees (1..=1000).
+    pub trees: usize,
+    /// Depth of every tree (1..=8): `2^depth` leaves.
+    pub depth: usize,
+    /// Shrinkage η in (0, 1].
+    pub learning_rate: f64,
+    /// Most bins per column (2..=64).
+    pub bins: usize,
+    /// L2 penalty λ on leaf weights (0.01..=1000).
+    pub lambda: f64,
+    /// Least gain for a split, γ (≥ 0).
+    pub gamma: f64,
+    /// Least hessian sum in each child (≥ 0; 0 disables the check).
+    pub min_child_weight: f64,
+    /// Fixed-point fractional bits (16..=24).
+    pub frac_bits: u32,
+}
+
+impl GbdtParams {
+    /// Defaults as XGBoost's where they apply: 10 trees of depth 3, η 0.3, 32 bins,
+    /// λ 1, γ 0, min_child_weight 1, 18 fractional bits.
+    pub fn new(parties: PartyNames) -> Self {
+        Self {
+            parties,
+            trees: 10,
+            depth: 3,
+            learning_rate: 0.3,
+            bins: 32,
+            lambda: 1.0,
+            gamma: 0.0,
+            min_child_weight: 1.0,
+            frac_bits: 18,
+        }
+    }
+
+    /// Checks every range (messages name the parameter).
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(TrainError::Params(m));
+        crate::limits::distinct(
+            &self.parties.active,
+            &self.parties.passive,
+            &self.parties.dealer,
+        )
+        .map_err(TrainError::Params)?;
+        if !(1..=MAX_TREES).contains(&self.trees) {
+            return bad(format!(
+                "trees must be in 1..={MAX_TREES}, got {}",
+                self.trees
+            ));
+        }
+        if !(1..=MAX_DEPTH).contains(&self.depth) {
+            return bad(format!(
+                "depth must be in 1..={MAX_DEPTH}, got {}",
+                self.depth
+            ));
+        }
+        if !(self.learning_rate > 0.0 && self.learning_rate <= 1.0) {
+            return bad(format!(
+                "learning rate must be in (0, 1], got {}",
+                self.learning_rate
+            ));
+        }
+        if !(2..=bins::MAX_BINS).contains(&self.bins) {
+            return bad(format!(
+                "bins must be in 2..={}, got {}",
+                bins::MAX_BINS,
+                self.bins
+            ));
+        }
+        if !(0.01..=1000.0).contains(&self.lambda) {
+            return bad(format!(
+                "lambda must be in [0.01, 1000], got {}",
+                self.lambda
+            ));
+        }
+        if !(0.0..=1e6).contains(&self.gamma) {
+            return bad(format!("gamma must be in [0, 1e6], got {}", self.gamma));
+        }
+        if !(0.0..=1e6).contains(&self.min_child_weight) {
+            return bad(format!(
+                "min_child_weight must be in [0, 1e6], got {}",
+                self.min_child_weight
+            ));
+        }
+        if !(16..=24).contains(&self.frac_bits) {
+            return bad(format!(
+                "frac_bits must be in 16..=24, got {}",
+                self.frac_bits
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// Progress: after each level of each tree (`level == depth` when the tree is done).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GbdtProgress {
+    /// 1-based tree.
+    pub tree: usize,
+    /// Trees in total.
+    pub trees: usize,
+    /// Levels of this tree finished (0..=depth).
+    pub level: usize,
+    /// Depth.
+    pub depth: usize,
+}
+
+/// This party's rule at a node it owns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SplitRule {
+    /// Column index in this party's input.
+    pub column: usize,
+    /// Column name.
+    pub name: String,
+    /// Candidate bin within the column.
+    pub bin: usize,
+    /// Left is `value ≤ threshold` (`None`: every non-missing value); missing goes right.
+    pub threshold: Option<f64>,
+}
+
+/// This party's part of one internal node.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeShare {
+    /// Share of the split flag (1: split, 0: every row goes left).
+    pub split: u64,
+    /// The rule, if this party owns the node's candidate.
+    pub rule: Option<SplitRule>,
+}
+
+/// This party's part of one tree.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct TreeShare {
+    /// `2^depth − 1` internal nodes, level order.
+    pub nodes: Vec<NodeShare>,
+    /// Shares of the `2^depth` leaf weights (fixed point, η included).
+    pub leaves: Vec<u64>,
+}
+
+/// A computing party's share of a trained boosted model: its own split rules, and
+/// shares of the split flags and leaf weights. Zeroized on drop; `Debug` redacts.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct GbdtShare {
+    /// 0 active, 1 passive.
+    pub party: usize,
+    /// Fixed-point fractional bits.
+    pub frac_bits: u32,
+    /// Tree depth.
+    pub depth: usize,
+    /// This party's input columns at training (rules index them).
+    pub feature_names: Vec<String>,
+    /// The trees.
+    pub trees: Vec<TreeShare>,
+}
+
+impl fmt::Debug for NodeShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "NodeShare(rule {:?}, <redacted flag>)", self.rule)
+    }
+}
+
+impl fmt::Debug for TreeShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "TreeShare({} nodes, {} leaves, <redacted>)",
+            self.nodes.len(),
+            self.leaves.len()
+        )
+    }
+}
+
+impl Drop for GbdtShare {
+    fn drop(&mut self) {
+        for t in &mut self.trees {
+            t.leaves.zeroize();
+            for n in &mut t.nodes {
+                n.split.zeroize();
+            }
+        }
+    }
+}
+
+impl fmt::Debug for GbdtShare {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "GbdtShare(party {}, {} trees of depth {}, <redacted shares>)",
+            self.party,
+            self.trees.len(),
+            self.depth
+        )
+    }
+}
+
+impl GbdtShare {
+    /// What this party may export in clear: the public shape and its own split rules
+    /// (`model.json`-like; no shares).
+    pub fn export(&self) -> serde_json::Value {
+        let trees: Vec<serde_json::Value> = self
+            .trees
+            .iter()
+            .map(|t| {
+                serde_json::json!({
+                    "nodes": t.nodes.iter().map(|n| match &n.rule {
+                        Some(r) => serde_json::json!({
+                            "owner": "self", "column": r.name, "bin": r.bin,
+                            "threshold": r.threshold, "missing": "right",
+                        }),
+                        None => serde_json::json!({"owner": "other"}),
+                    }).collect::<Vec<_>>(),
+                    "leaves": t.leaves.len(),
+                })
+            })
+            .collect();
+        serde_json::json!({
+            "model": "gbdt",
+            "party": self.party,
+            "depth": self.depth,
+            "features": self.feature_names,
+            "trees": trees,
+            "note": "split flags and leaf weights stay secret-shared",
+        })
+    }
+}
+
+/// What [`train_gbdt`] returns at a computing party (`None` at the dealer).
+#[derive(Debug)]
+pub struct GbdtOutcome {
+    /// This party's share of the model.
+    pub model: GbdtShare,
+    /// Warnings (columns without a split candidate, …).
+    pub warnings: Vec<String>,
+}
+
+/// Parameters of [`predict_gbdt`]; identical at all three seats.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GbdtPredictParams {
+    /// Seat names (the same roles as at training).
+    pub parties: PartyNames,
+    /// The party (by name) that receives the scores.
+    pub receiver: String,
+    /// Fixed-point bits (must match the model).
+    pub frac_bits: u32,
+    /// Trees of the model.
+    pub trees: usize,
+    /// Depth of the model.
+    pub depth: usize,
+}

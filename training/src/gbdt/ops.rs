@@ -1,0 +1,270 @@
+//! Secure building blocks of the boosted trees: a shared reciprocal and a segmented argmax.
+
+use std::num::Wrapping;
+
+use confide_mpc::{Engine, Party, R64, SharedVec, Transport};
+
+use crate::error::{Result, TrainError};
+
+/// This seat's party for local share arithmetic (the dealer acts as party 1: adds nothing).
+pub(super) fn me<T: Transport>(e: &Engine<'_, T>) -> Party {
+    e.party().unwrap_or(Party::P1)
+}
+
+/// A ring integer.
+pub(super) fn int(v: i64) -> R64 {
+    Wrapping(v as u64)
+}
+
+/// Concatenates shares.
+pub(super) fn cat<'a>(parts: impl IntoIterator<Item = &'a SharedVec>) -> SharedVec {
+    SharedVec::from_vec(
+        parts
+            .into_iter()
+            .flat_map(|p| p.as_slice().iter().copied())
+            .collect(),
+    )
+}
+
+/// Elements `from..to` of a share.
+pub(super) fn part(x: &SharedVec, from: usize, to: usize) -> SharedVec {
+    SharedVec::from_vec(x.as_slice()[from..to].to_vec())
+}
+
+/// `n` copies of one share element.
+pub(super) fn splat(v: R64, n: usize) -> SharedVec {
+    SharedVec::from_vec(vec![v; n])
+}
+
+/// Sum of the elements of a share (a share of the sum).
+pub(super) fn total(x: &SharedVec) -> R64 {
+    x.as_slice().iter().fold(Wrapping(0), |a, b| a + b)
+}
+
+/// Shares of `(y, s)` with `y · s ≈ 1/x` for every secret `x` in `[lo, hi)` (fixed point):
+/// `s = 2^−k` exactly, for the `k` with `2^k ≤ x < 2^(k+1)` (secure comparisons with the
+/// powers of two), and `y ≈ 1/(x·s) ∈ (0.5, 1]` from a linear start and three Newton
+/// steps (relative error below 10⁻⁸ before fixed-point rounding). Multiply by `y` first,
+/// then by `s`, to keep precision for large `x`.
+pub(super) async fn reciprocal<T: Transport>(
+    e: &mut Engine<'_, T>,
+    x: &SharedVec,
+    lo: f64,
+    hi: f64,
+) -> Result<(SharedVec, SharedVec)> {
+    let fp = e.fixed();
+    let f = fp.frac_bits() as i32;
+    let kmin = lo.log2().floor() as i32;
+    let kmax = hi.log2().ceil() as i32;
+    if lo.is_nan() || lo <= 0.0 || kmax > f || -kmin > f {
+        return Err(TrainError::Data(format!(
+            "values up to {hi} do not fit the shared reciprocal at {f} fractional bits (too many rows)"
+        )));
+    }
+    let me = me(e);
+    let ks: Vec<i32> = (kmin + 1..kmax).collect();
+    let thresholds: Vec<f64> = ks.iter().map(|&k| 2f64.powi(k)).collect();
+    let bits = e.ge_public(x, &thresholds).await?;
+    let mut s =
+        SharedVec::zeros(ndarray::Ix1(x.len())).add_scalar(me, fp.encode(2f64.powi(-kmin))?);
+    for (b, &k) in bits.iter().zip(&ks) {
+        let step = fp.encode(2f64.powi(-k) - 2f64.powi(1 - k))?;
+        s = s.add(&b.mul_public(step))?;
+    }
+    let xs = e.mul_fixed(x, &s).await?;
+    let half = e.trunc(&xs, 1).await?;
+    let mut y = half.mul_public(int(-1)).add_scalar(me, fp.encode(1.4571)?);
+    let two = fp.encode(2.0)?;
+    for _ in 0..3 {
+        let xy = e.mul_fixed(&xs, &y).await?;
+        let corr = xy.mul_public(int(-1)).add_scalar(me, two);
+        y = e.mul_fixed(&y, &corr).await?;
+    }
+    Ok((y, s))
+}
+
+/// For `segs` segments of `len` shared fixed-point values each (back to back): each
+/// segment's maximum and its index (fixed point), the lowest index on ties. A tournament:
+/// `⌈log₂ len⌉` rounds of one comparison and one product per pair.
+pub(super) async fn argmax<T: Transport>(
+    e: &mut Engine<'_, T>,
+    v: &SharedVec,
+    segs: usize,
+    len: usize,
+) -> Result<(SharedVec, SharedVec)> {
+    let fp = e.fixed();
+    let me = me(e);
+    if len == 0 || v.len() != segs * len {
+        return Err(TrainError::Internal("argmax over an empty segment".into()));
+    }
+    let mut vals: Vec<Vec<R64>> = v.as_slice().chunks(len).map(<[R64]>::to_vec).collect();
+    let mut idx: Vec<Vec<R64>> = Vec::with_capacity(segs);
+    for _ in 0..segs {
+        let mut ix = Vec::with_capacity(len);
+        for i in 0..len {
+            ix.push(if me.is_first() {
+                fp.encode(i as f64)?
+            } else {
+                int(0)
+            });
+        }
+        idx.push(ix);
+    }
+    let mut cur = len;
+    while cur > 1 {
+        let half = cur / 2;
+        let (mut dv, mut di) = (Vec::new(), Vec::new());
+        for s in 0..segs {
+            for j in 0..half {
+                dv.push(vals[s][2 * j] - vals[s][2 * j + 1]);
+                di.push(idx[s][2 * j] - idx[s][2 * j + 1]);
+            }
+        }
+        let dv = SharedVec::from_vec(dv);
+        let bits = e.ge_public(&dv, &[0.0]).await?;
+        let bit = bits
+            .into_iter()
+            .next()
+            .ok_or_else(|| TrainError::Internal("no comparison".into()))?;
+        let lhs = cat([&bit, &bit]);
+        let mut rhs = dv.as_slice().to_vec();
+        rhs.extend(di);
+        let prod = e.mul(&lhs, &SharedVec::from_vec(rhs)).await?;
+        let prod = prod.as_slice();
+        let m = segs * half;
+        for s in 0..segs {
+            let mut nv = Vec::with_capacity(half + 1);
+            let mut ni = Vec::with_capacity(half + 1);
+            for j in 0..half {
+                nv.push(vals[s][2 * j + 1] + prod[s * half + j]);
+                ni.push(idx[s][2 * j + 1] + prod[m + s * half + j]);
+            }
+            if cur % 2 == 1 {
+                nv.push(vals[s][cur - 1]);
+                ni.push(idx[s][cur - 1]);
+            }
+            vals[s] = nv;
+            idx[s] = ni;
+        }
+        cur = half + cur % 2;
+    }
+    Ok((
+        SharedVec::from_vec(vals.into_iter().map(|v| v[0]).collect()),
+        SharedVec::from_vec(idx.into_iter().map(|v| v[0]).collect()),
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use confide_mpc::engine::{Names, Seat};
+    use confide_mpc::share::share;
+    use confide_mpc::{FixedPoint, memory_mesh};
+    use ndarray::Array1;
+    use rand_chacha::ChaCha12Rng;
+    use rand_core::SeedableRng;
+
+    type Job = for<'a, 'b> fn(
+        &'a mut Engine<'b, confide_mpc::ChannelTransport>,
+        SharedVec,
+    ) -> futures_shim::Boxed<'a>;
+
+    mod futures_shim {
+        pub type Boxed<'a> = std::pin::Pin<
+            Box<dyn std::future::Future<Output = Vec<confide_mpc::SharedVec>> + Send + 'a>,
+        >;
+    }
+
+    /// Runs `job` at the three seats on a sharing of `xs`; returns the reconstructed outputs.
+    fn run(xs: &[f64], job: Job) -> Vec<Vec<f64>> {
+        let fp = FixedPoint::default();
+        let x: Array1<R64> = xs.iter().map(|&v| fp.encode(v).unwrap()).collect();
+        let (x0, x1) = share(&x, &mut ChaCha12Rng::seed_from_u64(3));
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mesh = memory_mesh(&["a", "b", "d"], 8);
+            let names = Names {
+                p0: "a".into(),
+                p1: "b".into(),
+                dealer: "d".into(),
+            };
+            let dz = SharedVec::zeros(ndarray::Ix1(xs.len()));
+            let (r0, r1, _) = tokio::join!(
+                async {
+                    let mut e = Engine::start(&mesh[0], Seat::Party(Party::P0), names.clone(), fp)
+                        .await
+                        .unwrap();
+                    job(&mut e, x0).await
+                },
+                async {
+                    let mut e = Engine::start(&mesh[1], Seat::Party(Party::P1), names.clone(), fp)
+                        .await
+                        .unwrap();
+                    job(&mut e, x1).await
+                },
+                async {
+                    let mut e = Engine::start(&mesh[2], Seat::Dealer, names.clone(), fp)
+                        .await
+                        .unwrap();
+                    job(&mut e, dz).await
+                }
+            );
+            r0.iter()
+                .zip(&r1)
+                .map(|(a, b)| {
+                    fp.decode_all(SharedVec::reconstruct(a, b).unwrap().as_slice().unwrap())
+                })
+                .collect()
+        })
+    }
+
+    #[test]
+    fn reciprocal_is_accurate_over_the_whole_range() {
+        let xs = [
+            0.01, 0.3, 1.0, 1.5, 2.0, 7.77, 100.0, 1023.9, 1024.0, 65000.0,
+        ];
+        let out = run(&xs, |e, x| {
+            Box::pin(async move {
+                let (y, s) = reciprocal(e, &x, 0.005, 70000.0).await.unwrap();
+                // x·(y·s) should be 1; also return (1000·y)·s for the precision check.
+                let one = e.mul_fixed(&x, &y).await.unwrap();
+                let one = e.mul_fixed(&one, &s).await.unwrap();
+                vec![one, y, s]
+            })
+        });
+        let fp = FixedPoint::default();
+        for (i, &x) in xs.iter().enumerate() {
+            let x = fp.decode(fp.encode(x).unwrap());
+            let (one, y, s) = (out[0][i], out[1][i], out[2][i]);
+            assert!((0.5..=1.0 + 1e-4).contains(&y), "y {y} for {x}");
+            assert!(
+                (y * s - 1.0 / x).abs() <= 1e-4 / x + 4e-6 * s,
+                "x {x}: {}",
+                y * s
+            );
+            assert!((one - 1.0).abs() < 1e-3, "x·(1/x) = {one} for {x}");
+        }
+    }
+
+    #[test]
+    fn argmax_takes_the_first_maximum_per_segment() {
+        let xs = [
+            1.0, 5.0, -3.0, 5.0, 2.0, /* seg 2 */ -1.0, -2.0, -0.5, -7.0, -0.5,
+        ];
+        let out = run(&xs, |e, x| {
+            Box::pin(async move {
+                let (b, i) = argmax(e, &x, 2, 5).await.unwrap();
+                vec![b, i]
+            })
+        });
+        assert!((out[0][0] - 5.0).abs() < 1e-5 && (out[0][1] + 0.5).abs() < 1e-5);
+        assert_eq!(
+            out[1].iter().map(|v| v.round()).collect::<Vec<_>>(),
+            vec![1.0, 2.0]
+        );
+    }
+}

@@ -1,0 +1,169 @@
+//! The plaintext twin: the same boosting on the same bins in `f64`, with the same sigmoid
+//! spline, gain rule, tie-breaking and "no split sends every row left" convention as the
+//! secure protocol. Tests compare the two; it is also the accuracy baseline.
+
+use confide_mpc::Spline;
+
+use super::GbdtParams;
+use super::bins::Binned;
+
+/// One internal node of a plaintext tree (level order, children of `i` at `2i+1`, `2i+2`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlainNode {
+    /// Party owning the best candidate (0 active, 1 passive).
+    pub party: usize,
+    /// Column of that party.
+    pub column: usize,
+    /// Candidate bin within the column.
+    pub bin: usize,
+    /// Whether the node splits (gain ≥ γ with valid children); otherwise every row goes left.
+    pub split: bool,
+    /// Gain `½(G_L²/(H_L+λ) + G_R²/(H_R+λ) − G²/(H+λ))` of the best candidate.
+    pub gain: f64,
+    /// Rows reaching the node.
+    pub rows: usize,
+    /// Best score minus the second best (how far the choice is from a tie).
+    pub margin: f64,
+}
+
+/// A plaintext tree: `2^depth − 1` internal nodes and `2^depth` leaf weights (η included).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlainTree {
+    /// Internal nodes in level order.
+    pub nodes: Vec<PlainNode>,
+    /// Leaf weights, left to right.
+    pub leaves: Vec<f64>,
+}
+
+/// Score of an invalid candidate (a child under `min_child_weight`).
+pub(super) const INVALID: f64 = -1_099_511_627_776.0; // −2^40
+
+/// Trains the plaintext twin; returns the trees and the final raw scores of the rows.
+pub fn train_gbdt_plain(
+    parts: [&Binned; 2],
+    y: &[f64],
+    p: &GbdtParams,
+) -> (Vec<PlainTree>, Vec<f64>) {
+    let n = y.len();
+    let sig = Spline::sigmoid7();
+    let mut f = vec![0.0; n];
+    let mut trees = Vec::with_capacity(p.trees);
+    let cands: Vec<(usize, usize, usize)> = (0..2)
+        .flat_map(|party| {
+            (0..parts[party].candidates())
+                .filter_map(move |c| parts[party].locate(c).map(|(j, k)| (party, j, k)))
+        })
+        .collect();
+    for _ in 0..p.trees {
+        let prob: Vec<f64> = f.iter().map(|&z| sig.eval(z)).collect();
+        let g: Vec<f64> = prob.iter().zip(y).map(|(p, y)| p - y).collect();
+        let h: Vec<f64> = prob.iter().map(|p| p * (1.0 - p)).collect();
+        let mut level: Vec<Vec<usize>> = vec![(0..n).collect()];
+        let mut nodes = Vec::new();
+        for _ in 0..p.depth {
+            let mut next = Vec::with_capacity(2 * level.len());
+            for rows in &level {
+                let (node, left, right) = best_split(parts, &cands, rows, &g, &h, p);
+                nodes.push(node);
+                next.push(left);
+                next.push(right);
+            }
+            level = next;
+        }
+        let mut leaves = Vec::with_capacity(level.len());
+        for rows in &level {
+            let gs: f64 = rows.iter().map(|&i| g[i]).sum();
+            let hs: f64 = rows.iter().map(|&i| h[i]).sum();
+            let w = -p.learning_rate * gs / (hs + p.lambda);
+            for &i in rows {
+                f[i] += w;
+            }
+            leaves.push(w);
+        }
+        trees.push(PlainTree { nodes, leaves });
+    }
+    (trees, f)
+}
+
+fn best_split(
+    parts: [&Binned; 2],
+    cands: &[(usize, usize, usize)],
+    rows: &[usize],
+    g: &[f64],
+    h: &[f64],
+    p: &GbdtParams,
+) -> (PlainNode, Vec<usize>, Vec<usize>) {
+    let gs: f64 = rows.iter().map(|&i| g[i]).sum();
+    let hs: f64 = rows.iter().map(|&i| h[i]).sum();
+    let parent = gs * gs / (hs + p.lambda);
+    let (mut best, mut best_c, mut second) = (f64::NEG_INFINITY, 0, f64::NEG_INFINITY);
+    for (c, &(party, j, k)) in cands.iter().enumerate() {
+        let (mut gl, mut hl) = (0.0, 0.0);
+        for &i in rows {
+            if usize::from(parts[party].bins[(i, j)]) <= k {
+                gl += g[i];
+                hl += h[i];
+            }
+        }
+        let (gr, hr) = (gs - gl, hs - hl);
+        let valid =
+            p.min_child_weight <= 0.0 || (hl >= p.min_child_weight && hr >= p.min_child_weight);
+        let score = if valid {
+            gl * gl / (hl + p.lambda) + gr * gr / (hr + p.lambda)
+        } else {
+            INVALID
+        };
+        if score > best {
+            second = best;
+            best = score;
+            best_c = c;
+        } else if score > second {
+            second = score;
+        }
+    }
+    let (party, column, bin) = cands.get(best_c).copied().unwrap_or((0, 0, 0));
+    let split = !cands.is_empty() && best - parent >= 2.0 * p.gamma;
+    let (left, right) = if split {
+        rows.iter()
+            .partition(|&&i| usize::from(parts[party].bins[(i, column)]) <= bin)
+    } else {
+        (rows.to_vec(), Vec::new())
+    };
+    let node = PlainNode {
+        party,
+        column,
+        bin,
+        split,
+        gain: (best - parent) / 2.0,
+        rows: rows.len(),
+        margin: best - second,
+    };
+    (node, left, right)
+}
+
+/// Raw scores of new rows under plaintext trees: `parts` are both parties' features (NaN
+/// missing) and their bins from training.
+pub fn predict_gbdt_plain(
+    trees: &[PlainTree],
+    parts: [(&ndarray::Array2<f64>, &Binned); 2],
+) -> Vec<f64> {
+    let n = parts[0].0.nrows();
+    let mut out = vec![0.0; n];
+    for t in trees {
+        for (i, o) in out.iter_mut().enumerate() {
+            let mut node = 0;
+            while node < t.nodes.len() {
+                let nd = &t.nodes[node];
+                let (x, b) = parts[nd.party];
+                let left = !nd.split
+                    || super::bins::goes_left(
+                        x[(i, nd.column)],
+                        b.columns[nd.column].threshold(nd.bin),
+                    );
+                node = 2 * node + if left { 1 } else { 2 };
+            }
+            *o += t.leaves[node - t.nodes.len()];
+        }
+    }
+    out
+}

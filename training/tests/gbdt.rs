@@ -1,0 +1,325 @@
+//! Boosted trees on shares: agreement with the plaintext twin, prediction, privacy of the
+//! wire, and bad input.
+
+mod common;
+
+use common::{names, rt};
+use confide_mpc::{FixedPoint, Recording, RecordingTransport, memory_mesh, recording_contains};
+use confide_training::gbdt::bins::Binned;
+use confide_training::gbdt::{GbdtOutcome, predict_gbdt_plain, train_gbdt_plain};
+use confide_training::{
+    GbdtParams, GbdtPredictParams, GbdtShare, LocalData, Result, Role, auc, generate_credit,
+    predict_gbdt, train_gbdt,
+};
+use ndarray::Array2;
+
+type Out = [Result<Option<GbdtOutcome>>; 3];
+
+fn run(a: Option<LocalData>, b: Option<LocalData>, p: &GbdtParams, log: Option<Recording>) -> Out {
+    rt().block_on(async {
+        let log = log.unwrap_or_default();
+        let mut mesh = memory_mesh(&["bank", "shop", "dealer"], 8)
+            .into_iter()
+            .map(|t| RecordingTransport::new(t, log.clone()));
+        let (ta, tb, td) = (
+            mesh.next().unwrap(),
+            mesh.next().unwrap(),
+            mesh.next().unwrap(),
+        );
+        let quiet = |_p| {};
+        let (ra, rb, rd) = tokio::join!(
+            train_gbdt(&ta, Role::Active, a, p, &quiet),
+            train_gbdt(&tb, Role::Passive, b, p, &quiet),
+            train_gbdt(&td, Role::Dealer, None, p, &quiet)
+        );
+        [ra, rb, rd]
+    })
+}
+
+fn predict(
+    a: LocalData,
+    b: LocalData,
+    ma: &GbdtShare,
+    mb: &GbdtShare,
+    p: &GbdtPredictParams,
+) -> [Result<Option<Vec<f64>>>; 3] {
+    rt().block_on(async {
+        let mesh = memory_mesh(&["bank", "shop", "dealer"], 8);
+        let (ra, rb, rd) = tokio::join!(
+            predict_gbdt(&mesh[0], Role::Active, Some(a), Some(ma), p),
+            predict_gbdt(&mesh[1], Role::Passive, Some(b), Some(mb), p),
+            predict_gbdt(&mesh[2], Role::Dealer, None, None, p)
+        );
+        [ra, rb, rd]
+    })
+}
+
+fn params(trees: usize, depth: usize) -> GbdtParams {
+    let mut p = GbdtParams::new(names());
+    p.trees = trees;
+    p.depth = depth;
+    p.bins = 16;
+    p
+}
+
+fn data(rows: usize, seed: u64) -> (LocalData, LocalData) {
+    let (ta, tb) = generate_credit(rows, 3, 3, seed);
+    (ta.into_local(), tb.into_local())
+}
+
+fn both(out: Out) -> (GbdtShare, GbdtShare) {
+    let [ra, rb, rd] = out;
+    assert!(rd.unwrap().is_none(), "the dealer holds no model");
+    (ra.unwrap().unwrap().model, rb.unwrap().unwrap().model)
+}
+
+fn pred_params(p: &GbdtParams, receiver: &str) -> GbdtPredictParams {
+    GbdtPredictParams {
+        parties: names(),
+        receiver: receiver.into(),
+        frac_bits: p.frac_bits,
+        trees: p.trees,
+        depth: p.depth,
+    }
+}
+
+/// Secure and plaintext trees choose the same splits where the plaintext gain is clear of
+/// ties, and their leaf weights agree within fixed-point error.
+#[test]
+fn secure_trees_match_the_plaintext_twin() {
+    let (a, b) = data(300, 11);
+    let p = params(3, 3);
+    let (ma, mb) = both(run(Some(a.clone()), Some(b.clone()), &p, None));
+    let parts = [
+        &Binned::fit(&a.features, p.bins),
+        &Binned::fit(&b.features, p.bins),
+    ];
+    let (plain, _) = train_gbdt_plain(parts, a.label.as_ref().unwrap(), &p);
+    let fp = FixedPoint::new(p.frac_bits).unwrap();
+    let mut compared = 0;
+    for (t, pt) in plain.iter().enumerate() {
+        let (ta, tb) = (&ma.trees[t], &mb.trees[t]);
+        for (i, node) in pt.nodes.iter().enumerate() {
+            let flag = ta.nodes[i].split.wrapping_add(tb.nodes[i].split);
+            let (mine, other) = if node.party == 0 {
+                (&ta.nodes[i], &tb.nodes[i])
+            } else {
+                (&tb.nodes[i], &ta.nodes[i])
+            };
+            if node.rows == 0 || node.margin < 1e-2 || (node.gain - p.gamma).abs() < 1e-2 {
+                continue;
+            }
+            assert_eq!(flag, u64::from(node.split), "tree {t} node {i} split flag");
+            if node.split {
+                let rule = mine.rule.as_ref().expect("the owner got the rule");
+                assert!(other.rule.is_none(), "only the owner learns the rule");
+                assert_eq!(
+                    (rule.column, rule.bin),
+                    (node.column, node.bin),
+                    "tree {t} node {i}"
+                );
+                compared += 1;
+            }
+        }
+        for (l, &w) in pt.leaves.iter().enumerate() {
+            let s = fp.decode(std::num::Wrapping(ta.leaves[l].wrapping_add(tb.leaves[l])));
+            assert!((s - w).abs() < 2e-3, "tree {t} leaf {l}: {s} vs {w}");
+        }
+    }
+    assert!(compared >= 6, "only {compared} splits compared");
+    // Prediction on the training rows: the receiver's scores follow the plaintext trees.
+    let pp = pred_params(&p, "bank");
+    let [ra, rb, rd] = predict(a.clone(), b.clone(), &ma, &mb, &pp);
+    let scores = ra.unwrap().expect("the receiver gets the scores");
+    assert!(rb.unwrap().is_none() && rd.unwrap().is_none());
+    let raw = predict_gbdt_plain(&plain, [(&a.features, parts[0]), (&b.features, parts[1])]);
+    for (s, z) in scores.iter().zip(&raw) {
+        assert!(
+            (s - confide_mpc::sigmoid::sigmoid(*z)).abs() < 1e-3,
+            "{s} vs {z}"
+        );
+    }
+    let y = a.label.unwrap();
+    let (sa, pa) = (auc(&scores, &y).unwrap(), auc(&raw, &y).unwrap());
+    assert!(
+        (sa - pa).abs() < 0.005 && pa > 0.7,
+        "secure {sa} plain {pa}"
+    );
+}
+
+/// Missing values (NaN) get their own bin and go right; nodes stopped by γ send every row
+/// left (the shared split flag); prediction agrees with the twin.
+#[test]
+fn missing_values_gamma_and_min_child_weight() {
+    let (mut a, mut b) = data(200, 5);
+    for i in (0..200).step_by(7) {
+        b.features[(i, 0)] = f64::NAN;
+        a.features[(i, 1)] = f64::NAN;
+    }
+    let mut p = params(2, 2);
+    p.min_child_weight = 3.0;
+    p.gamma = 1.5;
+    let (ma, mb) = both(run(Some(a.clone()), Some(b.clone()), &p, None));
+    let parts = [
+        &Binned::fit(&a.features, p.bins),
+        &Binned::fit(&b.features, p.bins),
+    ];
+    let (plain, _) = train_gbdt_plain(parts, a.label.as_ref().unwrap(), &p);
+    // γ stops some populated nodes: their rows must all go left on shares too.
+    let stopped = plain
+        .iter()
+        .flat_map(|t| &t.nodes)
+        .filter(|n| !n.split && n.rows > 0)
+        .count();
+    assert!(stopped > 0, "no node was stopped by γ");
+    let raw = predict_gbdt_plain(&plain, [(&a.features, parts[0]), (&b.features, parts[1])]);
+    let [ra, _, _] = predict(a, b, &ma, &mb, &pred_params(&p, "bank"));
+    for (s, z) in ra.unwrap().unwrap().iter().zip(&raw) {
+        assert!(
+            (s - confide_mpc::sigmoid::sigmoid(*z)).abs() < 1e-3,
+            "{s} vs {z}"
+        );
+    }
+}
+
+/// No feature value, label, gradient, membership, threshold or leaf weight crosses the
+/// wire in clear, during training or prediction.
+#[test]
+fn wire_carries_no_feature_label_gradient_or_weight_in_clear() {
+    let (a, b) = data(120, 9);
+    let p = params(2, 2);
+    let log = Recording::default();
+    let (ma, mb) = both(run(Some(a.clone()), Some(b.clone()), &p, Some(log.clone())));
+    let fp = FixedPoint::new(p.frac_bits).unwrap();
+    let mut needles: Vec<Vec<u8>> = Vec::new();
+    for d in [&a, &b] {
+        for &v in d.features.iter() {
+            needles.push(v.to_le_bytes().to_vec());
+            needles.push(fp.encode(v).unwrap().0.to_le_bytes().to_vec());
+        }
+    }
+    let y = a.label.clone().unwrap();
+    let parts = [
+        &Binned::fit(&a.features, p.bins),
+        &Binned::fit(&b.features, p.bins),
+    ];
+    let (plain, _) = train_gbdt_plain(parts, &y, &p);
+    for w in y.windows(8) {
+        needles.push(
+            w.iter()
+                .flat_map(|v| fp.encode(*v).unwrap().0.to_le_bytes())
+                .collect(),
+        );
+        // First-tree gradients p − y = 0.5 − y, in fixed point, eight rows at a time.
+        needles.push(
+            w.iter()
+                .flat_map(|v| fp.encode(0.5 - v).unwrap().0.to_le_bytes())
+                .collect(),
+        );
+        needles.push(w.iter().flat_map(|v| (*v as u64).to_le_bytes()).collect());
+    }
+    for (ta, tb) in ma.trees.iter().zip(&mb.trees) {
+        for (x, z) in ta.leaves.iter().zip(&tb.leaves) {
+            let w = x.wrapping_add(*z);
+            needles.push(w.to_le_bytes().to_vec());
+        }
+    }
+    for t in &plain {
+        for w in &t.leaves {
+            needles.push(w.to_le_bytes().to_vec());
+        }
+        for c in &parts[1].columns {
+            for th in &c.thresholds {
+                needles.push(th.to_le_bytes().to_vec());
+            }
+        }
+    }
+    needles.sort();
+    needles.dedup();
+    needles.retain(|n| n.iter().any(|&b| b != 0));
+    assert!(needles.len() > 500);
+    // Index every 8-byte window on the wire once; confirm candidate hits exactly.
+    let windows: std::collections::HashSet<[u8; 8]> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .flat_map(|m| {
+            m.bytes
+                .windows(8)
+                .map(|w| <[u8; 8]>::try_from(w).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    for n in &needles {
+        let head: [u8; 8] = n[..8].try_into().unwrap();
+        let hit = windows.contains(&head) && recording_contains(&log, n);
+        assert!(!hit, "a secret value crossed the wire in clear: {n:?}");
+    }
+    // Nothing but the handshake reaches the dealer.
+    let rec = log.lock().unwrap();
+    assert_eq!(rec.iter().filter(|m| m.to == "dealer").count(), 2);
+    assert!(rec.len() > 100, "the wire was recorded");
+}
+
+fn all_fail(r: Out, needle: &str) {
+    for (i, x) in r.into_iter().enumerate() {
+        let e = x.expect_err("every seat fails").to_string();
+        assert!(e.contains(needle), "seat {i}: `{e}` lacks `{needle}`");
+    }
+}
+
+#[test]
+fn bad_input_fails_cleanly_at_every_seat() {
+    let (a, b) = data(60, 3);
+    // Labels not 0/1.
+    let mut bad = a.clone();
+    bad.label.as_mut().unwrap()[4] = 2.0;
+    all_fail(
+        run(Some(bad), Some(b.clone()), &params(1, 2), None),
+        "must be 0 or 1",
+    );
+    // Trees 0 and depth 0: refused before any message.
+    for p in [params(0, 2), params(1, 0)] {
+        for r in run(Some(a.clone()), Some(b.clone()), &p, None) {
+            assert!(r.unwrap_err().to_string().contains("must be in 1..="));
+        }
+    }
+    // Every column constant or missing at both parties.
+    let mut ca = a.clone();
+    ca.features.fill(1.0);
+    // (An all-missing column would still offer its "not missing" split.)
+    let cb = LocalData {
+        feature_names: vec!["k".into()],
+        features: Array2::from_elem((60, 1), 2.0),
+        label: None,
+    };
+    all_fail(
+        run(Some(ca), Some(cb), &params(1, 2), None),
+        "no column of either party",
+    );
+    // An all-missing column is fine: it only offers the "not missing" split.
+    let mut mb = b.clone();
+    mb.features.column_mut(1).fill(f64::NAN);
+    let [ra, rb, rd] = run(Some(a.clone()), Some(mb), &params(1, 2), None);
+    assert!(ra.is_ok() && rb.is_ok() && rd.is_ok());
+    // More columns than rows is fine for trees.
+    let wide = LocalData {
+        feature_names: (0..40).map(|i| format!("w{i}")).collect(),
+        features: Array2::from_shape_fn((12, 40), |(i, j)| ((i * 7 + j * 3) % 11) as f64),
+        label: None,
+    };
+    let mut na = a.clone();
+    na.features = na
+        .features
+        .select(ndarray::Axis(0), &(0..12).collect::<Vec<_>>());
+    na.label = Some(na.label.unwrap()[..12].to_vec());
+    let [ra, rb, _] = run(Some(na), Some(wide), &params(1, 2), None);
+    assert!(ra.is_ok() && rb.is_ok());
+    // Too few rows and row-count mismatch.
+    let mut short = b.clone();
+    short.features = short.features.select(ndarray::Axis(0), &[0, 1, 2, 3, 4]);
+    all_fail(
+        run(Some(a.clone()), Some(short), &params(1, 2), None),
+        "too few",
+    );
+}
