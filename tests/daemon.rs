@@ -57,6 +57,15 @@ fn a_peer_that_dies_mid_job_fails_the_job_naming_it() {
     let e = stderr(&out);
     assert!(e.contains("bob"), "error should name bob: {e}");
     assert!(
+        e.contains("connection dropped (its daemon stopped or restarted)"),
+        "the cause in words: {e}"
+    );
+    assert!(!e.contains("h2") && !e.contains("http2"), "{e}");
+    assert!(
+        !e.contains("cancelled"),
+        "a failure is not a cancellation: {e}"
+    );
+    assert!(
         waited < Duration::from_secs(15),
         "job took {waited:?} to fail"
     );
@@ -120,12 +129,6 @@ fn bad_configuration_is_one_clear_line() {
     assert_clean_error(
         &serve_config(&good.replace("data_dir = \"data\"\n", "")),
         "missing field `data_dir`",
-    );
-    assert_clean_error(
-        &serve_config(&format!(
-            "{good}\n[datasets.c]\npath = \"/nonexistent/c.csv\"\nid_column = \"id\"\n"
-        )),
-        "datasets.c.path",
     );
 
     // A port in use.
@@ -235,4 +238,93 @@ fn a_cancelled_job_stops_at_every_party() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+#[test]
+fn a_dataset_whose_file_is_unusable_is_disabled_and_the_others_are_served() {
+    let (root, dir, _) = new_alliance("alice,bob");
+    let data = root.path().join("data");
+    std::fs::create_dir_all(data.join("folder.csv")).unwrap();
+    let ids: String = (0..50).map(|i| format!("id{i}\n")).collect();
+    std::fs::write(data.join("a.csv"), format!("id\n{ids}")).unwrap();
+    std::fs::write(data.join("b.csv"), format!("id\n{ids}")).unwrap();
+    let allow = "{ psi = [\"alice\", \"bob\"] }";
+    add_dataset(&dir, "alice", "customers", &data.join("a.csv"), "id", allow);
+    add_dataset(&dir, "bob", "customers", &data.join("b.csv"), "id", allow);
+    add_dataset(&dir, "bob", "folder", &data.join("folder.csv"), "id", allow);
+    add_dataset(&dir, "bob", "gone", &data.join("gone.csv"), "id", allow);
+    let log = root.path().join("bob.log");
+    let _bob = serve_with(
+        &dir,
+        "bob",
+        "warn",
+        std::fs::File::create(&log).unwrap().into(),
+    );
+    let _alice = serve(&dir, "alice");
+    wait_all_ok(&dir, &["alice", "bob"], Duration::from_secs(20));
+
+    // bob serves his good dataset …
+    let out = root.path().join("out.csv");
+    let o = psi(
+        &dir,
+        "alice",
+        "customers",
+        &["bob:customers"],
+        &["--output", path_str(&out)],
+    );
+    ok(&o, "psi on bob's good dataset");
+    // … and refuses the broken ones, naming the dataset but not its path.
+    for name in ["folder", "gone"] {
+        let out = root.path().join(format!("{name}.csv"));
+        let o = psi(
+            &dir,
+            "alice",
+            "customers",
+            &[&format!("bob:{name}")],
+            &["--output", path_str(&out)],
+        );
+        assert!(!o.status.success(), "psi on bob:{name} succeeded");
+        let e = stderr(&o);
+        assert!(
+            e.contains(&format!("dataset `{name}` of party `bob` is disabled")),
+            "{e}"
+        );
+        assert!(
+            !e.contains(path_str(&data)),
+            "bob's path reached alice: {e}"
+        );
+    }
+    // bob's own log says why.
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(text.contains("folder.csv is a directory"), "{text}");
+    assert!(text.contains("gone.csv does not exist"), "{text}");
+}
+
+#[test]
+fn a_frozen_peer_is_named_unresponsive_within_15s() {
+    let (_root, dir, _) = new_alliance("alice,bob");
+    let _alice = serve(&dir, "alice");
+    let bob = serve(&dir, "bob");
+    wait_status_ok(&dir, "alice", Duration::from_secs(20));
+    let job = spawn_long_netcheck(&config(&dir, "alice"));
+    std::thread::sleep(Duration::from_millis(1500));
+    let signal = |sig: &str| {
+        let s = std::process::Command::new("kill")
+            .args([sig, &bob.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(s.success(), "kill {sig}");
+    };
+    signal("-STOP");
+    let frozen = Instant::now();
+    let out = job.wait_with_output().unwrap();
+    let waited = frozen.elapsed();
+    signal("-CONT");
+    assert!(!out.status.success());
+    let e = stderr(&out);
+    assert!(
+        e.contains("peer `bob`") && e.contains("unresponsive: no keepalive reply within 10 s"),
+        "{e}"
+    );
+    assert!(waited < Duration::from_secs(15), "took {waited:?}");
 }

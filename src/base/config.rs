@@ -159,9 +159,29 @@ pub struct DatasetSection {
     /// `allow` parsed: the parties each kind is granted to (filled by validation).
     #[serde(skip)]
     pub allowed: BTreeMap<PolicyKind, BTreeSet<String>>,
+    /// Why the dataset is disabled (its file is missing, a directory, unreadable …),
+    /// found at load: the daemon serves its other datasets and refuses jobs on this one.
+    #[serde(skip)]
+    pub problem: Option<String>,
 }
 
 impl DatasetSection {
+    /// Checks that the dataset's file can be used: `Some(reason)` if not.
+    fn file_problem(&self) -> Option<String> {
+        let p = &self.path;
+        match std::fs::metadata(p) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Some(format!("{} does not exist", p.display()))
+            }
+            Err(e) => Some(format!("{}: {e}", p.display())),
+            Ok(m) if m.is_dir() => Some(format!("{} is a directory, not a CSV file", p.display())),
+            Ok(m) if !m.is_file() => Some(format!("{} is not a regular file", p.display())),
+            Ok(_) => std::fs::File::open(p)
+                .err()
+                .map(|e| format!("{} cannot be read: {e}", p.display())),
+        }
+    }
+
     /// Is `party` granted `kind` on this dataset?
     pub fn allows(&self, kind: PolicyKind, party: &str) -> bool {
         self.allowed.get(&kind).is_some_and(|s| s.contains(party))
@@ -235,6 +255,7 @@ impl PartyConfig {
         }
         cfg.validate()?;
         for ds in cfg.datasets.values_mut() {
+            ds.problem = ds.file_problem();
             ds.allowed = ds
                 .allow
                 .iter()
@@ -309,12 +330,6 @@ impl PartyConfig {
             return Err(self.invalid("alliance.compute", "names exactly two compute nodes"));
         }
         for (name, ds) in &self.datasets {
-            if !ds.path.is_file() {
-                return Err(self.invalid(
-                    &format!("datasets.{name}.path"),
-                    format!("{} does not exist", ds.path.display()),
-                ));
-            }
             if ds.id_column.trim().is_empty() {
                 return Err(self.invalid(&format!("datasets.{name}.id_column"), "is empty"));
             }
@@ -368,6 +383,17 @@ impl PartyConfig {
             .datasets
             .get(dataset)
             .ok_or_else(|| format!("party `{}` has no dataset `{dataset}`", self.party.name))?;
+        if let Some(problem) = &ds.problem {
+            // A peer hears that the dataset is unusable, not where its file is.
+            return Err(if peer == self.party.name {
+                format!("dataset `{dataset}` is disabled: {problem}")
+            } else {
+                format!(
+                    "dataset `{dataset}` of party `{}` is disabled (its file is unusable)",
+                    self.party.name
+                )
+            });
+        }
         if peer == self.party.name {
             return Ok(ds);
         }
@@ -509,12 +535,39 @@ allow = { psi = ["bob"] }
     }
 
     #[test]
-    fn dataset_path_that_does_not_exist_is_named() {
-        let (_d, p) = fixture();
-        let text = GOOD.replace("data.csv", "missing.csv");
-        let err = parse(&text, &p).unwrap_err().to_string();
-        assert!(err.contains("datasets.customers.path"), "{err}");
-        assert!(err.contains("missing.csv does not exist"), "{err}");
+    fn an_unusable_dataset_file_disables_that_dataset_only() {
+        let (d, p) = fixture();
+        std::fs::create_dir(d.path().join("folder.csv")).unwrap();
+        let text = GOOD.replace("data.csv", "missing.csv").replace(
+            "[datasets.customers]",
+            "[datasets.folder]\npath = \"folder.csv\"\nid_column = \"id\"\n\n[datasets.customers]",
+        );
+        let cfg = parse(&text, &p).unwrap();
+        let missing = cfg.datasets["customers"].problem.clone().unwrap();
+        assert!(missing.contains("missing.csv does not exist"), "{missing}");
+        let folder = cfg.datasets["folder"].problem.clone().unwrap();
+        assert!(folder.contains("folder.csv is a directory"), "{folder}");
+        let own = cfg
+            .check_policy("folder", PolicyKind::Psi, "alice")
+            .unwrap_err();
+        assert!(
+            own.contains("`folder` is disabled") && own.contains("directory"),
+            "{own}"
+        );
+        let peer = cfg
+            .check_policy("customers", PolicyKind::Psi, "bob")
+            .unwrap_err();
+        assert!(peer.contains("is disabled"), "{peer}");
+        assert!(
+            !peer.contains("missing.csv"),
+            "a peer learns no path: {peer}"
+        );
+        let good = parse(GOOD, &p).unwrap();
+        assert!(good.datasets["customers"].problem.is_none());
+        assert!(
+            good.check_policy("customers", PolicyKind::Psi, "bob")
+                .is_ok()
+        );
     }
 
     #[test]

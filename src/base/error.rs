@@ -70,6 +70,9 @@ pub enum DaemonError {
     Deadline(u64),
     #[error("job cancelled: {0}")]
     Cancelled(String),
+    /// The job was ended by a failure elsewhere (a peer's abort, a broken link).
+    #[error("{0}")]
+    Aborted(String),
     /// A file could not be read or written (the context names it).
     #[error("{context}: {source}")]
     Io {
@@ -121,6 +124,7 @@ impl DaemonError {
             DaemonError::Risk(e) => format!("risk: {}", e.public()),
             DaemonError::Audit(e) => format!("audit: {}", clean(&e.to_string())),
             DaemonError::Cancelled(m) => format!("job cancelled: {}", clean(m)),
+            DaemonError::Aborted(m) => clean(m),
             DaemonError::Io { .. } => "input/output error on a file of this party".into(),
             DaemonError::Internal(_) => "internal error".into(),
             DaemonError::Local { public, .. } => public.clone(),
@@ -147,6 +151,7 @@ impl DaemonError {
             DaemonError::JobNotFound(_) => Status::not_found(msg),
             DaemonError::Deadline(_) => Status::deadline_exceeded(msg),
             DaemonError::Cancelled(_) => Status::cancelled(msg),
+            DaemonError::Aborted(_) => Status::aborted(msg),
             _ => Status::internal(msg),
         }
     }
@@ -186,11 +191,58 @@ pub fn printable(s: &str) -> String {
 
 /// A one-line description of a tonic status, for the CLI and for job errors.
 pub fn status_line(s: &tonic::Status) -> String {
+    if let Some(cause) = transport_cause(s) {
+        return cause;
+    }
     let mut m = printable(s.message());
     if m.is_empty() {
         m = format!("{:?}", s.code());
     }
     m
+}
+
+/// What went wrong with the connection, in words an operator can act on, when `s` was
+/// raised by the transport (it has a source error) rather than sent by the peer.
+fn transport_cause(s: &tonic::Status) -> Option<String> {
+    use std::error::Error;
+    let mut chain = String::new();
+    let mut io_kind = None;
+    let mut cur = s.source();
+    while let Some(e) = cur {
+        chain.push_str(&e.to_string().to_lowercase());
+        chain.push('|');
+        if let Some(io) = e.downcast_ref::<std::io::Error>() {
+            io_kind.get_or_insert(io.kind());
+        }
+        cur = e.source();
+    }
+    if chain.is_empty() {
+        return None;
+    }
+    use std::io::ErrorKind as K;
+    let after = crate::net::links::UNRESPONSIVE_AFTER.as_secs();
+    // hyper ends a connection whose keepalive ping goes unanswered; its streams then end
+    // with h2's "broken pipe" (a peer that went away instead shows EOF or a reset).
+    Some(
+        if chain.contains("keep-alive timed out") || chain.contains("because of a broken pipe") {
+            format!("unresponsive: no keepalive reply within {after} s")
+        } else if io_kind == Some(K::ConnectionRefused) || chain.contains("connection refused") {
+            "connection refused (is its daemon running?)".into()
+        } else if io_kind == Some(K::TimedOut) || chain.contains("timed out") {
+            "unresponsive: the connection timed out".into()
+        } else if matches!(
+            io_kind,
+            Some(K::ConnectionReset | K::BrokenPipe | K::UnexpectedEof | K::ConnectionAborted)
+        ) || chain.contains("connection reset")
+            || chain.contains("broken pipe")
+            || chain.contains("connection closed")
+            || chain.contains("error reading a body")
+        {
+            "the connection dropped (its daemon stopped or restarted)".into()
+        } else {
+            format!("connection failed: {}", printable(s.message()))
+        },
+    )
 }
 
 /// "a: b: c" from an error and its sources, on one line.

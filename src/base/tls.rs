@@ -79,21 +79,10 @@ impl Ca {
         not_before_secs: i64,
         not_after_secs: i64,
     ) -> Result<IssuedCert, rcgen::Error> {
-        let mut params = CertificateParams::new(vec![party.to_string(), "localhost".to_string()])?;
+        let mut params = member_params(party, vec![party.to_string(), "localhost".to_string()])?;
         params
             .subject_alt_names
             .push(SanType::IpAddress(std::net::IpAddr::from([127, 0, 0, 1])));
-        let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, party);
-        params.distinguished_name = dn;
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
         let epoch = rcgen::date_time_ymd(1970, 1, 1);
         let at = |offset: i64| {
             let t = unix_secs() as i64 + offset;
@@ -309,4 +298,22 @@ pub fn common_name_der(der: &[u8]) -> Result<String, String> {
         .and_then(|cn| cn.as_str().ok())
         .ok_or("certificate has no common name")?;
     Ok(cn.to_string())
+}
+
+/// Certificate parameters of a member: common name `party`, DNS names `names`, and the
+/// usages a mutual-TLS peer needs (server and client authentication).
+pub fn member_params(party: &str, names: Vec<String>) -> Result<CertificateParams, rcgen::Error> {
+    let mut params = CertificateParams::new(names)?;
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, party);
+    params.distinguished_name = dn;
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    Ok(params)
 }

@@ -18,16 +18,15 @@ use std::path::{Path, PathBuf};
 use chacha20poly1305::aead::{Aead, KeyInit, Payload};
 use chacha20poly1305::{ChaCha20Poly1305, Nonce};
 use rcgen::{
-    CertificateParams, CertificateRevocationListParams, CertificateSigningRequestParams,
-    DistinguishedName, DnType, ExtendedKeyUsagePurpose, Issuer, KeyIdMethod, KeyPair,
-    KeyUsagePurpose, RevokedCertParams, SerialNumber,
+    CertificateRevocationListParams, CertificateSigningRequestParams, DnType, Issuer, KeyIdMethod,
+    KeyPair, RevokedCertParams, SerialNumber,
 };
 use serde::{Deserialize, Serialize};
 use zeroize::Zeroizing;
 
 use crate::base::config::valid_name;
 use crate::base::files::{write_atomic, write_secret};
-use crate::base::tls::Ca;
+use crate::base::tls::{Ca, member_params};
 use crate::cli::CliError;
 
 /// The environment variable `ca` commands read the CA passphrase from (unless
@@ -358,19 +357,8 @@ pub fn sign(
     let key = open_key(ca_dir, pass)?;
     let issuer = Issuer::from_ca_cert_pem(&read_ca_cert(ca_dir)?, &key)
         .map_err(rcgen_err("reading the CA certificate"))?;
-    let mut params = CertificateParams::new(vec![req.name.clone()])
+    let mut params = member_params(&req.name, vec![req.name.clone()])
         .map_err(rcgen_err("certificate parameters"))?;
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, req.name.as_str());
-    params.distinguished_name = dn;
-    params.key_usages = vec![
-        KeyUsagePurpose::DigitalSignature,
-        KeyUsagePurpose::KeyEncipherment,
-    ];
-    params.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
     let mut serial: [u8; 16] = rand::random();
     serial[0] &= 0x7f; // a positive INTEGER
     serial[0] |= 0x01; // of full length

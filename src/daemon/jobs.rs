@@ -320,7 +320,11 @@ pub async fn run(
     };
     let result = tokio::select! {
         r = body => r,
-        reason = aborted => Err(DaemonError::Cancelled(reason)),
+        reason = aborted => Err(if reason.starts_with("cancelled") {
+            DaemonError::Cancelled(reason)
+        } else {
+            DaemonError::Aborted(reason)
+        }),
         _ = tokio::time::sleep(deadline) => Err(DaemonError::Deadline(deadline.as_secs())),
     };
     let _ = std::fs::remove_dir_all(&work_dir);

@@ -158,6 +158,11 @@ pub async fn serve(
         |s| s.inspect(|s| drop(s.set_nodelay(true))),
     );
     tracing::info!(party = %daemon.me(), %addr, "confide daemon listening (mutual TLS)");
+    for (name, ds) in &daemon.cfg.datasets {
+        if let Some(problem) = &ds.problem {
+            tracing::warn!(dataset = %name, "dataset disabled: {problem}");
+        }
+    }
     let server = Server::builder()
         .tls_config(tls.server())
         .map_err(|e| DaemonError::Config(format!("TLS configuration: {e}")))?

@@ -115,7 +115,12 @@ impl Peer for PeerService {
         let abort = d.jobs.register(&spec).map_err(Status::from)?;
         // A salted commitment to the dataset this party brings, for the initiator's audit
         // entry: hashed in the background (the reply does not wait for a large file).
-        if let Some(ds) = d.cfg.datasets.get(plan.my_dataset()) {
+        if let Some(ds) = d
+            .cfg
+            .datasets
+            .get(plan.my_dataset())
+            .filter(|d| d.problem.is_none())
+        {
             d.commitments.start(
                 d.cfg.party.data_dir.clone(),
                 &spec.job_id,

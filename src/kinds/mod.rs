@@ -139,6 +139,13 @@ pub trait Env: Send + Sync {
 
 /// `name` among this party's datasets, or an error listing them.
 pub fn dataset<'c>(cfg: &'c PartyConfig, name: &str) -> Result<&'c DatasetSection, DaemonError> {
+    if let Some(problem) = cfg.datasets.get(name).and_then(|d| d.problem.as_ref()) {
+        let me = &cfg.party.name;
+        return Err(DaemonError::local(
+            format!("dataset `{name}` of party `{me}` is disabled: {problem}"),
+            format!("dataset `{name}` of party `{me}` is disabled (its file is unusable)"),
+        ));
+    }
     cfg.datasets.get(name).ok_or_else(|| {
         let known: Vec<&str> = cfg.datasets.keys().map(String::as_str).collect();
         DaemonError::InvalidRequest(format!(

@@ -57,7 +57,10 @@ impl PeerChannels {
     pub fn peer_error(&self, peer: &str, message: impl Into<String>) -> DaemonError {
         DaemonError::Peer {
             peer: peer.to_string(),
-            address: self.address(peer).unwrap_or("-").to_string(),
+            address: self
+                .address(peer)
+                .unwrap_or("an unknown address")
+                .to_string(),
             message: message.into(),
         }
     }
@@ -100,36 +103,38 @@ impl PeerChannels {
     }
 }
 
-/// An HTTP/2 endpoint with keepalive, so a vanished peer is noticed within seconds.
+/// An HTTP/2 endpoint over tonic's own TLS (`tls`), with [`keepalive`].
 pub fn endpoint(address: &str, tls: tonic::transport::ClientTlsConfig) -> Result<Endpoint, String> {
     Endpoint::from_shared(format!("https://{address}"))
         .map_err(|e| format!("bad address: {e}"))?
         .tls_config(tls)
         .map_err(|e| format!("TLS configuration: {e}"))
-        .map(|e| {
-            e.connect_timeout(Duration::from_secs(3))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(4))
-                .keep_alive_timeout(Duration::from_secs(6))
-                .keep_alive_while_idle(true)
-                .http2_adaptive_window(true)
-        })
+        .map(keepalive)
 }
 
 /// The endpoint for a connection whose TLS [`tls_connector`] does (so the scheme is
-/// `http`), with the same keepalive settings as [`endpoint`].
+/// `http`), with [`keepalive`].
 pub fn plain_endpoint(address: &str) -> Result<Endpoint, String> {
     Endpoint::from_shared(format!("http://{address}"))
         .map_err(|e| format!("bad address: {e}"))
-        .map(|e| {
-            e.connect_timeout(Duration::from_secs(3))
-                .tcp_nodelay(true)
-                .http2_keep_alive_interval(Duration::from_secs(4))
-                .keep_alive_timeout(Duration::from_secs(6))
-                .keep_alive_while_idle(true)
-                .http2_adaptive_window(true)
-        })
+        .map(keepalive)
 }
+
+/// Connect timeout and HTTP/2 keepalive, so a vanished peer is noticed within
+/// [`UNRESPONSIVE_AFTER`].
+pub fn keepalive(e: Endpoint) -> Endpoint {
+    e.connect_timeout(Duration::from_secs(3))
+        .tcp_nodelay(true)
+        .http2_keep_alive_interval(KEEPALIVE_EVERY)
+        .keep_alive_timeout(UNRESPONSIVE_AFTER - KEEPALIVE_EVERY)
+        .keep_alive_while_idle(true)
+        .http2_adaptive_window(true)
+}
+
+/// How often an idle connection is pinged.
+pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(4);
+/// A peer that answers no ping for this long (from the last traffic) is unresponsive.
+pub const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(10);
 
 /// Dials over mutual TLS as this party toward `peer` (whose certificate must name it),
 /// building the TLS configuration at every new connection so the current CRL applies: a
@@ -197,10 +202,10 @@ fn pump_inbound(
                     break;
                 }
                 Err(status) => {
-                    let reason = format!("connection lost ({})", status_line(&status));
+                    let reason = status_line(&status);
                     failure.send_if_modified(|f| {
                         if f.is_none() {
-                            *f = Some(format!("peer `{peer}` disconnected: {reason}"));
+                            *f = Some(format!("peer `{peer}`: {reason}"));
                             true
                         } else {
                             false

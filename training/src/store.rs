@@ -76,11 +76,7 @@ impl ShareMeta {
     /// Reads the metadata of the stored share of `model` at `path` (the share is read
     /// too, and its bytes zeroized, but not kept).
     pub fn read(path: &Path, model: &str) -> Result<Self> {
-        let bytes = read_file(path, model)?;
-        let meta: Self = serde_json::from_slice(&bytes).map_err(|e| TrainError::ShareFile {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
+        let meta: Self = parse(path, model)?;
         meta.check(path, model)?;
         Ok(meta)
     }
@@ -91,6 +87,23 @@ impl ShareMeta {
             return Err(TrainError::ShareFile {
                 path: path.into(),
                 reason: format!("not a shared model file of job {model}"),
+            });
+        }
+        Ok(())
+    }
+
+    /// Checks the job id and that the file is of `format` (naming what it is instead).
+    fn expect(&self, path: &Path, model: &str, format: &str) -> Result<()> {
+        self.check(path, model)?;
+        if self.format != format {
+            let (want, got) = if format == GBDT_FORMAT {
+                ("boosted-model", "logistic-regression")
+            } else {
+                ("logistic-regression", "boosted-tree")
+            };
+            return Err(TrainError::ShareFile {
+                path: path.into(),
+                reason: format!("a {got} model share, not a {want} one"),
             });
         }
         Ok(())
@@ -147,30 +160,14 @@ impl StoredShare {
     /// Writes the file at `path` (creating its directory, mode 0700 on Unix): through a
     /// temporary file of mode 0600 in the same directory, synced, then renamed into place.
     pub fn write(&self, path: &Path) -> Result<()> {
-        self.meta.check(path, &self.meta.job_id)?;
-        if self.meta.format != SHARE_FORMAT {
-            return Err(TrainError::ShareFile {
-                path: path.into(),
-                reason: "not a logistic-regression share".into(),
-            });
-        }
+        self.meta.expect(path, &self.meta.job_id, SHARE_FORMAT)?;
         write_private(path, self)
     }
 
     /// Reads the stored share of `model` at `path`, checking its format tag and job id.
     pub fn read(path: &Path, model: &str) -> Result<Self> {
-        let bytes = read_file(path, model)?;
-        let s: Self = serde_json::from_slice(&bytes).map_err(|e| TrainError::ShareFile {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-        s.meta.check(path, model)?;
-        if s.meta.format != SHARE_FORMAT {
-            return Err(TrainError::ShareFile {
-                path: path.into(),
-                reason: "a boosted-tree model share, not a logistic-regression one".into(),
-            });
-        }
+        let s: Self = parse(path, model)?;
+        s.meta.expect(path, model, SHARE_FORMAT)?;
         Ok(s)
     }
 }
@@ -191,30 +188,25 @@ pub struct StoredGbdt {
 impl StoredGbdt {
     /// Writes the file (see [`StoredShare::write`]).
     pub fn write(&self, path: &Path) -> Result<()> {
-        if self.meta.format != GBDT_FORMAT {
-            return Err(TrainError::ShareFile {
-                path: path.into(),
-                reason: "not a boosted-model share".into(),
-            });
-        }
+        self.meta.expect(path, &self.meta.job_id, GBDT_FORMAT)?;
         write_private(path, self)
     }
 
     /// Reads the boosted-model share of `model` at `path`.
     pub fn read(path: &Path, model: &str) -> Result<Self> {
-        let bytes = read_file(path, model)?;
-        let s: Self = serde_json::from_slice(&bytes).map_err(|e| TrainError::ShareFile {
-            path: path.into(),
-            reason: e.to_string(),
-        })?;
-        if s.meta.format != GBDT_FORMAT || s.meta.job_id != model {
-            return Err(TrainError::ShareFile {
-                path: path.into(),
-                reason: format!("not a boosted-model share of job {model}"),
-            });
-        }
+        let s: Self = parse(path, model)?;
+        s.meta.expect(path, model, GBDT_FORMAT)?;
         Ok(s)
     }
+}
+
+/// Reads and parses the stored file of `model` at `path` (bytes zeroized after parsing).
+fn parse<S: serde::de::DeserializeOwned>(path: &Path, model: &str) -> Result<S> {
+    let bytes = read_file(path, model)?;
+    serde_json::from_slice(&bytes).map_err(|e| TrainError::ShareFile {
+        path: path.into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Where the share of `model` lives under `models_dir`: `<models_dir>/<model>.share`.
