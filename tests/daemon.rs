@@ -328,3 +328,23 @@ fn a_frozen_peer_is_named_unresponsive_within_15s() {
     );
     assert!(waited < Duration::from_secs(15), "took {waited:?}");
 }
+
+#[test]
+fn job_folders_left_by_a_crash_are_removed_at_restart() {
+    let (_root, dir, _) = new_alliance("alice,bob");
+    let left = dir
+        .join("alice")
+        .join("data")
+        .join("jobs")
+        .join("0123456789abcdef01234567");
+    std::fs::create_dir_all(&left).unwrap();
+    std::fs::write(left.join("round-1-set-bob.pts"), [7u8; 64]).unwrap();
+    let empty = left.with_file_name("89abcdef0123456701234567");
+    std::fs::create_dir_all(&empty).unwrap();
+    let _d = start(&dir, &["alice", "bob"], Duration::from_secs(20));
+    assert!(
+        !left.exists(),
+        "spill files of a crashed job survive a restart"
+    );
+    assert!(!empty.exists(), "an empty job folder survives a restart");
+}

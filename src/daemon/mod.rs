@@ -116,6 +116,30 @@ pub async fn bind(cfg: &PartyConfig) -> Result<TcpListener, DaemonError> {
 }
 
 /// Runs the daemon on `listener` until `shutdown` resolves.
+/// Removes the job folders (spill files of PSI rounds, training temporaries) that jobs cut
+/// off by a crash or a kill left under `jobs_dir`: no job runs before the daemon starts.
+fn remove_leftover_work(jobs_dir: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(jobs_dir) else {
+        return;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match gone {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!("cannot remove the leftover {}: {e}", path.display()),
+        }
+    }
+    if removed > 0 {
+        tracing::info!("removed {removed} job folder(s) left by an earlier run");
+    }
+}
+
 pub async fn serve(
     listener: TcpListener,
     cfg: PartyConfig,
@@ -163,11 +187,14 @@ pub async fn serve(
             tracing::warn!(dataset = %name, "dataset disabled: {problem}");
         }
     }
+    remove_leftover_work(&daemon.cfg.party.data_dir.join("jobs"));
     let server = Server::builder()
         .tls_config(tls.server())
         .map_err(|e| DaemonError::Config(format!("TLS configuration: {e}")))?
-        .http2_keepalive_interval(Some(Duration::from_secs(4)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(6)))
+        .http2_keepalive_interval(Some(crate::net::links::KEEPALIVE_EVERY))
+        .http2_keepalive_timeout(Some(
+            crate::net::links::UNRESPONSIVE_AFTER - crate::net::links::KEEPALIVE_EVERY,
+        ))
         .tcp_nodelay(true)
         .layer(tonic::service::InterceptorLayer::new(
             crate::net::authz::not_revoked(tls.clone()),
