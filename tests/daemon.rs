@@ -348,3 +348,75 @@ fn job_folders_left_by_a_crash_are_removed_at_restart() {
     );
     assert!(!empty.exists(), "an empty job folder survives a restart");
 }
+
+#[test]
+fn an_output_that_cannot_be_written_is_refused_before_any_work() {
+    let (root, dir, _) = new_alliance("alice,bob");
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let allow = "{ psi = [\"alice\", \"bob\"] }";
+    for p in ["alice", "bob"] {
+        let csv = data.join(format!("{p}.csv"));
+        std::fs::write(&csv, "id\n1\n2\n").unwrap();
+        add_dataset(&dir, p, "customers", &csv, "id", allow);
+    }
+    let _d = start(&dir, &["alice", "bob"], Duration::from_secs(20));
+    let file = root.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    for (out, why) in [
+        (file.join("out.csv"), "File exists"),
+        (file.join("sub").join("out.csv"), "Not a directory"),
+        (data.clone(), "it is a directory"),
+    ] {
+        let o = psi(
+            &dir,
+            "alice",
+            "customers",
+            &["bob:customers"],
+            &["--output", path_str(&out)],
+        );
+        assert!(!o.status.success(), "{}", out.display());
+        let e = stderr(&o);
+        assert!(
+            e.contains("cannot write the output") && e.contains(why),
+            "{e}"
+        );
+        assert!(
+            !e.contains("accepted"),
+            "work started before the check: {e}"
+        );
+    }
+    // No job was proposed to bob.
+    let jobs = stdout(&at(&dir, "bob", &["jobs"]));
+    assert!(!jobs.contains("psi"), "{jobs}");
+
+    // A path that is not UTF-8 is refused, not rewritten.
+    use std::os::unix::ffi::OsStrExt;
+    let bad = root
+        .path()
+        .join(std::ffi::OsStr::from_bytes(b"out-\xff.csv"));
+    let o = cli(&[
+        "psi",
+        "--config",
+        path_str(&config(&dir, "alice")),
+        "--dataset",
+        "customers",
+    ])
+    .args(["--peer", "bob:customers", "--output"])
+    .arg(&bad)
+    .output()
+    .unwrap();
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("not valid UTF-8"), "{}", stderr(&o));
+    let names: Vec<_> = std::fs::read_dir(root.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .collect();
+    assert!(
+        !names
+            .iter()
+            .any(|n| n.to_string_lossy().contains('\u{fffd}')),
+        "{names:?}"
+    );
+}

@@ -58,7 +58,15 @@ pub fn parse_peer(s: &str) -> Result<DatasetRef, CliError> {
 }
 
 /// An absolute form of a path given on the command line (the daemon resolves nothing).
+/// A path that is not UTF-8 is refused: the daemon gets it as text, and rewriting it (with
+/// U+FFFD) would write somewhere else.
 pub fn absolute(p: &Path) -> Result<PathBuf, CliError> {
+    if p.to_str().is_none() {
+        return Err(CliError::Usage(format!(
+            "the path {} is not valid UTF-8; use a UTF-8 name",
+            p.display()
+        )));
+    }
     if p.is_absolute() {
         Ok(p.to_path_buf())
     } else {

@@ -1,6 +1,7 @@
 //! The `Control` service: the local CLI (and Python) to its own daemon. Only the party
 //! itself, holding its own certificate, may call it.
 
+use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -183,6 +184,9 @@ async fn prepare(
             parties: &parties,
         },
     )?;
+    if !r.output.is_empty() {
+        check_writable(Path::new(&r.output))?;
+    }
     let timeout = if r.timeout_secs == 0 {
         d.cfg.policy.job_timeout_secs
     } else {
@@ -239,5 +243,43 @@ async fn prepare(
             jobs::tell_peers_abort(d, &spec, &e.public()).await;
             Err(e)
         }
+    }
+}
+
+/// Fails before any work if the output file cannot be created where asked (a missing
+/// folder is created, as the writer would): a probe file is created next to it and removed.
+fn check_writable(output: &Path) -> Result<(), DaemonError> {
+    let cannot = |why: String| {
+        DaemonError::InvalidRequest(format!(
+            "cannot write the output {}: {why}",
+            output.display()
+        ))
+    };
+    if output.is_dir() {
+        return Err(cannot("it is a directory".into()));
+    }
+    let dir = output
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .ok_or_else(|| cannot("it names no folder".into()))?;
+    let name = output
+        .file_name()
+        .ok_or_else(|| cannot("it names no file".into()))?;
+    std::fs::create_dir_all(dir).map_err(|e| cannot(e.to_string()))?;
+    let probe = dir.join(format!(
+        ".{}.{:016x}.probe",
+        name.to_string_lossy(),
+        rand::random::<u64>()
+    ));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => Err(cannot(e.to_string())),
     }
 }
