@@ -94,11 +94,27 @@ fn malformed_messages_are_clear_errors() {
     assert!(Request::decode(&huge).is_err());
 }
 
+/// 256 cases by default; `CONFIDE_FUZZ_CASES=100000` in CI's dedicated decoder step.
+fn cases() -> u32 {
+    std::env::var("CONFIDE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
+
 proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    /// Arbitrary bytes never panic, and what decodes holds no more than the input: its
+    /// encoding is no longer than the bytes it came from (no amplification).
     #[test]
     fn decoding_random_bytes_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
-        let _ = Request::decode(&bytes);
-        let _ = Response::decode(&bytes);
+        if let Ok(r) = Request::decode(&bytes) {
+            prop_assert!(r.encode().len() <= bytes.len());
+        }
+        if let Ok(r) = Response::decode(&bytes) {
+            prop_assert!(r.encode().len() <= bytes.len());
+        }
     }
 
     #[test]
@@ -107,6 +123,8 @@ proptest! {
         let p = pos % m.len();
         m[p] = byte;
         m.truncate(m.len().saturating_sub(cut % 4));
-        let _ = Request::decode(&m);
+        if let Ok(r) = Request::decode(&m) {
+            prop_assert!(r.encode().len() <= m.len());
+        }
     }
 }
