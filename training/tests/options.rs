@@ -131,8 +131,8 @@ fn train_range_checks_keep_their_messages() {
         ),
         (&[("colour", "red")], "unknown option `colour`"),
         (
-            &[("optimizer", "adam")],
-            "option `optimizer`: optimizer must be one of sgd, momentum, nesterov, got `adam`",
+            &[("optimizer", "adagrad")],
+            "option `optimizer`: optimizer must be one of sgd, momentum, nesterov, adam, got `adagrad`",
         ),
         (
             &[("penalty", "l3")],
