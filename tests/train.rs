@@ -199,13 +199,20 @@ fn train_and_predict_between_real_daemons() {
         "bob:credit",
         "label",
         &root.path().join("x.json"),
-        &["--optimizer", "adam"],
+        &["--optimizer", "adagrad"],
     );
     assert!(
-        !o.status.success() && stderr(&o).contains("adam"),
+        !o.status.success() && stderr(&o).contains("adagrad"),
         "{}",
         stderr(&o)
     );
+    let o = train(
+        "bob:credit",
+        "label",
+        &root.path().join("x.json"),
+        &["--optimizer", "adam", "--learning-rate", "2"],
+    );
+    assert_clean_error(&o, "Adam's learning rate must be at most 1, got 2");
     // A missing label column fails before anything is sent, naming it.
     let o = train(
         "bob:credit",

@@ -299,12 +299,13 @@ pub struct FitArgs {
     /// Rows per step; a batch larger than the data is one full-batch step per epoch.
     #[arg(long, default_value_t = 1024)]
     pub batch_size: u32,
-    /// Step size (lr; default: automatic, min(1, sqrt(batch / rows))), or the shrinkage η
-    /// of boosted trees (gbdt; default 0.3).
+    /// Step size (lr; default: automatic, min(1, sqrt(batch / rows)), or 0.1 for Adam,
+    /// which takes at most 1), or the shrinkage η of boosted trees (gbdt; default 0.3).
     #[arg(long)]
     pub learning_rate: Option<f64>,
-    /// Update rule on the shares.
-    #[arg(long, default_value = "nesterov", value_parser = ["nesterov", "momentum", "sgd"])]
+    /// Update rule on the shares (adam: secret-shared moments, secure inverse square root
+    /// per weight and step; nesterov is the default, see training/ACCURACY.md).
+    #[arg(long, default_value = "nesterov", value_parser = ["nesterov", "momentum", "sgd", "adam"])]
     pub optimizer: String,
     /// Penalty on the standardized weights (never the intercept).
     #[arg(long, default_value = "l2", value_parser = ["l2", "l1", "none"])]

@@ -265,6 +265,18 @@ mod tests {
             (o.tolerance, o.validation, o.keep_shared),
             (0.001, 0.2, true)
         );
+        let o = train_options(&args(&["--optimizer", "adam"]), "dealer".into()).unwrap();
+        assert_eq!((o.optimizer, o.learning_rate), (Optimizer::Adam, None));
+        let e = train_options(
+            &args(&["--optimizer", "adam", "--learning-rate", "2"]),
+            "dealer".into(),
+        )
+        .unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("Adam's learning rate must be at most 1"),
+            "{e}"
+        );
         let e = train_options(&args(&["--tolerance", "0.5"]), "dealer".into()).unwrap_err();
         assert!(
             e.to_string().contains("tolerance must be in [0, 0.1)"),

@@ -2,7 +2,8 @@
 //! (produces the secure columns of ACCURACY.md; `training/sklearn_baseline.py` produces the
 //! scikit-learn column on the same splits).
 //!
-//! `cargo run --release -p confide-training --example accuracy [-- NAME…]`
+//! `cargo run --release -p confide-training --example accuracy [-- [--optimizer O] NAME…]`
+//! (`--optimizer adam|nesterov|momentum|sgd`: that update rule, every other default).
 //! Each set: row-number IDs; row i is a test row when i % 5 == 4 (the same rule as the
 //! script); the features split in half (A gets the first half and the label); each party
 //! standardizes its columns on the training rows. The secure model is trained with
@@ -71,7 +72,13 @@ fn scores(model: &confide_training::Model, a: &LocalData, b: &LocalData) -> Vec<
 }
 
 fn main() {
-    let only: Vec<String> = std::env::args().skip(1).collect();
+    let mut only: Vec<String> = std::env::args().skip(1).collect();
+    let mut optimizer = confide_training::Fit::default().optimizer;
+    if let Some(i) = only.iter().position(|a| a == "--optimizer") {
+        let name = only.get(i + 1).cloned().unwrap_or_default();
+        optimizer = name.parse().unwrap_or_else(|e| panic!("{e}"));
+        only.drain(i..i + 2);
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -114,6 +121,7 @@ fn main() {
             dealer: "d".into(),
         });
         params.fit.seed = 7;
+        params.fit.optimizer = optimizer;
         let start = std::time::Instant::now();
         let model = rt.block_on(async {
             let mesh = memory_mesh(&["a", "b", "d"], 8);

@@ -1,7 +1,7 @@
 //! Training benchmark: two parties + dealer in one process over the in-memory mesh.
 //!
-//! `cargo run --release -p confide-training --example bench_train -- [rows] [feats_a] [feats_b] [epoch_cap] [batch] [seg3|spline7] [auc_bins]`
-//! (defaults: 100000 50 50 200 1024 spline7 16; every other setting is the default of
+//! `cargo run --release -p confide-training --example bench_train -- [rows] [feats_a] [feats_b] [epoch_cap] [batch] [seg3|spline7] [auc_bins] [optimizer]`
+//! (defaults: 100000 50 50 200 1024 spline7 16 nesterov; every other setting is the default of
 //! `TrainParams::new`, so training runs until the stopping rule ends it). Prints wall time
 //! (setup, per epoch, total), the epochs used and the bytes each seat sends per epoch.
 
@@ -10,7 +10,9 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use confide_mpc::{Transport, memory_mesh};
-use confide_training::{PartyNames, Role, SigmoidKind, TrainParams, generate_credit, train};
+use confide_training::{
+    Optimizer, PartyNames, Role, SigmoidKind, TrainParams, generate_credit, train,
+};
 
 /// A timestamp and the bytes each seat had sent by then.
 type Mark = (Instant, [u64; 3]);
@@ -30,6 +32,10 @@ fn main() {
         _ => SigmoidKind::Spline7,
     };
     let auc_bins = num(6, 16);
+    let optimizer: Optimizer = args
+        .get(7)
+        .map_or(Ok(Optimizer::Nesterov), |s| s.parse())
+        .unwrap_or_else(|e| panic!("{e}"));
     let t0 = Instant::now();
     let (ta, tb) = generate_credit(rows, fa, fb, 1);
     println!(
@@ -46,6 +52,7 @@ fn main() {
     params.fit.batch_size = batch;
     params.sigmoid = sigmoid;
     params.auc_bins = auc_bins;
+    params.fit.optimizer = optimizer;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -29,10 +29,12 @@
 //!    fresh `w` mask), dealer truncation, sigmoid by SEG3 or a 7-piece spline and the
 //!    softplus loss spline on shares (secure comparisons), error `σ̂ − y` (times the
 //!    class weight, party A's input, with `--class-weight balanced`), gradient `X_bᵀ·e`,
-//!    then the update of [`Optimizer`] (SGD, heavy-ball momentum or Nesterov, default)
-//!    with an L2 penalty in the gradient or an L1 proximal step (a clamp spline on
-//!    shares), `λ = 1/(C·n)` as scikit-learn's `C` — all on shares, with public
-//!    constants (step size, μ = 0.9, λ).
+//!    then the update of [`Optimizer`] (SGD, heavy-ball momentum, Nesterov (default) or
+//!    Adam, whose moments stay shared and whose per-weight `1/√(v̂ + ε)` is a secure
+//!    inverse square root: comparisons with powers of four, then Newton steps) with an
+//!    L2 penalty in the gradient or an L1 proximal step (a clamp spline on shares),
+//!    `λ = 1/(C·n)` as scikit-learn's `C` — all on shares, with public constants (step
+//!    size, μ = 0.9, λ, Adam's bias corrections from the public step count).
 //! 5. After each epoch the loss (mean spline log-loss over the epoch plus the penalty)
 //!    and, with a validation split, the binned validation AUC are opened to both
 //!    computing parties; both apply the same stopping rule ([`optim::Schedule`]: a plateau

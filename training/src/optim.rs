@@ -64,6 +64,37 @@ impl SigmoidKind {
 
 /// Momentum coefficient μ of [`Optimizer::Momentum`] and [`Optimizer::Nesterov`].
 pub const MOMENTUM: f64 = 0.9;
+/// Adam's first-moment decay β₁.
+pub const ADAM_BETA1: f64 = 0.9;
+/// Adam's second-moment decay is `β₂ = 1 − 2^−ADAM_BETA2_SHIFT` (≈ 0.99902 against the
+/// usual 0.999): on shares the update `v ← v + (g² − v)·2⁻¹⁰` is one truncation, exact
+/// in fixed point and with no public-constant product that could overflow the ring.
+pub const ADAM_BETA2_SHIFT: u32 = 10;
+/// Adam's ε, added to `v̂` inside the square root. A coordinate whose gradient is below
+/// `√ε = 0.01` moves like SGD at rate `η/√ε` instead of being normalized; ε also bounds the
+/// amplification of fixed-point rounding in `m` (one unit at 18 bits, 3.8·10⁻⁶, becomes at
+/// most 4·10⁻⁴ of a full step). See `ACCURACY.md`.
+pub const ADAM_EPS: f64 = 1e-4;
+/// Adam clips each gradient coordinate to `±ADAM_CLIP` before the moments, so `v` stays
+/// below `ADAM_CLIP²` = 4⁶ (the range of the shared inverse square root).
+pub const ADAM_CLIP: f64 = 64.0;
+/// Adam's automatic step size (the other optimizers use `min(1, √(B/n))`).
+pub const ADAM_RATE: f64 = 0.1;
+
+/// Adam's β₂.
+pub fn adam_beta2() -> f64 {
+    1.0 - 2f64.powi(-(ADAM_BETA2_SHIFT as i32))
+}
+
+/// Adam's public bias-correction factors after `t ≥ 1` steps:
+/// `(1/(1−β₁ᵗ), √(1−β₂ᵗ), ε·(1−β₂ᵗ))`, so that
+/// `η·m̂/√(v̂ + ε) = η · 1/(1−β₁ᵗ) · √(1−β₂ᵗ) · m / √(v + ε·(1−β₂ᵗ))`.
+pub fn adam_factors(t: usize) -> (f64, f64, f64) {
+    let t = t.min(i32::MAX as usize) as i32;
+    let c2 = 1.0 - adam_beta2().powi(t);
+    (1.0 / (1.0 - ADAM_BETA1.powi(t)), c2.sqrt(), ADAM_EPS * c2)
+}
+
 /// Plateaus (epochs without a relative improvement of `tolerance`) that end training.
 pub const PLATEAUS: usize = 5;
 /// Epochs in a row without a new best validation AUC that end training.
@@ -81,6 +112,11 @@ pub enum Optimizer {
     Momentum,
     /// Nesterov (PyTorch form): `v ← μv + g`, `w ← w − η·(g + μv)`.
     Nesterov,
+    /// Adam with ε inside the square root and a per-coordinate gradient clip:
+    /// `g ← clamp(g, ±ADAM_CLIP)`, `m ← β₁m + (1−β₁)g`, `v ← β₂v + (1−β₂)g²`,
+    /// `w ← w − η·m̂/√(v̂ + ε)` with the bias corrections `m̂ = m/(1−β₁ᵗ)`,
+    /// `v̂ = v/(1−β₂ᵗ)` ([`ADAM_BETA1`], [`adam_beta2`], [`ADAM_EPS`], [`ADAM_CLIP`]).
+    Adam,
 }
 
 /// The penalty on the standardized weights (the intercept is never penalized).
@@ -128,7 +164,7 @@ macro_rules! named_enum {
         }
     };
 }
-named_enum!(Optimizer, "optimizer", Sgd => "sgd", Momentum => "momentum", Nesterov => "nesterov");
+named_enum!(Optimizer, "optimizer", Sgd => "sgd", Momentum => "momentum", Nesterov => "nesterov", Adam => "adam");
 named_enum!(Penalty, "penalty", None => "none", L2 => "l2", L1 => "l1");
 named_enum!(ClassWeight, "class weight", None => "none", Balanced => "balanced");
 
@@ -183,6 +219,11 @@ impl Fit {
         limits::batch_size(self.batch_size)?;
         if let Some(lr) = self.learning_rate {
             limits::learning_rate(lr)?;
+            if self.optimizer == Optimizer::Adam && lr > 1.0 {
+                // Adam moves each weight by about η per step; this also bounds the
+                // shared step η·m̂/√(v̂+ε) inside the fixed-point ring.
+                return Err(format!("Adam's learning rate must be at most 1, got {lr}"));
+            }
         }
         if !(self.c.is_finite() && self.c > 0.0) {
             return Err(format!("C must be a positive number, got {}", self.c));
@@ -224,9 +265,13 @@ impl Fit {
         Ok((train, val))
     }
 
-    /// The initial step size for `n` training rows.
+    /// The initial step size for `n` training rows: `learning_rate`, else [`ADAM_RATE`]
+    /// for Adam and `min(1, √(B/n))` for batch `B` otherwise.
     pub fn initial_rate(&self, n: usize) -> f64 {
         self.learning_rate.unwrap_or_else(|| {
+            if self.optimizer == Optimizer::Adam {
+                return ADAM_RATE;
+            }
             let b = self.batch_size.min(n.max(1)) as f64;
             (b / n.max(1) as f64).sqrt().min(1.0)
         })
@@ -241,11 +286,12 @@ impl Fit {
     }
 
     /// The step's coefficients `(a, b)`: `w ← w − η·(a·g + b·v_old)` and
-    /// `v ← μ·v_old + g`, which is each rule above written in the old momentum.
+    /// `v ← μ·v_old + g`, which is each rule above written in the old momentum (Adam
+    /// has its own update and no such coefficients).
     pub fn coefficients(&self) -> (f64, f64) {
         let mu = MOMENTUM;
         match self.optimizer {
-            Optimizer::Sgd => (1.0, 0.0),
+            Optimizer::Sgd | Optimizer::Adam => (1.0, 0.0),
             Optimizer::Momentum => (1.0, mu),
             Optimizer::Nesterov => (1.0 + mu, mu * mu),
         }
@@ -455,6 +501,25 @@ mod tests {
         assert_eq!((t.len(), v.len()), (180, 20));
         assert!(t.iter().all(|i| !v.contains(i)));
         assert!(fit.split(50).is_err());
+        let adam = |lr| Fit {
+            optimizer: Optimizer::Adam,
+            learning_rate: Some(lr),
+            ..Fit::default()
+        };
+        assert!(adam(1.0).validate().is_ok());
+        assert_eq!(
+            adam(1.5).validate().unwrap_err(),
+            "Adam's learning rate must be at most 1, got 1.5"
+        );
+        assert_eq!(adam(0.5).initial_rate(100), 0.5);
+        assert_eq!(
+            Fit {
+                learning_rate: None,
+                ..adam(1.0)
+            }
+            .initial_rate(100),
+            ADAM_RATE
+        );
         assert_eq!(Fit::default().split(5).unwrap().0, vec![0, 1, 2, 3, 4]);
         assert_eq!(fit.initial_rate(500), 1.0);
         assert!((fit.initial_rate(102_400) - 0.1).abs() < 1e-12);
@@ -462,8 +527,8 @@ mod tests {
         let w = class_weights(ClassWeight::Balanced, &[1.0, 0.0, 0.0, 0.0]).unwrap();
         assert_eq!(w, vec![2.0, 2.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0]);
         assert_eq!(
-            "adam".parse::<Optimizer>().unwrap_err(),
-            "optimizer must be one of sgd, momentum, nesterov, got `adam`"
+            "adagrad".parse::<Optimizer>().unwrap_err(),
+            "optimizer must be one of sgd, momentum, nesterov, adam, got `adagrad`"
         );
         assert_eq!("l1".parse::<Penalty>(), Ok(Penalty::L1));
     }

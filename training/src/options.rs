@@ -120,10 +120,10 @@ pub struct TrainOptions {
     /// Rows per step (default 1024).
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Step size (default: automatic, `min(1, √(batch/rows))`).
+    /// Step size (default: automatic, `min(1, √(batch/rows))`; 0.1 for Adam).
     #[serde(default)]
     pub learning_rate: Option<f64>,
-    /// Update rule (default Nesterov).
+    /// Update rule (default Nesterov; `adam` also).
     #[serde(default = "default_optimizer")]
     pub optimizer: Optimizer,
     /// Penalty (default L2).
@@ -359,7 +359,8 @@ impl TrainOptions {
 
     /// Checks every option: a label and a dealer are named, and the ranges of
     /// [`Fit::validate`] (epochs in 1..=100000, batch size in 1..=1048576, learning rate
-    /// in (0, 10], C > 0, tolerance in [0, 0.1), validation in [0, 0.5]).
+    /// in (0, 10] and at most 1 for Adam, C > 0, tolerance in [0, 0.1), validation in
+    /// [0, 0.5]).
     pub fn validate(&self) -> Result<()> {
         if self.label.trim().is_empty() {
             return Err(bad("option `label` (the label column) is missing"));

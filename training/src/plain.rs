@@ -10,8 +10,8 @@ use rand_core::{Rng, SeedableRng};
 
 pub use crate::optim::batch_order;
 use crate::optim::{
-    AUC_RANGE, Fit, MOMENTUM, Penalty, Schedule, SigmoidKind, Stop, auc_thresholds, binned_auc,
-    class_weights,
+    ADAM_BETA1, ADAM_CLIP, AUC_RANGE, Fit, MOMENTUM, Optimizer, Penalty, Schedule, SigmoidKind,
+    Stop, adam_beta2, adam_factors, auc_thresholds, binned_auc, class_weights,
 };
 use crate::table::Table;
 
@@ -95,6 +95,8 @@ pub fn train_plain(x: &Array2<f64>, y: &[f64], fit: &Fit, twin: Twin) -> PlainFi
     let mut sched = Schedule::new(fit, n);
     let mut w = Array1::<f64>::zeros(d);
     let mut v = Array1::<f64>::zeros(d);
+    // Adam's second moment and step count since the last restart.
+    let (mut s2, mut t) = (Array1::<f64>::zeros(d), 0);
     let mut best = w.clone();
     let (mut losses, mut val_aucs, mut steps) = (Vec::new(), Vec::new(), 0);
     let batch = fit.batch_size.max(1);
@@ -118,9 +120,21 @@ pub fn train_plain(x: &Array2<f64>, y: &[f64], fit: &Fit, twin: Twin) -> PlainFi
                 }
             }
             let step = sched.rate;
-            let next_v = &v * MOMENTUM + &g;
-            w = &w - &((&g * a + &v * b) * step);
-            v = next_v;
+            if fit.optimizer == Optimizer::Adam {
+                t += 1;
+                g.mapv_inplace(|x| x.clamp(-ADAM_CLIP, ADAM_CLIP));
+                v = &v * ADAM_BETA1 + &(&g * (1.0 - ADAM_BETA1));
+                s2 = &s2 * adam_beta2() + &(&g * &g * (1.0 - adam_beta2()));
+                let (a1, c2, eps) = adam_factors(t);
+                let k = step * a1 * c2;
+                for j in 0..d {
+                    w[j] -= k * v[j] / (s2[j] + eps).sqrt();
+                }
+            } else {
+                let next_v = &v * MOMENTUM + &g;
+                w = &w - &((&g * a + &v * b) * step);
+                v = next_v;
+            }
             if fit.penalty == Penalty::L1 {
                 let t = step * lambda;
                 for j in 1..d {
@@ -153,6 +167,8 @@ pub fn train_plain(x: &Array2<f64>, y: &[f64], fit: &Fit, twin: Twin) -> PlainFi
         }
         if dec.restart {
             v.fill(0.0);
+            s2.fill(0.0);
+            t = 0;
         }
         if let Some(s) = dec.stop {
             break s;

@@ -131,8 +131,8 @@ fn train_range_checks_keep_their_messages() {
         ),
         (&[("colour", "red")], "unknown option `colour`"),
         (
-            &[("optimizer", "adam")],
-            "option `optimizer`: optimizer must be one of sgd, momentum, nesterov, got `adam`",
+            &[("optimizer", "adagrad")],
+            "option `optimizer`: optimizer must be one of sgd, momentum, nesterov, adam, got `adagrad`",
         ),
         (
             &[("penalty", "l3")],
@@ -152,6 +152,10 @@ fn train_range_checks_keep_their_messages() {
             &[("validation", "0.6")],
             "validation must be in [0, 0.5], got 0.6",
         ),
+        (
+            &[("optimizer", "adam"), ("learning_rate", "2")],
+            "Adam's learning rate must be at most 1, got 2",
+        ),
     ];
     for (extra, want) in cases {
         assert_eq!(msg(train_opts(extra)), *want, "{extra:?}");
@@ -159,6 +163,7 @@ fn train_range_checks_keep_their_messages() {
     // Bounds are inclusive.
     assert!(train_opts(&[("epochs", "100000"), ("batch_size", "1048576")]).is_ok());
     assert!(train_opts(&[("learning_rate", "10")]).is_ok());
+    assert!(train_opts(&[("optimizer", "adam"), ("learning_rate", "1")]).is_ok());
     for missing in ["seed", "dealer"] {
         let o: Vec<(&str, &str)> = [("label", "y"), ("seed", "1"), ("dealer", "d")]
             .into_iter()

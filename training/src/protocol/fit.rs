@@ -5,8 +5,8 @@ use std::num::Wrapping;
 
 use confide_mpc::ring::ZERO;
 use confide_mpc::share::owned;
-use confide_mpc::{Engine, FixedPoint, Party, R64, SharedVec, Transport};
-use ndarray::{Array1, Ix1};
+use confide_mpc::{Engine, FixedPoint, Party, R64, Transport};
+use ndarray::Array1;
 
 use confide_mpc::offload::heavy;
 
@@ -184,7 +184,7 @@ pub async fn train<T: Transport>(
                 best = st.w.clone();
             }
             if dec.restart {
-                st.v = SharedVec::zeros(Ix1(d));
+                st.restart();
             }
         }
         if let Some(s) = stop {

@@ -19,10 +19,12 @@ pub use crate::optim::SigmoidKind;
 use crate::optim::{Fit, Stop};
 use crate::table::Standardizer;
 
+mod adam;
 mod fit;
 pub(crate) mod handshake;
 mod prep;
 mod reveal;
+mod rsqrt;
 mod score;
 mod step;
 

@@ -8,9 +8,10 @@ use confide_mpc::{Engine, FixedPoint, MaskedMatrix, Party, R64, SharedVec, Splin
 use ndarray::{Array1, Axis, Ix1};
 
 use super::CONST_BITS;
+use super::adam::Adam;
 use super::prep::{enc_const, sum_share};
 use crate::error::{Result, TrainError};
-use crate::optim::{Fit, MOMENTUM, Penalty};
+use crate::optim::{Fit, MOMENTUM, Optimizer, Penalty};
 
 /// The secret-shared training inputs a step reads (all over the `n` common rows).
 pub(super) struct Inputs<'m> {
@@ -27,7 +28,10 @@ pub(super) struct Inputs<'m> {
 /// The model and the optimizer state, on shares (standardized units, intercept first).
 pub(super) struct Weights {
     pub(super) w: SharedVec,
-    pub(super) v: SharedVec,
+    /// Momentum (SGD, momentum, Nesterov).
+    v: SharedVec,
+    /// Adam's moments.
+    adam: Adam,
 }
 
 impl Weights {
@@ -35,7 +39,15 @@ impl Weights {
         Self {
             w: SharedVec::zeros(Ix1(d)),
             v: SharedVec::zeros(Ix1(d)),
+            adam: Adam::zeros(d),
         }
+    }
+
+    /// Restarts the optimizer state (momentum, Adam's moments and step count) from zero.
+    pub(super) fn restart(&mut self) {
+        let d = self.w.len();
+        self.v = SharedVec::zeros(Ix1(d));
+        self.adam = Adam::zeros(d);
     }
 }
 
@@ -61,6 +73,7 @@ pub(super) struct Update {
     lambda: f64,
     penalty: Penalty,
     momentum: bool,
+    adam: bool,
     coef: (f64, f64),
 }
 
@@ -87,6 +100,7 @@ impl Update {
             lambda,
             penalty: fit.penalty,
             momentum: coef.1 != 0.0,
+            adam: fit.optimizer == Optimizer::Adam,
             coef,
         }
     }
@@ -150,9 +164,31 @@ pub(super) async fn epoch<T: Transport>(
 }
 
 /// The optimizer update for a batch of `k` rows with gradient sum `g` (f bits):
-/// `v ← μv + ĝ`, `w ← w − η(a·ĝ + b·v)` with `ĝ = g/k + λ₂w`, one truncation for both;
-/// then, with an L1 penalty, the proximal step `w ← w − clamp(w, −ηλ₁, ηλ₁)`.
+/// `v ← μv + ĝ`, `w ← w − η(a·ĝ + b·v)` with `ĝ = g/k + λ₂w`, one truncation for both
+/// (Adam: [`Adam::step`]); then, with an L1 penalty, the proximal step
+/// `w ← w − clamp(w, −ηλ₁, ηλ₁)`.
 async fn step<T: Transport>(
+    e: &mut Engine<'_, T>,
+    st: &mut Weights,
+    g: &SharedVec,
+    k: usize,
+    rate: f64,
+    up: &Update,
+) -> Result<()> {
+    if up.adam {
+        let delta = st.adam.step(e, &st.w, g, k, rate, &up.l2).await?;
+        st.w = st.w.sub(&delta)?;
+    } else {
+        momentum_step(e, st, g, k, rate, up).await?;
+    }
+    if up.l1 > 0.0 {
+        st.w = prox_l1(e, &st.w, rate * up.l1).await?;
+    }
+    Ok(())
+}
+
+/// SGD, momentum and Nesterov in the old momentum's coefficients ([`Fit::coefficients`]).
+async fn momentum_step<T: Transport>(
     e: &mut Engine<'_, T>,
     st: &mut Weights,
     g: &SharedVec,
@@ -182,9 +218,6 @@ async fn step<T: Transport>(
     st.w = st.w.sub(&part(&t, 0, d))?;
     if up.momentum {
         st.v = part(&t, 1, d);
-    }
-    if up.l1 > 0.0 {
-        st.w = prox_l1(e, &st.w, rate * up.l1).await?;
     }
     Ok(())
 }
