@@ -56,6 +56,7 @@ pub async fn run_train(
     let (psi_bytes, psi_messages) = (bytes_sent(t), messages_sent(t));
     env.progress("training", 0, params.trees as u64, "");
     let train_started = Instant::now();
+    let psi_ms = started.elapsed().as_millis() as u64;
     // Bytes and messages this party sent, sampled at the end of each tree.
     let per_tree = std::sync::Mutex::new(Vec::<(u64, u64)>::new());
     let progress = |p: GbdtProgress| {
@@ -145,6 +146,7 @@ pub async fn run_train(
         "output": output,
         "shared_model": shared_path,
         "warnings": warnings,
+        "psi_ms": psi_ms,
         "train_ms": train_ms,
         "elapsed_ms": started.elapsed().as_millis() as u64,
         "bytes_sent": bytes_sent(t),
