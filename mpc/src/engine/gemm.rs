@@ -12,7 +12,7 @@ const BLOCK: usize = 512;
 
 /// `Aᵀ·B` (row-major `c × l`). `a.len()` must be `n·c` and `b.len()` `n·l`.
 pub(super) fn tmul(a: &[R64], c: usize, b: &[R64], l: usize) -> Vec<R64> {
-    let n = if c == 0 { 0 } else { a.len() / c };
+    let n = a.len().checked_div(c).unwrap_or(0);
     if c == 0 || l == 0 || n == 0 || b.len() != n * l {
         return vec![ZERO; c * l];
     }
