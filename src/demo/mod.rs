@@ -1,6 +1,7 @@
 //! `confide demo`: a whole local alliance (daemons in this process, on loopback, over
 //! mutual TLS; [`crate::kit`]) on an embedded default, running every kind of job.
 
+mod gbdt;
 mod risk;
 pub mod train;
 
@@ -122,6 +123,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     step(&psi_summary(&job, "alice", &result), t);
 
     train::step(&alliance).await?;
+    gbdt::step(&alliance).await?;
     risk::step(&alliance).await?;
 
     let t = Instant::now();

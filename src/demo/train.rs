@@ -18,10 +18,10 @@ use crate::kit::{LocalAlliance, add_dataset};
 
 /// Rows and features of the demo's training data, and its job parameters.
 const DEMO_MAX_ROWS: usize = 3000;
-const DEMO_FEATURES: usize = 5;
-const DEMO_SEED: u64 = 2024;
+pub(super) const DEMO_FEATURES: usize = 5;
+pub(super) const DEMO_SEED: u64 = 2024;
 /// The joined common rows, for the demo's plaintext reference only.
-const REFERENCE: &str = "plaintext-reference.csv";
+pub(super) const REFERENCE: &str = "plaintext-reference.csv";
 
 /// Writes `rows` of `tables` side by side (IDs from the first), with the label of
 /// `label` (a table holding one) as column `default`.

@@ -2,8 +2,9 @@
 //! directory, the row alignment step, and mapping the training crate's errors.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 
+use confide_mpc::transport::LinkCounters;
 use confide_mpc::{ChannelTransport, MpcError, OnePeer, Transport};
 use confide_proto::DatasetRef;
 use confide_training::{Aligned, PredictOptions, ShareMeta, Table, TrainError};
@@ -206,21 +207,28 @@ pub fn check_columns(
     }
 }
 
-/// Bytes this party has sent over the job's streams so far.
-pub fn bytes_sent(t: &ChannelTransport) -> u64 {
+/// One counter of the job's transport, summed over its peers.
+fn counted(t: &ChannelTransport, f: fn(&LinkCounters) -> &AtomicU64) -> u64 {
     t.peers()
         .iter()
         .filter_map(|p| t.counters(p))
-        .map(|c| c.bytes_sent.load(Ordering::Relaxed))
+        .map(|c| f(&c).load(Ordering::Relaxed))
         .sum()
 }
 
+/// Bytes this party has sent over the job's streams so far.
+pub fn bytes_sent(t: &ChannelTransport) -> u64 {
+    counted(t, |c| &c.bytes_sent)
+}
+
+/// Messages this party has sent to its peers on the job's streams so far.
+pub fn messages_sent(t: &ChannelTransport) -> u64 {
+    counted(t, |c| &c.messages_sent)
+}
+
+/// Bytes this party has received over the job's streams so far.
 pub fn bytes_received(t: &ChannelTransport) -> u64 {
-    t.peers()
-        .iter()
-        .filter_map(|p| t.counters(p))
-        .map(|c| c.bytes_received.load(Ordering::Relaxed))
-        .sum()
+    counted(t, |c| &c.bytes_received)
 }
 
 /// The three parties of a job, as in its spec: [initiator, other, dealer].

@@ -19,7 +19,8 @@ use confide_training::{
 
 use super::Env;
 use super::train_common::{
-    align_rows, bad, bytes_received, bytes_sent, csv_header, models_dir, role_name, train_err,
+    align_rows, bad, bytes_received, bytes_sent, csv_header, messages_sent, models_dir, role_name,
+    train_err,
 };
 use crate::base::error::DaemonError;
 use crate::base::files::write_atomic;
@@ -52,10 +53,18 @@ pub async fn run_train(
         ds_info = Some((dataset_name, al.data.feature_names.clone(), al.ids.len()));
         data = Some(al.data);
     }
-    let psi_bytes = bytes_sent(t);
+    let (psi_bytes, psi_messages) = (bytes_sent(t), messages_sent(t));
     env.progress("training", 0, params.trees as u64, "");
     let train_started = Instant::now();
+    let psi_ms = started.elapsed().as_millis() as u64;
+    // Bytes and messages this party sent, sampled at the end of each tree.
+    let per_tree = std::sync::Mutex::new(Vec::<(u64, u64)>::new());
     let progress = |p: GbdtProgress| {
+        if p.level == p.depth
+            && let Ok(mut v) = per_tree.lock()
+        {
+            v.push((bytes_sent(t), messages_sent(t)));
+        }
         let msg = format!("level {}/{}", p.level, p.depth);
         tracing::info!(job = %env.spec().job_id, tree = p.tree, level = p.level, "gbdt progress");
         let done = if p.level == p.depth {
@@ -69,6 +78,14 @@ pub async fn run_train(
         .await
         .map_err(train_err)?;
     let train_ms = train_started.elapsed().as_millis() as u64;
+    let per_tree = per_tree.into_inner().unwrap_or_default();
+    let mut prev = (psi_bytes, psi_messages);
+    let (mut tree_bytes, mut tree_messages) = (Vec::new(), Vec::new());
+    for &(b, m) in &per_tree {
+        tree_bytes.push(b.saturating_sub(prev.0));
+        tree_messages.push(m.saturating_sub(prev.1));
+        prev = (b, m);
+    }
     let (mut output, mut shared_path, mut warnings) = (None, None, Vec::new());
     if let (Some(out), Some((dataset_name, feature_names, _))) = (outcome, ds_info.as_ref()) {
         for w in &out.warnings {
@@ -129,11 +146,15 @@ pub async fn run_train(
         "output": output,
         "shared_model": shared_path,
         "warnings": warnings,
+        "psi_ms": psi_ms,
         "train_ms": train_ms,
         "elapsed_ms": started.elapsed().as_millis() as u64,
         "bytes_sent": bytes_sent(t),
         "bytes_received": bytes_received(t),
         "bytes_sent_psi": psi_bytes,
+        "bytes_sent_per_tree": tree_bytes,
+        "messages_sent_per_tree": tree_messages,
+        "messages_sent": messages_sent(t),
     });
     tracing::info!(job = %env.spec().job_id, summary = %summary, "train finished");
     Ok(summary)

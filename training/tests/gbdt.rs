@@ -323,3 +323,42 @@ fn bad_input_fails_cleanly_at_every_seat() {
         "too few",
     );
 }
+
+/// XGBoost 3.2.0 (`training/xgboost_baseline.py 20 3`, recorded in ACCURACY.md) on the
+/// German credit set's test rows: tree_method "hist" with max_bin 32, and the same on the
+/// columns replaced by Confide's own bin indices (the same split candidates).
+const XGB_GERMAN: f64 = 0.8086;
+const XGB_GERMAN_OUR_BINS: f64 = 0.8016;
+
+#[test]
+fn german_credit_auc_is_within_0_005_of_xgboost() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../data/credit/german_credit_onehot.csv");
+    let (ta, tb) = common::split_dataset(&csv, 24, dir.path());
+    let (mut tr, mut te) = (Vec::new(), Vec::new());
+    for (i, id) in ta.ids.iter().enumerate() {
+        if i % 5 == 4 {
+            te.push(id.clone())
+        } else {
+            tr.push(id.clone())
+        }
+    }
+    let mut p = params(20, 3);
+    p.bins = 32;
+    let (ma, mb) = both(run(
+        Some(ta.align(&tr).unwrap()),
+        Some(tb.align(&tr).unwrap()),
+        &p,
+        None,
+    ));
+    let (at, bt) = (ta.align(&te).unwrap(), tb.align(&te).unwrap());
+    let y = at.label.clone().unwrap();
+    let [ra, rb, rd] = predict(at, bt, &ma, &mb, &pred_params(&p, "bank"));
+    assert!(rb.unwrap().is_none() && rd.unwrap().is_none());
+    let secure = auc(&ra.unwrap().unwrap(), &y).unwrap();
+    assert!(
+        (secure - XGB_GERMAN).abs() <= 0.005 && (secure - XGB_GERMAN_OUR_BINS).abs() <= 0.005,
+        "secure test AUC {secure:.4} vs XGBoost {XGB_GERMAN} / on our bins {XGB_GERMAN_OUR_BINS}"
+    );
+}

@@ -279,4 +279,70 @@ impl<T: Transport> Engine<'_, T> {
             out
         })))
     }
+
+    /// Shares of `Xᵀ·e_j` over every row of a masked matrix for several shared vectors
+    /// `e_j` at once (no truncation): the same protocol as [`Self::masked_tmul_vec`] on
+    /// all rows with the `e_j` side by side as one `rows × L` matrix, so one opening, one
+    /// dealer correction and one pass over `E` (a blocked, multi-threaded product) serve
+    /// all `L` products. Fresh per call: `V′` (`rows × L`) and `Z′ = Uᵀ·V′` (`width × L`).
+    pub async fn masked_tmul_all(
+        &mut self,
+        m: &MaskedMatrix,
+        es: &[&SharedVec],
+    ) -> Result<Vec<SharedVec>> {
+        let (d, n, l) = (m.width(), m.rows, es.len());
+        if let Some(e) = es.iter().find(|e| e.len() != n) {
+            return Err(MpcError::Shape(format!(
+                "e has {} entries for {n} rows",
+                e.len()
+            )));
+        }
+        // The e_j as the columns of a row-major n × L matrix.
+        let mut b = vec![ZERO; n * l];
+        for (j, e) in es.iter().enumerate() {
+            for (i, v) in e.as_slice().iter().enumerate() {
+                b[i * l + j] = *v;
+            }
+        }
+        let b = SharedVec::from_vec(b);
+        let c0 = m.cols[0];
+        let masks = self
+            .cache_masks(n * l, d * l, |[u0, u1], v| {
+                let v = v.as_slice().unwrap_or_default();
+                let mut z = super::gemm::tmul(u0.as_slice().unwrap_or_default(), c0, v, l);
+                z.extend(super::gemm::tmul(
+                    u1.as_slice().unwrap_or_default(),
+                    d - c0,
+                    v,
+                    l,
+                ));
+                z
+            })
+            .await?;
+        let Some((me, v, z)) = masks else {
+            return Ok(vec![zeros(d); l]);
+        };
+        let g = self.open(&b.sub(&v)?).await?;
+        let out = heavy(3 * n * d * l, || {
+            let mut coeff = v.raw().clone();
+            if me.is_first() {
+                coeff += &g;
+            }
+            let coeff = coeff.as_slice().unwrap_or_default();
+            let g = g.as_slice().unwrap_or_default();
+            let e = m.e.as_slice().unwrap_or_default();
+            let mut out = super::gemm::tmul(e, d, coeff, l);
+            let own = super::gemm::tmul(&m.u[..], m.cols[me.index()], g, l);
+            let offset = if me.is_first() { 0 } else { c0 * l };
+            out.iter_mut().zip(z.iter()).for_each(|(o, q)| *o += q);
+            out[offset..offset + own.len()]
+                .iter_mut()
+                .zip(&own)
+                .for_each(|(o, q)| *o += q);
+            out
+        });
+        Ok((0..l)
+            .map(|j| SharedVec::from_vec((0..d).map(|c| out[c * l + j]).collect()))
+            .collect())
+    }
 }

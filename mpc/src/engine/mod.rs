@@ -40,6 +40,7 @@ use crate::transport::{Transport, TransportError};
 
 mod cache;
 mod dealt;
+mod gemm;
 mod ops;
 
 pub use cache::MaskedMatrix;

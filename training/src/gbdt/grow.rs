@@ -87,16 +87,19 @@ impl Grower<'_> {
         h: &SharedVec,
         ms: &[&SharedVec],
     ) -> Result<Vec<Hist>> {
-        let all: Vec<usize> = (0..self.n).collect();
+        let gh = masked_gh(e, g, h, ms).await?;
+        let vs: Vec<&SharedVec> = gh.iter().flat_map(|(gm, hm)| [gm, hm]).collect();
+        let mut sums = e.masked_tmul_all(self.mm, &vs).await?.into_iter();
         let mut out = Vec::with_capacity(ms.len());
-        for (gm, hm) in masked_gh(e, g, h, ms).await? {
-            let gl = e.masked_tmul_vec(self.mm, &all, &gm).await?;
-            let hl = e.masked_tmul_vec(self.mm, &all, &hm).await?;
+        for (gm, hm) in &gh {
+            let (Some(gl), Some(hl)) = (sums.next(), sums.next()) else {
+                return Err(TrainError::Internal("missing histogram".into()));
+            };
             out.push(Hist {
                 gl,
                 hl,
-                g: total(&gm),
-                h: total(&hm),
+                g: total(gm),
+                h: total(hm),
             });
         }
         Ok(out)

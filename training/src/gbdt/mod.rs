@@ -13,8 +13,9 @@
 //!    `h = p(1 − p)`; the label enters as A's trivially shared input.
 //! 3. Each node has a secret-shared 0/1 membership vector `m` (root: all ones).
 //!    Left sums for every candidate at once: `G_L = Cᵀ(g ⊙ m)`, `H_L = Cᵀ(h ⊙ m)` (Beaver
-//!    product with the cached mask); a right sibling's sums are its parent's minus the
-//!    left sibling's.
+//!    product with the cached mask, for every left child of a level in one product:
+//!    [`confide_mpc::Engine::masked_tmul_all`]); a right sibling's sums are its parent's
+//!    minus the left sibling's.
 //! 4. Per candidate `score = G_L·w_L + G_R·w_R` with `w = G/(H + λ)` from a secure
 //!    reciprocal (secure comparisons against powers of two give a shared power-of-two
 //!    scale, then three Newton steps); candidates with a child below `min_child_weight`
