@@ -211,7 +211,7 @@ pub async fn add_dataset(
     req: confide_proto::AddDatasetRequest,
 ) -> Result<String, CliError> {
     let mut ctl = client::control(cfg).await?;
-    let kind = format!("dataset `{}`", req.name);
+    let kind = "add-dataset".to_string();
     Ok(ctl
         .add_dataset(req)
         .await
