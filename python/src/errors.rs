@@ -18,6 +18,16 @@ pub fn class_of(e: &CliError, me: &str) -> &'static str {
         {
             "DaemonNotRunningError"
         }
+        CliError::Daemon(DaemonError::Peer { peer, message, .. })
+            if peer == me && message.starts_with("job ") && message.ends_with(" not found") =>
+        {
+            "JobNotFoundError"
+        }
+        CliError::Daemon(DaemonError::Peer { peer, message, .. })
+            if peer == me && message.starts_with("job ") && message.ends_with(" not found") =>
+        {
+            "JobNotFoundError"
+        }
         CliError::Daemon(DaemonError::Peer { .. }) => "DaemonError",
         CliError::Daemon(DaemonError::ConfigFile(_) | DaemonError::Config(_))
         | CliError::Config(_) => "ConfigError",
@@ -25,6 +35,8 @@ pub fn class_of(e: &CliError, me: &str) -> &'static str {
         CliError::Daemon(_) => "DaemonError",
         CliError::Submit { code, message, .. } => match code {
             tonic::Code::PermissionDenied => "PolicyError",
+            // This party's own policy, checked before the job is proposed.
+            tonic::Code::InvalidArgument if message.contains("does not allow") => "PolicyError",
             tonic::Code::InvalidArgument if message.contains("unknown peer") => "UnknownPeerError",
             tonic::Code::InvalidArgument => "InvalidRequestError",
             tonic::Code::Unavailable | tonic::Code::DeadlineExceeded => "PeerUnreachableError",

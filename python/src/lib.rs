@@ -32,7 +32,7 @@ impl Client {
     fn run<T: Send>(
         &self,
         py: Python<'_>,
-        job: Option<&Arc<Mutex<String>>>,
+        job: Option<(&Arc<Mutex<String>>, &wait::Raised)>,
         fut: impl std::future::Future<Output = Result<T, CliError>> + Send,
     ) -> PyResult<T> {
         wait(py, &self.rt, &self.cfg, job, fut).map_err(|s| match s {
@@ -147,6 +147,8 @@ impl Client {
         .map_err(|e| self.fail(e))?;
         let job = Arc::new(Mutex::new(String::new()));
         let seen = job.clone();
+        let raised = wait::Raised::default();
+        let raise = raised.clone();
         let on_event = move |ev: &confide_proto::JobEvent| {
             if let Ok(mut j) = seen.lock() {
                 j.clone_from(&ev.job_id);
@@ -156,13 +158,20 @@ impl Client {
                     state_name(JobState::try_from(ev.state).unwrap_or(JobState::Unspecified));
                 Python::attach(|py| {
                     let args = (state, &ev.stage, ev.done, ev.total, &ev.message, &ev.job_id);
-                    if let Err(e) = cb.call1(py, args) {
-                        e.print(py);
+                    match cb.call1(py, args) {
+                        // Ctrl-C while the callback ran: the wait cancels the job.
+                        Err(e) if !e.is_instance_of::<pyo3::exceptions::PyException>(py) => {
+                            if let Ok(mut r) = raise.lock() {
+                                r.get_or_insert(e);
+                            }
+                        }
+                        Err(e) => e.print(py),
+                        Ok(_) => {}
                     }
                 });
             }
         };
-        let (id, r) = self.run(py, Some(&job), submit_events(cfg, req, on_event))?;
+        let (id, r) = self.run(py, Some((&job, &raised)), submit_events(cfg, req, on_event))?;
         let summary = match &cli.command {
             Command::Psi(_) => psi::psi_summary(&id, &cfg.party.name, &r),
             Command::Train(_) => train::train_summary(&id, &r),

@@ -28,14 +28,19 @@ pub enum Stopped {
     Interrupted(PyErr),
 }
 
+/// An exception raised inside a progress callback (a KeyboardInterrupt that arrived while
+/// Python code ran there), for the wait to act on.
+pub type Raised = Arc<Mutex<Option<PyErr>>>;
+
 /// Runs `fut` to its end with the GIL released, checking signals meanwhile. When a
-/// handler raises and `job` holds the id of the job `fut` follows, that job is cancelled
-/// and its end awaited (at most [`CANCEL_WAIT`]) before the exception is returned.
+/// handler raises (or `raised` holds an interrupt from a progress callback) and `job`
+/// holds the id of the job `fut` follows, that job is cancelled and its end awaited (at
+/// most [`CANCEL_WAIT`]) before the exception is returned.
 pub fn wait<T, F>(
     py: Python<'_>,
     rt: &tokio::runtime::Runtime,
     cfg: &PartyConfig,
-    job: Option<&Arc<Mutex<String>>>,
+    job: Option<(&Arc<Mutex<String>>, &Raised)>,
     fut: F,
 ) -> Result<T, Stopped>
 where
@@ -49,11 +54,16 @@ where
                 tokio::select! {
                     r = &mut fut => return r.map_err(Stopped::Failed),
                     _ = tokio::time::sleep(SIGNAL_POLL) => {
-                        let Err(interrupt) = Python::attach(|py| py.check_signals()) else {
-                            continue;
+                        let from_callback = job.and_then(|(_, r)| r.lock().ok()?.take());
+                        let interrupt = match from_callback {
+                            Some(e) => e,
+                            None => match Python::attach(|py| py.check_signals()) {
+                                Ok(()) => continue,
+                                Err(e) => e,
+                            },
                         };
                         let id = job
-                            .and_then(|j| j.lock().ok().map(|s| s.clone()))
+                            .and_then(|(j, _)| j.lock().ok().map(|s| s.clone()))
                             .unwrap_or_default();
                         if !id.is_empty() {
                             let _ = cancel_job(cfg, &id).await;

@@ -101,8 +101,9 @@ def test_add_dataset_persists_in_party_toml(alliance):
     r = alliance.party("carol").psi("phones", peers=["bob:phones"], size_only=True)
     assert r.size == 2
     # ... alice may not (the policy came with it).
-    alliance.party("alice").add_dataset("phones", carol_df, id_column="phone")
-    with pytest.raises(confide.PolicyError, match="refused"):
+    alliance.party("alice").add_dataset("phones", carol_df, id_column="phone",
+                                        allow={"psi": ["bob"]})
+    with pytest.raises(confide.PolicyError, match="refused: by `bob`"):
         alliance.party("alice").psi("phones", peers=["bob:phones"], size_only=True)
     # The change is logged like a refusal.
     assert "policy changed: dataset registered" in alliance.log("bob")

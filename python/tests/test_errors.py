@@ -4,6 +4,7 @@ import _thread
 import threading
 import time
 
+import pandas as pd
 import pytest
 
 import confide
@@ -15,10 +16,17 @@ def test_unknown_peer(alliance):
 
 
 def test_policy_refusal(alliance):
-    # bob's `credit` allows PSI to alice only.
-    with pytest.raises(confide.PolicyError, match="refused") as e:
-        alliance.party("carol").psi("loans", peers=["bob:credit"], size_only=True)
+    carol = alliance.party("carol")
+    # carol's own policy: `loans` allows risk only.
+    with pytest.raises(confide.PolicyError, match="does not allow psi for `bob`"):
+        carol.psi("loans", peers=["bob:credit"], size_only=True)
+    # bob's policy: its `credit` allows PSI to alice only.
+    carol.add_dataset("probe", pd.DataFrame({"id": ["C000001"]}), id_column="id",
+                      allow={"psi": ["bob"]})
+    with pytest.raises(confide.PolicyError, match="refused: by `bob`") as e:
+        carol.psi("probe", peers=["bob:credit"], size_only=True)
     assert "\n" not in str(e.value)
+    assert "refused job" in alliance.log("bob")
 
 
 def test_unknown_dataset_and_bad_column(alliance):
@@ -74,12 +82,12 @@ def test_cancel_unknown_job(alliance):
 def test_ctrl_c_cancels_at_every_party(alliance):
     alice = alliance.party("alice")
     before = set(alice.jobs()["job_id"])
-    timer = threading.Timer(2.0, _thread.interrupt_main)
+    timer = threading.Timer(1.5, _thread.interrupt_main)
     timer.start()
     started = time.time()
     with pytest.raises(KeyboardInterrupt):
         alice.train("credit", peer="bob:credit", label="default", epochs=100000,
-                    tolerance=0, batch_size=16)
+                    tolerance=0, batch_size=16, optimizer="sgd", learning_rate=0.001)
     timer.cancel()
     assert time.time() - started < 30, "the interrupt ended the wait promptly"
     job = (set(alice.jobs()["job_id"]) - before).pop()
