@@ -231,13 +231,14 @@ impl Client {
     }
 }
 
+/// What [`check`] returns: (the CLI's line, entry index, tree size, kind, job id,
+/// member, cosigners).
+type Checked = (String, u64, u64, String, String, String, Vec<String>);
+
 /// `confide audit check`: the offline check of a proof bundle file against a genesis
 /// file. Returns (the CLI's line, entry index, tree size, kind, job id, member, cosigners).
 #[pyfunction]
-fn check(
-    proof: PathBuf,
-    genesis: PathBuf,
-) -> PyResult<(String, u64, u64, String, String, String, Vec<String>)> {
+fn check(proof: PathBuf, genesis: PathBuf) -> PyResult<Checked> {
     let (v, line) = audit::check(&proof, &genesis).map_err(|e| errors::to_py(e, ""))?;
     let body = v.entry.body();
     Ok((
