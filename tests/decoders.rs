@@ -18,7 +18,10 @@ fn cases() -> u32 {
 /// Valid options of every kind, as a proposal carries them (re-encoded by the daemon).
 fn samples() -> Vec<(JobKind, String)> {
     let written = [
-        (JobKind::Train, r#"{"label":"default","epochs":5,"seed":7,"dealer":"d"}"#),
+        (
+            JobKind::Train,
+            r#"{"label":"default","epochs":5,"seed":7,"dealer":"d"}"#,
+        ),
         (
             JobKind::Predict,
             r#"{"model":"0123456789abcdef01234567","active":"a","passive":"b","dealer":"d","frac_bits":18}"#,

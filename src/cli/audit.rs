@@ -1,5 +1,6 @@
 //! `confide audit log|verify|prove|check`.
 
+use std::path::Path;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
@@ -13,28 +14,8 @@ use crate::net::client;
 pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
     match c {
         AuditCommand::Check { proof, genesis } => {
-            let b = read_file(&proof)?;
-            let g = read_file(&genesis)?;
-            let v = confide_audit::verify_bundle(&b, &g).map_err(|source| CliError::Proof {
-                bundle: proof.display().to_string(),
-                source,
-            })?;
-            let body = v.entry.body();
-            println!(
-                "proof OK: entry #{} ({} job {} by {}, served by {}) is in the log of size {}, cosigned by {} (offline check against {})",
-                v.index,
-                body.kind.as_str(),
-                body.job_id,
-                body.member,
-                if body.served_by.is_empty() {
-                    "-".to_string()
-                } else {
-                    body.served_by.join(",")
-                },
-                v.tree_size,
-                v.cosigners.join(", "),
-                genesis.display()
-            );
+            let (_, line) = check(&proof, &genesis)?;
+            println!("{line}");
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Log { config, summary } => {
@@ -111,6 +92,37 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The offline check of a proof bundle file against a genesis file: the verified entry
+/// and the one line `confide audit check` prints.
+pub fn check(
+    proof: &Path,
+    genesis: &Path,
+) -> Result<(confide_audit::VerifiedBundle, String), CliError> {
+    let b = read_file(proof)?;
+    let g = read_file(genesis)?;
+    let v = confide_audit::verify_bundle(&b, &g).map_err(|source| CliError::Proof {
+        bundle: proof.display().to_string(),
+        source,
+    })?;
+    let body = v.entry.body();
+    let line = format!(
+        "proof OK: entry #{} ({} job {} by {}, served by {}) is in the log of size {}, cosigned by {} (offline check against {})",
+        v.index,
+        body.kind.as_str(),
+        body.job_id,
+        body.member,
+        if body.served_by.is_empty() {
+            "-".to_string()
+        } else {
+            body.served_by.join(",")
+        },
+        v.tree_size,
+        v.cosigners.join(", "),
+        genesis.display()
+    );
+    Ok((v, line))
 }
 
 /// This party's audit log as its daemon reports it (JSON: `size`, `final_size`, `entries`;

@@ -9,6 +9,7 @@ use confide_proto::{DatasetRef, JobState, StatusRequest};
 use super::CliError;
 use super::submit::{request, state_name, submit};
 use crate::base::config::PartyConfig;
+use crate::base::error::status_line;
 use crate::kinds::{JobOptions, netcheck};
 use crate::net::client;
 
@@ -72,20 +73,7 @@ pub async fn shutdown_signal() {
 /// `confide status`: prints the daemon and each peer; Ok(FAILURE) if any is unreachable.
 pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(config)?;
-    let mut ctl = client::control(&cfg).await?;
-    let reply = tokio::time::timeout(
-        Duration::from_secs(8),
-        ctl.status(StatusRequest { self_only }),
-    )
-    .await
-    .map_err(|_| {
-        CliError::Failed(format!(
-            "daemon of `{}` did not answer within 8 s",
-            cfg.party.name
-        ))
-    })?
-    .map_err(|s| client::daemon_error(&cfg, &s))?
-    .into_inner();
+    let reply = status_reply(&cfg, self_only).await?;
     let down: Vec<&str> = reply
         .peers
         .iter()
@@ -93,15 +81,7 @@ pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCo
         .map(|p| p.name.as_str())
         .collect();
     if json {
-        let peers: Vec<_> = reply
-            .peers
-            .iter()
-            .map(|p| serde_json::json!({"name": p.name, "address": p.address, "reachable": p.reachable, "error": p.error, "latency_ms": p.latency_ms}))
-            .collect();
-        println!(
-            "{}",
-            serde_json::json!({"party": reply.party, "version": reply.version, "jobs_running": reply.jobs_running, "peers": peers})
-        );
+        println!("{}", status_json(&reply));
     } else {
         println!(
             "{}: daemon up (confide {}), {} job(s) running",
@@ -132,13 +112,7 @@ pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCo
 /// `confide jobs`.
 pub async fn jobs(config: &Path) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(config)?;
-    let mut ctl = client::control(&cfg).await?;
-    let jobs = ctl
-        .list_jobs(confide_proto::ListJobsRequest {})
-        .await
-        .map_err(|s| client::daemon_error(&cfg, &s))?
-        .into_inner()
-        .jobs;
+    let jobs = list_jobs(&cfg).await?;
     println!(
         "{:<26} {:<9} {:<10} {:<10} parties",
         "job", "kind", "state", "initiator"
@@ -165,18 +139,87 @@ pub async fn jobs(config: &Path) -> Result<ExitCode, CliError> {
 /// `confide cancel`.
 pub async fn cancel(config: &Path, job: String) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(config)?;
-    let mut ctl = client::control(&cfg).await?;
-    let r = ctl
-        .cancel_job(confide_proto::CancelJobRequest {
-            job_id: job.clone(),
-        })
-        .await
-        .map_err(|s| client::daemon_error(&cfg, &s))?
-        .into_inner();
-    if r.cancelled {
+    if cancel_job(&cfg, &job).await? {
         println!("job {job} cancelled");
     } else {
         println!("job {job} had already ended");
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks this party's daemon for its status (and, unless `self_only`, each peer's), 8 s at
+/// most.
+pub async fn status_reply(
+    cfg: &PartyConfig,
+    self_only: bool,
+) -> Result<confide_proto::StatusReply, CliError> {
+    let mut ctl = client::control(cfg).await?;
+    Ok(tokio::time::timeout(
+        Duration::from_secs(8),
+        ctl.status(StatusRequest { self_only }),
+    )
+    .await
+    .map_err(|_| {
+        CliError::Failed(format!(
+            "daemon of `{}` did not answer within 8 s",
+            cfg.party.name
+        ))
+    })?
+    .map_err(|s| client::daemon_error(cfg, &s))?
+    .into_inner())
+}
+
+/// A status as the JSON `confide status --json` prints.
+pub fn status_json(reply: &confide_proto::StatusReply) -> serde_json::Value {
+    let peers: Vec<_> = reply
+        .peers
+        .iter()
+        .map(|p| serde_json::json!({"name": p.name, "address": p.address, "reachable": p.reachable, "error": p.error, "latency_ms": p.latency_ms}))
+        .collect();
+    serde_json::json!({"party": reply.party, "version": reply.version, "jobs_running": reply.jobs_running, "peers": peers})
+}
+
+/// The jobs this party's daemon knows.
+pub async fn list_jobs(cfg: &PartyConfig) -> Result<Vec<confide_proto::JobInfo>, CliError> {
+    let mut ctl = client::control(cfg).await?;
+    Ok(ctl
+        .list_jobs(confide_proto::ListJobsRequest {})
+        .await
+        .map_err(|s| client::daemon_error(cfg, &s))?
+        .into_inner()
+        .jobs)
+}
+
+/// Cancels a job at this party's daemon (which tells every other party); false if it had
+/// already ended.
+pub async fn cancel_job(cfg: &PartyConfig, job: &str) -> Result<bool, CliError> {
+    let mut ctl = client::control(cfg).await?;
+    Ok(ctl
+        .cancel_job(confide_proto::CancelJobRequest {
+            job_id: job.to_string(),
+        })
+        .await
+        .map_err(|s| client::daemon_error(cfg, &s))?
+        .into_inner()
+        .cancelled)
+}
+
+/// Registers a dataset (a CSV file on the daemon's host) with this party's daemon, which
+/// appends it to its `party.toml`; returns that file's path.
+pub async fn add_dataset(
+    cfg: &PartyConfig,
+    req: confide_proto::AddDatasetRequest,
+) -> Result<String, CliError> {
+    let mut ctl = client::control(cfg).await?;
+    let kind = "add-dataset".to_string();
+    Ok(ctl
+        .add_dataset(req)
+        .await
+        .map_err(|s| CliError::Submit {
+            kind,
+            code: s.code(),
+            message: status_line(&s),
+        })?
+        .into_inner()
+        .config)
 }

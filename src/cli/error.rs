@@ -38,9 +38,15 @@ pub enum CliError {
     /// An input file's content is invalid; the message names the file and line.
     #[error("{0}")]
     Input(String),
-    /// The daemon refused a job at submission (bad options, policy, inputs), before it ran.
+    /// The daemon refused a job at submission (bad options, policy, inputs), before it ran;
+    /// `code` tells which (`PermissionDenied` for a policy refusal, `InvalidArgument` for
+    /// a request that cannot work, `Unavailable` for an unreachable peer).
     #[error("{kind}: {message}")]
-    Submit { kind: String, message: String },
+    Submit {
+        kind: String,
+        code: tonic::Code,
+        message: String,
+    },
     /// A submitted job's progress stream broke or ended early.
     #[error("{kind} job {job}: {message}")]
     Stream {

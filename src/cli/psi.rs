@@ -2,6 +2,8 @@
 
 use std::process::ExitCode;
 
+use confide_proto::SubmitRequest;
+
 use super::CliError;
 use super::args::PsiArgs;
 use super::submit::{absolute, parse_peer, request, submit};
@@ -12,6 +14,14 @@ use crate::kinds::psi::{self, Mode};
 /// `confide psi`.
 pub async fn psi(a: PsiArgs) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(&a.config.config)?;
+    let req = psi_request(&a)?;
+    let (job, r) = submit(&cfg, req).await?;
+    println!("{}", psi_summary(&job, &cfg.party.name, &r));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The job request of `confide psi` (also what the Python package submits).
+pub fn psi_request(a: &PsiArgs) -> Result<SubmitRequest, CliError> {
     let peers = a
         .peers
         .iter()
@@ -29,10 +39,7 @@ pub async fn psi(a: PsiArgs) -> Result<ExitCode, CliError> {
         _ => None,
     };
     let options = JobOptions::Psi(psi::Opts { mode });
-    let req = request(&options, &a.dataset, peers, output.as_deref());
-    let (job, r) = submit(&cfg, req).await?;
-    println!("{}", psi_summary(&job, &cfg.party.name, &r));
-    Ok(ExitCode::SUCCESS)
+    Ok(request(&options, &a.dataset, peers, output.as_deref()))
 }
 
 /// The one-line summary of a PSI job.

@@ -4,6 +4,7 @@ use std::io::IsTerminal;
 use std::path::Path;
 use std::process::ExitCode;
 
+use confide_proto::SubmitRequest;
 use confide_risk::Answer;
 
 use super::CliError;
@@ -19,15 +20,20 @@ pub async fn ingest_dataset(
     dataset: &str,
     bar: bool,
 ) -> Result<serde_json::Value, CliError> {
-    let req = request(
+    let req = ingest_request(dataset);
+    let show = if bar { Show::Bar } else { Show::Quiet };
+    let (_, r) = submit_with(cfg, req, show).await?;
+    Ok(r)
+}
+
+/// The request of a `risk-ingest` job of `dataset` (also what the Python package submits).
+pub fn ingest_request(dataset: &str) -> SubmitRequest {
+    request(
         &JobOptions::RiskIngest(kinds::risk_ingest::Opts {}),
         dataset,
         vec![],
         None,
-    );
-    let show = if bar { Show::Bar } else { Show::Quiet };
-    let (_, r) = submit_with(cfg, req, show).await?;
-    Ok(r)
+    )
 }
 
 /// Asks the alliance about `ids` through this party's daemon (a `risk-query` job).

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use confide_proto::{DatasetRef, JobState, SubmitRequest};
+use confide_proto::{DatasetRef, JobEvent, JobState, SubmitRequest};
 
 use super::CliError;
 use crate::base::config::PartyConfig;
@@ -119,18 +119,7 @@ pub async fn submit_with(
     req: SubmitRequest,
     show: Show,
 ) -> Result<(String, serde_json::Value), CliError> {
-    let bar = show == Show::Bar;
-    let mut ctl = client::control(cfg).await?;
-    let kind = req.kind.clone();
-    let mut stream = ctl
-        .submit(req)
-        .await
-        .map_err(|s| CliError::Submit {
-            kind: kind.clone(),
-            message: status_line(&s),
-        })?
-        .into_inner();
-    let pb = bar.then(|| {
+    let pb = (show == Show::Bar).then(|| {
         let pb = indicatif::ProgressBar::new(0);
         pb.set_style(
             indicatif::ProgressStyle::with_template(
@@ -142,9 +131,64 @@ pub async fn submit_with(
         pb.enable_steady_tick(Duration::from_millis(200));
         pb
     });
-    let mut job_id = String::new();
     let mut last_plain = Instant::now() - Duration::from_secs(10);
     let mut last_stage = String::new();
+    let res = submit_events(cfg, req, |ev| {
+        let state = JobState::try_from(ev.state).unwrap_or(JobState::Unspecified);
+        if matches!(
+            state,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        ) {
+            return;
+        }
+        if let Some(pb) = &pb {
+            pb.set_prefix(ev.stage.clone());
+            pb.set_length(ev.total);
+            pb.set_position(ev.done);
+            pb.set_message(ev.message.clone());
+        } else if show == Show::Lines
+            && (ev.stage != last_stage || last_plain.elapsed() > Duration::from_secs(2))
+        {
+            last_plain = Instant::now();
+            last_stage = ev.stage.clone();
+            let job_id = &ev.job_id;
+            if ev.total > 0 {
+                eprintln!(
+                    "[{job_id}] {}: {}/{} {}",
+                    ev.stage, ev.done, ev.total, ev.message
+                );
+            } else {
+                eprintln!("[{job_id}] {}: {}", ev.stage, ev.message);
+            }
+        }
+    })
+    .await;
+    if let Some(pb) = &pb {
+        pb.finish_and_clear();
+    }
+    res
+}
+
+/// Submits a job to this party's daemon and hands every event of its progress stream to
+/// `on_event` (the final one included); returns the job id and its JSON result, or the
+/// job's failure. The one submit path of the CLI and of the Python package.
+pub async fn submit_events(
+    cfg: &PartyConfig,
+    req: SubmitRequest,
+    mut on_event: impl FnMut(&JobEvent),
+) -> Result<(String, serde_json::Value), CliError> {
+    let mut ctl = client::control(cfg).await?;
+    let kind = req.kind.clone();
+    let mut stream = ctl
+        .submit(req)
+        .await
+        .map_err(|s| CliError::Submit {
+            kind: kind.clone(),
+            code: s.code(),
+            message: status_line(&s),
+        })?
+        .into_inner();
+    let mut job_id = String::new();
     loop {
         let ev = match stream.message().await {
             Ok(Some(ev)) => ev,
@@ -164,19 +208,14 @@ pub async fn submit_with(
             }
         };
         job_id = ev.job_id.clone();
+        on_event(&ev);
         let state = JobState::try_from(ev.state).unwrap_or(JobState::Unspecified);
         match state {
             JobState::Succeeded => {
-                if let Some(pb) = &pb {
-                    pb.finish_and_clear();
-                }
                 let v = serde_json::from_str(&ev.result_json).unwrap_or(serde_json::Value::Null);
                 return Ok((job_id, v));
             }
             JobState::Failed | JobState::Cancelled => {
-                if let Some(pb) = &pb {
-                    pb.finish_and_clear();
-                }
                 return Err(CliError::Job {
                     kind,
                     job: job_id,
@@ -184,27 +223,7 @@ pub async fn submit_with(
                     message: ev.error,
                 });
             }
-            _ => {
-                if let Some(pb) = &pb {
-                    pb.set_prefix(ev.stage.clone());
-                    pb.set_length(ev.total);
-                    pb.set_position(ev.done);
-                    pb.set_message(ev.message.clone());
-                } else if show == Show::Lines
-                    && (ev.stage != last_stage || last_plain.elapsed() > Duration::from_secs(2))
-                {
-                    last_plain = Instant::now();
-                    last_stage = ev.stage.clone();
-                    if ev.total > 0 {
-                        eprintln!(
-                            "[{job_id}] {}: {}/{} {}",
-                            ev.stage, ev.done, ev.total, ev.message
-                        );
-                    } else {
-                        eprintln!("[{job_id}] {}: {}", ev.stage, ev.message);
-                    }
-                }
-            }
+            _ => {}
         }
     }
 }

@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use confide_proto::DatasetRef;
+use confide_proto::{DatasetRef, SubmitRequest};
 use confide_training::{GbdtOptions, StoredGbdt};
 
 use super::CliError;
@@ -46,19 +46,24 @@ fn peers_and_dealer(peer: DatasetRef, dealer: &str) -> Vec<DatasetRef> {
 /// `confide train`.
 pub async fn train(a: TrainArgs) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(&a.config.config)?;
+    let req = train_request(&cfg, &a)?;
+    let (job, r) = submit(&cfg, req).await?;
+    println!("{}", train_summary(&job, &r));
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The job request of `confide train` (also what the Python package submits).
+pub fn train_request(cfg: &PartyConfig, a: &TrainArgs) -> Result<SubmitRequest, CliError> {
     let peer = parse_peer(&a.peer)?;
-    let dealer = configured_dealer(&cfg, &peer.party)?;
-    let opts = train_options(&a, dealer.clone())?;
+    let dealer = configured_dealer(cfg, &peer.party)?;
+    let opts = train_options(a, dealer.clone())?;
     let output = absolute(&a.output)?;
-    let req = request(
+    Ok(request(
         &JobOptions::Train(opts),
         &a.dataset,
         peers_and_dealer(peer, &dealer),
         Some(&output),
-    );
-    let (job, r) = submit(&cfg, req).await?;
-    println!("{}", train_summary(&job, &r));
-    Ok(ExitCode::SUCCESS)
+    ))
 }
 
 /// The job options of `confide train` (a fresh random job seed).
@@ -143,9 +148,25 @@ pub fn train_summary(job: &str, r: &serde_json::Value) -> String {
 /// `confide predict`.
 pub async fn predict(a: PredictArgs) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(&a.config.config)?;
+    let req = predict_request(&cfg, &a)?;
+    let (job, r) = submit(&cfg, req).await?;
+    println!(
+        "predict job {job}: scored {} common rows with model {}; scores written to {} (only {} sees them) in {:.2} s",
+        r.get("common_rows").and_then(|v| v.as_u64()).unwrap_or(0),
+        a.model,
+        r.get("output").and_then(|v| v.as_str()).unwrap_or("-"),
+        cfg.party.name,
+        r.get("elapsed_ms").and_then(|v| v.as_u64()).unwrap_or(0) as f64 / 1000.0
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The job request of `confide predict` (also what the Python package submits): the
+/// model's parties and shape come from its metadata at this party.
+pub fn predict_request(cfg: &PartyConfig, a: &PredictArgs) -> Result<SubmitRequest, CliError> {
     let peer = parse_peer(&a.peer)?;
     valid_model_id(&a.model)?;
-    let meta = read_meta(&cfg, &a.model)?;
+    let meta = read_meta(cfg, &a.model)?;
     let holders = [&meta.parties.active, &meta.parties.passive];
     if !holders.contains(&&peer.party) || peer.party == cfg.party.name {
         return Err(CliError::Usage(format!(
@@ -164,7 +185,7 @@ pub async fn predict(a: PredictArgs) -> Result<ExitCode, CliError> {
     };
     let opts = if meta.is_gbdt() {
         // The shape of a boosted model (public) goes into the job for the dealer.
-        let path = confide_training::share_path(&models_dir(&cfg), &a.model)?;
+        let path = confide_training::share_path(&models_dir(cfg), &a.model)?;
         let stored = StoredGbdt::read(&path, &a.model)?;
         kinds::predict::Opts {
             trees: Some(stored.model.trees.len()),
@@ -175,22 +196,12 @@ pub async fn predict(a: PredictArgs) -> Result<ExitCode, CliError> {
         opts
     };
     let output = absolute(&a.output)?;
-    let req = request(
+    Ok(request(
         &JobOptions::Predict(opts),
         &a.dataset,
         peers_and_dealer(peer, &meta.parties.dealer),
         Some(&output),
-    );
-    let (job, r) = submit(&cfg, req).await?;
-    println!(
-        "predict job {job}: scored {} common rows with model {}; scores written to {} (only {} sees them) in {:.2} s",
-        r.get("common_rows").and_then(|v| v.as_u64()).unwrap_or(0),
-        a.model,
-        r.get("output").and_then(|v| v.as_str()).unwrap_or("-"),
-        cfg.party.name,
-        r.get("elapsed_ms").and_then(|v| v.as_u64()).unwrap_or(0) as f64 / 1000.0
-    );
-    Ok(ExitCode::SUCCESS)
+    ))
 }
 
 #[cfg(test)]

@@ -12,6 +12,7 @@ use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 
 use super::{Daemon, VERSION, jobs};
+use crate::base::config::PartyConfig;
 use crate::base::error::{DaemonError, status_line};
 use crate::base::ids::{new_job_id, now_ms};
 use crate::base::job::JobSpec;
@@ -148,6 +149,99 @@ impl Control for ControlService {
             .map_err(DaemonError::local_status)?;
         Ok(Response::new(CancelJobReply { cancelled }))
     }
+
+    async fn add_dataset(
+        &self,
+        req: Request<AddDatasetRequest>,
+    ) -> Result<Response<AddDatasetReply>, Status> {
+        self.local(&req)?;
+        let r = req.into_inner();
+        let d = self.daemon.clone();
+        // One registration at a time: each re-reads and rewrites party.toml.
+        static ADDING: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+        let _one = ADDING.lock().await;
+        let name = r.name.clone();
+        let config = d.cfg.source.display().to_string();
+        let res = tokio::task::spawn_blocking(move || add_dataset(&d, &r))
+            .await
+            .map_err(|e| Status::internal(format!("adding dataset `{name}`: {e}")))?;
+        match res {
+            Ok(grants) => {
+                tracing::warn!(dataset = %name, allow = %grants, config = %config, "policy changed: dataset registered");
+                Ok(Response::new(AddDatasetReply { config }))
+            }
+            Err(e) => {
+                tracing::warn!(dataset = %name, error = %e, "refused dataset registration");
+                Err(e.local_status())
+            }
+        }
+    }
+}
+
+/// Checks a dataset registration, appends its table to `party.toml` and re-reads that file
+/// (the file stays the source of truth: a restarted daemon reads the same datasets).
+/// Returns the grants as written, for the log.
+fn add_dataset(d: &Daemon, r: &AddDatasetRequest) -> Result<String, DaemonError> {
+    let invalid = |m: String| DaemonError::InvalidRequest(format!("dataset `{}`: {m}", r.name));
+    if r.name.is_empty()
+        || !r
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(invalid("a name is letters, digits, '_' and '-'".into()));
+    }
+    if d.current().datasets.contains_key(&r.name) {
+        return Err(invalid(format!(
+            "already declared in {} (choose another name)",
+            d.cfg.source.display()
+        )));
+    }
+    let path = std::path::PathBuf::from(&r.path);
+    if !path.is_absolute() {
+        return Err(invalid(format!("{} is not an absolute path", r.path)));
+    }
+    let header = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(&path)
+        .and_then(|mut rd| rd.headers().cloned())
+        .map_err(|e| invalid(format!("cannot read {}: {e}", path.display())))?;
+    if !header.iter().any(|h| h.trim() == r.id_column) {
+        let cols: Vec<&str> = header.iter().collect();
+        return Err(invalid(format!(
+            "{} has no column `{}` (its columns: {})",
+            path.display(),
+            r.id_column,
+            cols.join(", ")
+        )));
+    }
+    let mut allow = toml::Table::new();
+    for g in &r.allow {
+        allow.insert(
+            g.kind.clone(),
+            toml::Value::Array(g.parties.iter().cloned().map(toml::Value::String).collect()),
+        );
+    }
+    let mut table = toml::Table::new();
+    table.insert("path".into(), toml::Value::String(r.path.clone()));
+    table.insert("id_column".into(), toml::Value::String(r.id_column.clone()));
+    table.insert("allow".into(), toml::Value::Table(allow.clone()));
+    let mut datasets = toml::Table::new();
+    datasets.insert(r.name.clone(), toml::Value::Table(table));
+    let mut doc = toml::Table::new();
+    doc.insert("datasets".into(), toml::Value::Table(datasets));
+    let appended = toml::to_string(&doc)
+        .map_err(|e| DaemonError::Internal(format!("writing dataset `{}`: {e}", r.name)))?;
+    let source = &d.cfg.source;
+    let text = std::fs::read_to_string(source)
+        .map_err(|e| DaemonError::io(format!("reading {}", source.display()), e))?;
+    let next = format!("{}\n{appended}", text.trim_end());
+    // Parsed (and so validated: known parties, known kinds, the file exists) before the
+    // file is replaced.
+    let reloaded = PartyConfig::parse(&next, source, |k| std::env::var(k).ok())?;
+    crate::base::files::write_atomic(source, next.as_bytes(), false)?;
+    d.set_datasets(reloaded);
+    Ok(allow.to_string().replace('\n', "; "))
 }
 
 /// Validates a submitted job locally, proposes it to every peer, and registers it.
@@ -177,7 +271,7 @@ async fn prepare(
         )));
     }
     options.check_local(
-        &d.cfg,
+        &d.current(),
         &Plan {
             me: d.me(),
             initiator: d.me(),

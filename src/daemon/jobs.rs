@@ -172,6 +172,8 @@ impl JobTable {
 /// The [`Env`] a job runs in: the daemon's services, narrowed to what a job may use.
 struct DaemonEnv {
     daemon: Arc<Daemon>,
+    /// The configuration when the job started (its datasets stay put for the job).
+    cfg: Arc<PartyConfig>,
     spec: JobSpec,
     work_dir: PathBuf,
     events: Option<mpsc::Sender<JobEvent>>,
@@ -190,7 +192,7 @@ const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(900);
 
 impl Env for DaemonEnv {
     fn config(&self) -> &PartyConfig {
-        &self.daemon.cfg
+        &self.cfg
     }
 
     fn spec(&self) -> &JobSpec {
@@ -288,6 +290,7 @@ pub async fn run(
     let mut abort_rx = abort.subscribe();
     let env = DaemonEnv {
         daemon: daemon.clone(),
+        cfg: daemon.current(),
         spec: spec.clone(),
         work_dir: work_dir.clone(),
         events: events.clone(),
@@ -386,7 +389,9 @@ async fn anchor(
         return result;
     };
     let commitments = peer_commitments(daemon, spec).await;
-    match crate::audit::evidence::record_job(a, &daemon.cfg, spec, &commitments, &result).await {
+    match crate::audit::evidence::record_job(a, &daemon.current(), spec, &commitments, &result)
+        .await
+    {
         Ok(Some(index)) => result.map(|mut v| {
             if let Some(o) = v.as_object_mut() {
                 o.insert("audit_index".into(), index.into());

@@ -32,7 +32,12 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 /// The daemon's shared state.
 #[derive(Debug)]
 pub struct Daemon {
+    /// The configuration the daemon started with: identity, TLS, peers, policy. Datasets
+    /// registered since (Control `AddDataset`) are only in [`Daemon::current`].
     pub cfg: Arc<PartyConfig>,
+    /// The configuration with every dataset registered so far (re-read from `party.toml`
+    /// after each `AddDataset`, which appends to that file first).
+    current: std::sync::RwLock<Arc<PartyConfig>>,
     pub channels: Arc<PeerChannels>,
     pub rendezvous: Rendezvous,
     pub metrics: Arc<Metrics>,
@@ -69,8 +74,29 @@ impl Daemon {
             jobs: JobTable::default(),
             commitments: commitments::Commitments::default(),
             risk: tokio::sync::OnceCell::new(),
+            current: std::sync::RwLock::new(Arc::new(cfg.clone())),
             cfg: Arc::new(cfg),
         }))
+    }
+
+    /// The configuration as it is now (the started one plus datasets registered since):
+    /// what policy checks and jobs read their datasets from.
+    pub fn current(&self) -> Arc<PartyConfig> {
+        match self.current.read() {
+            Ok(c) => c.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Replaces the datasets of [`Daemon::current`] with those of `reloaded` (the rest of
+    /// the configuration stays as started: a changed peer or key needs a restart).
+    pub fn set_datasets(&self, reloaded: PartyConfig) {
+        let mut next = (*self.cfg).clone();
+        next.datasets = reloaded.datasets;
+        match self.current.write() {
+            Ok(mut c) => *c = Arc::new(next),
+            Err(poisoned) => *poisoned.into_inner() = Arc::new(next),
+        }
     }
 
     /// This party's name.

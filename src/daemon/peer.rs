@@ -94,7 +94,7 @@ impl Peer for PeerService {
             parties: &p.parties,
         };
         let checked = JobOptions::parse(&p.kind, &p.options_json)
-            .and_then(|o| o.check_peer(&d.cfg, &plan).map(|()| o));
+            .and_then(|o| o.check_peer(&d.current(), &plan).map(|()| o));
         let options = match checked {
             Ok(o) => o,
             // The initiator adds "refused:" itself.
@@ -115,8 +115,8 @@ impl Peer for PeerService {
         let abort = d.jobs.register(&spec).map_err(Status::from)?;
         // A salted commitment to the dataset this party brings, for the initiator's audit
         // entry: hashed in the background (the reply does not wait for a large file).
-        if let Some(ds) = d
-            .cfg
+        let now = d.current();
+        if let Some(ds) = now
             .datasets
             .get(plan.my_dataset())
             .filter(|d| d.problem.is_none())
