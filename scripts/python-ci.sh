@@ -15,6 +15,6 @@ CARGO_TARGET_DIR="$PWD/target" MATURIN_PEP517_ARGS="--profile dev --locked" \
 export CONFIDE_BIN="$PWD/target/debug/confide" MPLBACKEND=Agg
 "$venv/bin/pytest" python/tests -q -p no:cacheprovider
 "$venv/bin/python" examples/joint_credit_model.py "$(dirname "$venv")/roc.png"
-"$venv/bin/python" examples/notebooks/run.py
+env -u MPLBACKEND "$venv/bin/python" examples/notebooks/run.py
 rm -rf "$(dirname "$venv")"
 echo "python step: $((SECONDS - started)) s"
