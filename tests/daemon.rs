@@ -265,24 +265,12 @@ fn a_dataset_whose_file_is_unusable_is_disabled_and_the_others_are_served() {
 
     // bob serves his good dataset …
     let out = root.path().join("out.csv");
-    let o = psi(
-        &dir,
-        "alice",
-        "customers",
-        &["bob:customers"],
-        &["--output", path_str(&out)],
-    );
+    let o = alice_psi(&dir, "bob:customers", &out);
     ok(&o, "psi on bob's good dataset");
     // … and refuses the broken ones, naming the dataset but not its path.
     for name in ["folder", "gone"] {
         let out = root.path().join(format!("{name}.csv"));
-        let o = psi(
-            &dir,
-            "alice",
-            "customers",
-            &[&format!("bob:{name}")],
-            &["--output", path_str(&out)],
-        );
+        let o = alice_psi(&dir, &format!("bob:{name}"), &out);
         assert!(!o.status.success(), "psi on bob:{name} succeeded");
         let e = stderr(&o);
         assert!(
@@ -368,13 +356,7 @@ fn an_output_that_cannot_be_written_is_refused_before_any_work() {
         (file.join("sub").join("out.csv"), "Not a directory"),
         (data.clone(), "it is a directory"),
     ] {
-        let o = psi(
-            &dir,
-            "alice",
-            "customers",
-            &["bob:customers"],
-            &["--output", path_str(&out)],
-        );
+        let o = alice_psi(&dir, "bob:customers", &out);
         assert!(!o.status.success(), "{}", out.display());
         let e = stderr(&o);
         assert!(
@@ -419,4 +401,15 @@ fn an_output_that_cannot_be_written_is_refused_before_any_work() {
             .any(|n| n.to_string_lossy().contains('\u{fffd}')),
         "{names:?}"
     );
+}
+
+/// `confide psi` at alice on her `customers` with `peer` (PARTY:DATASET), output to `out`.
+fn alice_psi(dir: &std::path::Path, peer: &str, out: &std::path::Path) -> std::process::Output {
+    psi(
+        dir,
+        "alice",
+        "customers",
+        &[peer],
+        &["--output", path_str(out)],
+    )
 }

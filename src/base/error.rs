@@ -201,6 +201,11 @@ pub fn status_line(s: &tonic::Status) -> String {
     m
 }
 
+/// How often an idle connection to a peer is pinged (HTTP/2 keepalive).
+pub const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(4);
+/// A peer that answers no ping for this long (from the last traffic) is unresponsive.
+pub const UNRESPONSIVE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// What went wrong with the connection, in words an operator can act on, when `s` was
 /// raised by the transport (it has a source error) rather than sent by the peer.
 fn transport_cause(s: &tonic::Status) -> Option<String> {
@@ -220,7 +225,7 @@ fn transport_cause(s: &tonic::Status) -> Option<String> {
         return None;
     }
     use std::io::ErrorKind as K;
-    let after = crate::net::links::UNRESPONSIVE_AFTER.as_secs();
+    let after = UNRESPONSIVE_AFTER.as_secs();
     // hyper ends a connection whose keepalive ping goes unanswered; its streams then end
     // with h2's "broken pipe" (a peer that went away instead shows EOF or a reset).
     Some(

@@ -2,6 +2,7 @@
 //! descriptions, files, counters. Imports nothing else of this crate.
 
 pub mod config;
+pub mod dataset;
 pub mod error;
 pub mod files;
 pub mod ids;

@@ -131,10 +131,7 @@ pub fn keepalive(e: Endpoint) -> Endpoint {
         .http2_adaptive_window(true)
 }
 
-/// How often an idle connection is pinged.
-pub const KEEPALIVE_EVERY: Duration = Duration::from_secs(4);
-/// A peer that answers no ping for this long (from the last traffic) is unresponsive.
-pub const UNRESPONSIVE_AFTER: Duration = Duration::from_secs(10);
+pub use crate::base::error::{KEEPALIVE_EVERY, UNRESPONSIVE_AFTER};
 
 /// Dials over mutual TLS as this party toward `peer` (whose certificate must name it),
 /// building the TLS configuration at every new connection so the current CRL applies: a
