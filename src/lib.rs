@@ -18,6 +18,15 @@
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+/// `println!` for command output that may go to a pipe: see [`base::files::stdout_line`]
+/// (a reader that closed early, as in `confide audit log | head -1`, ends the command
+/// quietly instead of panicking).
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::base::files::stdout_line(format_args!($($arg)*))
+    };
+}
+
 pub mod audit;
 pub mod base;
 pub mod cli;

@@ -106,6 +106,18 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(stdout(&o).contains("intact"), "{}", stdout(&o));
     }
+    // A reader that stops early (`confide audit log | head -1`) ends the command quietly,
+    // with status 0: no panic on the closed pipe.
+    let mut child = cli(&["audit", "log", "--config", path_str(&config(&dir, "alice"))])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let o = child.wait_with_output().unwrap();
+    assert!(o.status.success(), "{:?}: {}", o.status, stderr(&o));
+    assert!(stderr(&o).is_empty(), "{}", stderr(&o));
+
     let o = at(&dir, "carol", &["audit", "log", "--summary"]);
     let summary = stdout(&o);
     let row = |name: &str| {

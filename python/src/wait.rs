@@ -17,6 +17,8 @@ use pyo3::prelude::*;
 
 /// How often a wait checks for Python signals.
 const SIGNAL_POLL: Duration = Duration::from_millis(100);
+/// How long an interrupt that came before the job's first event waits for its id.
+const ID_WAIT: Duration = Duration::from_secs(5);
 /// How long an interrupted job's final event is awaited after its cancellation.
 const CANCEL_WAIT: Duration = Duration::from_secs(20);
 
@@ -62,9 +64,20 @@ where
                                 Err(e) => e,
                             },
                         };
-                        let id = job
-                            .and_then(|(j, _)| j.lock().ok().map(|s| s.clone()))
-                            .unwrap_or_default();
+                        let id_now = || {
+                            job.and_then(|(j, _)| j.lock().ok().map(|s| s.clone()))
+                                .unwrap_or_default()
+                        };
+                        let mut id = id_now();
+                        // Interrupted after submitting but before the daemon's first event:
+                        // the job exists, so wait a moment for its id to cancel it too.
+                        let deadline = tokio::time::Instant::now() + ID_WAIT;
+                        while job.is_some() && id.is_empty() && tokio::time::Instant::now() < deadline {
+                            tokio::select! {
+                                _ = &mut fut => return Err(Stopped::Interrupted(interrupt)),
+                                _ = tokio::time::sleep(Duration::from_millis(20)) => id = id_now(),
+                            }
+                        }
                         if !id.is_empty() {
                             let _ = cancel_job(cfg, &id).await;
                             let _ = tokio::time::timeout(CANCEL_WAIT, &mut fut).await;

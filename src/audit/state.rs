@@ -158,15 +158,13 @@ impl AuditState {
                 }),
             )
             .await
-            .map_err(|_| DaemonError::Peer {
-                peer: seq.clone(),
-                address: "-".into(),
-                message: "audit append: no answer within 10 s".into(),
+            .map_err(|_| {
+                a.channels
+                    .peer_error(&seq, "audit append: no answer within 10 s")
             })?
-            .map_err(|s| DaemonError::Peer {
-                peer: seq.clone(),
-                address: "-".into(),
-                message: format!("audit append: {}", status_line(&s)),
+            .map_err(|s| {
+                a.channels
+                    .peer_error(&seq, format!("audit append: {}", status_line(&s)))
             })?
             .into_inner();
             let p: InclusionPromise = serde_json::from_slice(&r.promise).map_err(|e| {

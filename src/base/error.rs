@@ -33,8 +33,9 @@ pub enum DaemonError {
         addr: String,
         source: std::io::Error,
     },
-    /// A peer (or this party's own daemon, seen from the CLI) failed or is unreachable.
-    #[error("peer `{peer}` at {address}: {message}")]
+    /// A peer (or this party's own daemon, seen from the CLI) failed or is unreachable;
+    /// `address` is empty when it is not known where the failure happened.
+    #[error("peer `{peer}`{}: {message}", at_address(.address))]
     Peer {
         peer: String,
         address: String,
@@ -201,10 +202,19 @@ pub fn status_line(s: &tonic::Status) -> String {
     m
 }
 
+/// " at ADDRESS" for an error message, or nothing when the address is not known.
+fn at_address(address: &str) -> String {
+    if address.is_empty() {
+        String::new()
+    } else {
+        format!(" at {address}")
+    }
+}
+
 /// How often an idle connection to a peer is pinged (HTTP/2 keepalive).
-pub const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(4);
+pub const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// A peer that answers no ping for this long (from the last traffic) is unresponsive.
-pub const UNRESPONSIVE_AFTER: std::time::Duration = std::time::Duration::from_secs(10);
+pub const UNRESPONSIVE_AFTER: std::time::Duration = std::time::Duration::from_secs(8);
 
 /// What went wrong with the connection, in words an operator can act on, when `s` was
 /// raised by the transport (it has a source error) rather than sent by the peer.

@@ -69,3 +69,23 @@ mod tests {
         assert_eq!(std::fs::read_dir(p.parent().unwrap()).unwrap().count(), 1);
     }
 }
+
+/// Writes one line of command output to stdout. When the reader has gone (a closed pipe,
+/// as in `confide audit log | head -1`) the process ends at once with status 0, the way
+/// `head`'s other writers end, instead of panicking as `println!` does; any other write
+/// error ends it with status 1 and a message on stderr.
+pub fn stdout_line(args: std::fmt::Arguments<'_>) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let written = out
+        .write_fmt(args)
+        .and_then(|()| out.write_all(b"\n"))
+        .and_then(|()| out.flush());
+    if let Err(e) = written {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            std::process::exit(0);
+        }
+        eprintln!("error: writing to stdout: {e}");
+        std::process::exit(1);
+    }
+}

@@ -15,21 +15,21 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
     match c {
         AuditCommand::Check { proof, genesis } => {
             let (_, line) = check(&proof, &genesis)?;
-            println!("{line}");
+            outln!("{line}");
             Ok(ExitCode::SUCCESS)
         }
         AuditCommand::Log { config, summary } => {
             let cfg = PartyConfig::load(&config.config)?;
             let v = log(&cfg, summary).await?;
             if summary {
-                println!("{:<12} {:>8} {:>8}", "member", "started", "served");
+                outln!("{:<12} {:>8} {:>8}", "member", "started", "served");
                 if let Some(m) = v.as_object() {
                     for (name, x) in m {
-                        println!("{:<12} {:>8} {:>8}", name, x["started"], x["served"]);
+                        outln!("{:<12} {:>8} {:>8}", name, x["started"], x["served"]);
                     }
                 }
             } else {
-                println!(
+                outln!(
                     "{} entries; final checkpoint at size {}",
                     v["size"],
                     v["final_size"]
@@ -37,9 +37,14 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| "none yet".into())
                 );
-                println!(
+                outln!(
                     "{:>6} {:<24} {:<8} {:<11} {:<26} {:<16} fingerprint",
-                    "index", "time (UTC ms)", "member", "kind", "job", "served by"
+                    "index",
+                    "time (UTC ms)",
+                    "member",
+                    "kind",
+                    "job",
+                    "served by"
                 );
                 for e in v["entries"].as_array().into_iter().flatten() {
                     let served: Vec<&str> = e["served_by"]
@@ -48,7 +53,7 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
                         .flatten()
                         .filter_map(|x| x.as_str())
                         .collect();
-                    println!(
+                    outln!(
                         "{:>6} {:<24} {:<8} {:<11} {:<26} {:<16} {}",
                         e["index"],
                         e["timestamp_ms"],
@@ -66,7 +71,7 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
             let cfg = PartyConfig::load(&config.config)?;
             let r = verify(&cfg).await?;
             if r.ok {
-                println!("{}: audit log intact: {}", cfg.party.name, r.report);
+                outln!("{}: audit log intact: {}", cfg.party.name, r.report);
                 Ok(ExitCode::SUCCESS)
             } else {
                 Err(CliError::Failed(format!(
@@ -84,7 +89,7 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
             let bundle = prove(&cfg, &job, Duration::from_secs(15)).await?;
             std::fs::write(&output, &bundle)
                 .map_err(|e| CliError::io(format!("writing {}", output.display()), e))?;
-            println!(
+            outln!(
                 "wrote the proof of job {job} to {} (check it offline: confide audit check {} --genesis genesis.json)",
                 output.display(),
                 output.display()

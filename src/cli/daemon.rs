@@ -34,7 +34,7 @@ pub async fn netcheck(
         .collect();
     let req = request(&JobOptions::Netcheck(opts), "", peers, None);
     let (job, result) = submit(&cfg, req).await?;
-    println!("netcheck job {job}: {result}");
+    outln!("netcheck job {job}: {result}");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -81,22 +81,28 @@ pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCo
         .map(|p| p.name.as_str())
         .collect();
     if json {
-        println!("{}", status_json(&reply));
+        outln!("{}", status_json(&reply));
     } else {
-        println!(
+        outln!(
             "{}: daemon up (confide {}), {} job(s) running",
-            reply.party, reply.version, reply.jobs_running
+            reply.party,
+            reply.version,
+            reply.jobs_running
         );
         for p in &reply.peers {
             if p.reachable {
-                println!(
+                outln!(
                     "  {:<12} {:<22} ok ({} ms, mutual TLS)",
-                    p.name, p.address, p.latency_ms
+                    p.name,
+                    p.address,
+                    p.latency_ms
                 );
             } else {
-                println!(
+                outln!(
                     "  {:<12} {:<22} UNREACHABLE: {}",
-                    p.name, p.address, p.error
+                    p.name,
+                    p.address,
+                    p.error
                 );
             }
         }
@@ -113,13 +119,16 @@ pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCo
 pub async fn jobs(config: &Path) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(config)?;
     let jobs = list_jobs(&cfg).await?;
-    println!(
+    outln!(
         "{:<26} {:<9} {:<10} {:<10} parties",
-        "job", "kind", "state", "initiator"
+        "job",
+        "kind",
+        "state",
+        "initiator"
     );
     for j in jobs {
         let state = JobState::try_from(j.state).unwrap_or(JobState::Unspecified);
-        println!(
+        outln!(
             "{:<26} {:<9} {:<10} {:<10} {}{}",
             j.job_id,
             j.kind,
@@ -140,9 +149,9 @@ pub async fn jobs(config: &Path) -> Result<ExitCode, CliError> {
 pub async fn cancel(config: &Path, job: String) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(config)?;
     if cancel_job(&cfg, &job).await? {
-        println!("job {job} cancelled");
+        outln!("job {job} cancelled");
     } else {
-        println!("job {job} had already ended");
+        outln!("job {job} had already ended");
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -41,21 +41,21 @@ pub enum CliError {
     /// The daemon refused a job at submission (bad options, policy, inputs), before it ran;
     /// `code` tells which (`PermissionDenied` for a policy refusal, `InvalidArgument` for
     /// a request that cannot work, `Unavailable` for an unreachable peer).
-    #[error("{kind}: {message}")]
+    #[error("{kind}: {}", unprefixed(.kind, .message))]
     Submit {
         kind: String,
         code: tonic::Code,
         message: String,
     },
     /// A submitted job's progress stream broke or ended early.
-    #[error("{kind} job {job}: {message}")]
+    #[error("{kind} job {job}: {}", unprefixed(.kind, .message))]
     Stream {
         kind: String,
         job: String,
         message: String,
     },
     /// A submitted job failed or was cancelled (`state`), with the daemon's reason.
-    #[error("{kind} job {job} {state}: {message}")]
+    #[error("{kind} job {job} {state}: {}", unprefixed(.kind, .message))]
     Job {
         kind: String,
         job: String,
@@ -111,5 +111,40 @@ impl From<confide_training::TrainError> for CliError {
 impl From<confide_risk::RiskError> for CliError {
     fn from(e: confide_risk::RiskError) -> Self {
         Self::Daemon(e.into())
+    }
+}
+
+/// `message` without a leading "KIND: " (or "KIND WITH SPACES: ") that would repeat the
+/// job kind the CLI already puts in front ("risk-query: risk query: no IDs").
+fn unprefixed<'a>(kind: &str, message: &'a str) -> &'a str {
+    let spaced = kind.replace('-', " ");
+    for k in [kind, spaced.as_str()] {
+        if let Some(rest) = message.strip_prefix(k).and_then(|r| r.strip_prefix(": ")) {
+            return rest;
+        }
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_message_does_not_repeat_the_kind() {
+        let e = CliError::Submit {
+            kind: "risk-query".into(),
+            code: tonic::Code::InvalidArgument,
+            message: "risk query: no IDs".into(),
+        };
+        assert_eq!(e.to_string(), "risk-query: no IDs");
+        let e = CliError::Job {
+            kind: "psi".into(),
+            job: "j1".into(),
+            state: "failed",
+            message: "psi: an output file is needed".into(),
+        };
+        assert_eq!(e.to_string(), "psi job j1 failed: an output file is needed");
+        assert_eq!(unprefixed("psi", "psim: x"), "psim: x");
     }
 }

@@ -27,7 +27,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
     match cli.command {
         Command::Init(a) => {
             if a.exist_ok && a.dir.join("ca.pem").exists() {
-                println!(
+                outln!(
                     "{} already holds an alliance; left as it is",
                     a.dir.display()
                 );
@@ -44,19 +44,19 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 metrics_base_port: a.metrics_base_port,
             };
             init::run(&opts)?;
-            println!(
+            outln!(
                 "wrote alliance of {} parties to {} (ca.pem, genesis.json, docker-compose.yml, and <party>/party.toml)",
                 opts.parties.len(),
                 a.dir.display()
             );
-            println!(
+            outln!(
                 "FOR DEMOS ONLY: this directory holds every member's private keys; a real deployment uses `confide keygen`, `confide ca` and `confide join`"
             );
             Ok(ExitCode::SUCCESS)
         }
         Command::Keygen(a) => {
             let req = keys::keygen(&a.dir, &a.name, &a.address)?;
-            println!(
+            outln!(
                 "wrote {}'s keys to {} (private, 0600) and its request {} for the alliance operator",
                 a.name,
                 a.dir.display(),
@@ -78,7 +78,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
                 dealer: a.dealer,
             };
             let name = keys::join(&opts)?;
-            println!(
+            outln!(
                 "wrote {} for `{name}`",
                 opts.dir.join("party.toml").display()
             );
@@ -90,7 +90,7 @@ pub async fn run(cli: Cli) -> Result<ExitCode, CliError> {
             address,
         }) => {
             keys::peer_add(&config.config, &name, &address)?;
-            println!(
+            outln!(
                 "added peer `{name}` at {address} to {} (restart the daemon to use it)",
                 config.config.display()
             );
@@ -137,7 +137,7 @@ fn ca_command(c: CaCommand) -> Result<ExitCode, CliError> {
         } => {
             let pass = ca::passphrase(passphrase.passphrase_file.as_deref())?;
             ca::init(&dir, &pass, valid_days)?;
-            println!(
+            outln!(
                 "wrote the alliance CA to {} (ca.pem; ca.key.enc, encrypted; members.json; crl.pem)",
                 dir.display()
             );
@@ -151,7 +151,7 @@ fn ca_command(c: CaCommand) -> Result<ExitCode, CliError> {
         } => {
             let pass = ca::passphrase(passphrase.passphrase_file.as_deref())?;
             let name = ca::sign(&dir, &request, &out, &pass, valid_days)?;
-            println!("issued `{name}`'s certificate to {}", out.display());
+            outln!("issued `{name}`'s certificate to {}", out.display());
         }
         CaCommand::Genesis {
             ca: dir,
@@ -159,7 +159,7 @@ fn ca_command(c: CaCommand) -> Result<ExitCode, CliError> {
             sequencer,
         } => {
             let n = ca::genesis(&dir, &out, sequencer.as_deref())?;
-            println!("wrote the genesis of {n} members to {}", out.display());
+            outln!("wrote the genesis of {n} members to {}", out.display());
         }
         CaCommand::Revoke {
             ca: dir,
@@ -168,7 +168,7 @@ fn ca_command(c: CaCommand) -> Result<ExitCode, CliError> {
         } => {
             let pass = ca::passphrase(passphrase.passphrase_file.as_deref())?;
             let crl = ca::revoke(&dir, &name, &pass)?;
-            println!(
+            outln!(
                 "revoked `{name}`: hand {} to every member (their [tls] crl file)",
                 crl.display()
             );

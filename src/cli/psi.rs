@@ -16,7 +16,7 @@ pub async fn psi(a: PsiArgs) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(&a.config.config)?;
     let req = psi_request(&a)?;
     let (job, r) = submit(&cfg, req).await?;
-    println!("{}", psi_summary(&job, &cfg.party.name, &r));
+    outln!("{}", psi_summary(&job, &cfg.party.name, &r));
     Ok(ExitCode::SUCCESS)
 }
 

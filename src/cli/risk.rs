@@ -153,7 +153,7 @@ pub async fn risk(c: RiskCommand) -> Result<ExitCode, CliError> {
         RiskCommand::Ingest { config, dataset } => {
             let cfg = PartyConfig::load(&config.config)?;
             let r = ingest_dataset(&cfg, &dataset, std::io::stderr().is_terminal()).await?;
-            println!("{}", ingest_summary(&r));
+            outln!("{}", ingest_summary(&r));
         }
         RiskCommand::Query {
             config,
@@ -169,7 +169,7 @@ pub async fn risk(c: RiskCommand) -> Result<ExitCode, CliError> {
                         return Err(CliError::Usage("--id is empty".into()));
                     }
                     let a = query_ids(&cfg, std::slice::from_ref(&id)).await?;
-                    println!("{}", answer_json(&id, &a[0]));
+                    outln!("{}", answer_json(&id, &a[0]));
                 }
                 (None, Some(file)) => {
                     let ids = read_ids(&file)?;

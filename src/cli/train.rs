@@ -48,7 +48,7 @@ pub async fn train(a: TrainArgs) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(&a.config.config)?;
     let req = train_request(&cfg, &a)?;
     let (job, r) = submit(&cfg, req).await?;
-    println!("{}", train_summary(&job, &r));
+    outln!("{}", train_summary(&job, &r));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -150,7 +150,7 @@ pub async fn predict(a: PredictArgs) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(&a.config.config)?;
     let req = predict_request(&cfg, &a)?;
     let (job, r) = submit(&cfg, req).await?;
-    println!(
+    outln!(
         "predict job {job}: scored {} common rows with model {}; scores written to {} (only {} sees them) in {:.2} s",
         r.get("common_rows").and_then(|v| v.as_u64()).unwrap_or(0),
         a.model,

@@ -25,13 +25,13 @@ static STEP: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::ne
 /// Prints one numbered demo step with its duration.
 pub fn step(what: &str, started: Instant) {
     let n = STEP.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
-    println!("[{n}] {what} ({:.2} s)", started.elapsed().as_secs_f64());
+    outln!("[{n}] {what} ({:.2} s)", started.elapsed().as_secs_f64());
 }
 
 /// Runs the demo.
 pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     let total = Instant::now();
-    println!(
+    outln!(
         "Confide demo: a local alliance of {} on loopback, mutual TLS everywhere \
          (s0 and s1: the dedicated risk compute nodes, holding no data)",
         PARTIES.join(", ")
@@ -180,7 +180,7 @@ pub async fn run(args: DemoArgs) -> Result<ExitCode, CliError> {
     );
 
     alliance.stop().await;
-    println!("demo finished in {:.2} s", total.elapsed().as_secs_f64());
+    outln!("demo finished in {:.2} s", total.elapsed().as_secs_f64());
     Ok(ExitCode::SUCCESS)
 }
 

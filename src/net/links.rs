@@ -3,7 +3,7 @@
 //! For every job and pair of parties there is one `Peer.Stream`, opened by the party whose
 //! name sorts first. Both ends are pumped into the bounded channels of a
 //! [`confide_mpc::Link`], so protocols see a [`confide_mpc::ChannelTransport`]. A stream
-//! that breaks (peer crashed, network gone: HTTP/2 keepalive notices within ~10 s) turns
+//! that breaks (peer crashed, network gone: HTTP/2 keepalive notices within ~8–10 s) turns
 //! into an error on the job's transport and trips the job's failure signal.
 
 use std::collections::HashMap;
@@ -53,14 +53,11 @@ impl PeerChannels {
         })
     }
 
-    /// An error naming `peer` and its configured address ("-" if it has none).
+    /// An error naming `peer` and its configured address.
     pub fn peer_error(&self, peer: &str, message: impl Into<String>) -> DaemonError {
         DaemonError::Peer {
             peer: peer.to_string(),
-            address: self
-                .address(peer)
-                .unwrap_or("an unknown address")
-                .to_string(),
+            address: self.address(peer).unwrap_or_default().to_string(),
             message: message.into(),
         }
     }
@@ -363,7 +360,7 @@ impl Rendezvous {
                 }
                 Err(DaemonError::Peer {
                     peer: peer.to_string(),
-                    address: "-".into(),
+                    address: String::new(),
                     message: format!("did not join job {job_id} within {} s", timeout.as_secs()),
                 })
             }
