@@ -118,9 +118,11 @@ fault() {
 }
 
 vic() { cid "$1"; }
+# `docker pause` can fail to freeze a busy cgroup ("unable to freeze"): try again.
+pause() { for _ in 1 2 3 4 5; do docker pause "$1" && return 0; sleep 0.3; done; return 1; }
 net="${project}_default"
 WARMUP=4 fault "PSI, docker kill bob" psi_job k.csv 'docker kill $(vic bob)' 'compose start bob' bob
-WARMUP=4 fault "PSI, docker pause bob" psi_job p.csv 'docker pause $(vic bob)' 'docker unpause $(vic bob)' bob
+WARMUP=4 fault "PSI, docker pause bob" psi_job p.csv 'pause $(vic bob)' 'docker unpause $(vic bob)' bob
 WARMUP=4 fault "PSI, network disconnect bob" psi_job n.csv 'docker network disconnect $net $(vic bob)' \
   'docker network connect --alias bob $net $(vic bob)' bob
 WARMUP=4 fault "PSI, docker restart bob" psi_job r.csv 'docker restart -t 0 $(vic bob)' 'true' bob

@@ -358,12 +358,10 @@ pub async fn run(
         }
         Err(e) => {
             tracing::warn!(job = %job_id, kind = %kind, error = %err, "job {status}");
-            // Tell the others, so nobody waits for us: the public rendering only.
-            tell_peers_abort(&daemon, &spec, &e.public()).await;
         }
     }
     drop(links);
-    if let Some(tx) = events {
+    if let Some(tx) = &events {
         let mut ev = JobEvent {
             job_id: job_id.clone(),
             state: state as i32,
@@ -375,6 +373,11 @@ pub async fn run(
             Err(_) => ev.error = err.clone(),
         }
         let _ = tx.send(ev).await;
+    }
+    // Then tell the others, so nobody waits for us (the public rendering only); the
+    // submitter does not wait for a peer that may be the one that froze.
+    if let Err(e) = &result {
+        tell_peers_abort(&daemon, &spec, &e.public()).await;
     }
     result
 }
@@ -388,7 +391,13 @@ async fn anchor(
     let Some(a) = &daemon.audit else {
         return result;
     };
-    let commitments = peer_commitments(daemon, spec).await;
+    // A failed job may have failed because a peer froze: ask briefly.
+    let wait = if result.is_ok() {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(3)
+    };
+    let commitments = peer_commitments(daemon, spec, wait).await;
     match crate::audit::evidence::record_job(a, &daemon.current(), spec, &commitments, &result)
         .await
     {
@@ -413,7 +422,11 @@ async fn anchor(
 
 /// The salted dataset commitments of the job's other parties that bring a dataset
 /// (`Peer.Call` `job.dataset-commitment`; a party that does not answer has none).
-async fn peer_commitments(daemon: &Daemon, spec: &JobSpec) -> BTreeMap<String, [u8; 32]> {
+async fn peer_commitments(
+    daemon: &Daemon,
+    spec: &JobSpec,
+    wait: Duration,
+) -> BTreeMap<String, [u8; 32]> {
     let me = daemon.me();
     let futs = spec
         .parties
@@ -426,7 +439,7 @@ async fn peer_commitments(daemon: &Daemon, spec: &JobSpec) -> BTreeMap<String, [
                 job_id: spec.job_id.clone(),
                 payload: Vec::new(),
             });
-            match tokio::time::timeout(Duration::from_secs(60), call).await {
+            match tokio::time::timeout(wait, call).await {
                 Ok(Ok(r)) => {
                     let c = <[u8; 32]>::try_from(r.into_inner().payload.as_slice()).ok()?;
                     Some((p.party.clone(), c))
@@ -436,7 +449,7 @@ async fn peer_commitments(daemon: &Daemon, spec: &JobSpec) -> BTreeMap<String, [
                     None
                 }
                 Err(_) => {
-                    tracing::warn!(job = %spec.job_id, peer = %p.party, "no dataset commitment from the peer within 60 s");
+                    tracing::warn!(job = %spec.job_id, peer = %p.party, "no dataset commitment from the peer within {} s", wait.as_secs());
                     None
                 }
             }
