@@ -56,6 +56,9 @@ const ID_DST: &[u8] = b"confide-psi/kkrt/id/v1";
 const TAG_CHUNK: usize = 1 << 16;
 /// Evictions before a cuckoo insertion fails.
 pub const MAX_KICKS: usize = 2000;
+/// Largest set size a peer may announce (2^28 items: the OPRF matrix for that many is
+/// about 21 GiB, so larger claims are refused before anything is allocated).
+pub const MAX_ITEMS: u64 = 1 << 28;
 /// Statistical security parameter of the tags.
 const LAMBDA: u32 = 40;
 
@@ -161,6 +164,9 @@ pub async fn run<T: Transport>(
                 return Err(PsiError::malformed(peer, "KKRT: bad size message"));
             }
             let n_r = u64_at(peer, &msg, 0)?;
+            if n_r > MAX_ITEMS {
+                return Err(PsiError::malformed(peer, "KKRT: set too large"));
+            }
             let nb = bins(xs.len());
             let hasher = Hasher {
                 aes: FixedAes::new(seed),
@@ -228,7 +234,7 @@ pub async fn run<T: Transport>(
             let mut sb = [0u8; 16];
             sb.copy_from_slice(&hello[8..24]);
             let seed = u128::from_le_bytes(sb);
-            if n_i > u32::MAX as u64 {
+            if n_i > MAX_ITEMS {
                 return Err(PsiError::malformed(peer, "KKRT: set too large"));
             }
             t.send(peer, (xs.len() as u64).to_le_bytes().to_vec())

@@ -135,6 +135,25 @@ fn no_id_or_unkeyed_hash_on_the_wire_and_sizes_depend_only_on_set_sizes() {
             assert!(!recording_contains(&log, n), "{id}");
         }
     }
+    // The responder's tag lists (2500 tags of 8 bytes each) go sorted, not in input order.
+    let lists: Vec<Vec<u8>> = log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|m| m.from == "b" && m.bytes.len() == 2500 * 8)
+        .map(|m| m.bytes.clone())
+        .collect();
+    assert!(lists.len() >= 3);
+    for l in &lists {
+        let tags: Vec<u64> = l
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap()))
+            .collect();
+        assert!(
+            tags.windows(2).all(|w| w[0] < w[1]),
+            "tags are sorted and distinct"
+        );
+    }
     // Other sets of the same sizes, a different overlap: the same message sizes.
     let a2 = ids(10_000..13_000);
     let b2 = ids(11_000..13_500);
@@ -146,4 +165,20 @@ fn no_id_or_unkeyed_hash_on_the_wire_and_sizes_depend_only_on_set_sizes() {
     s1.sort_by(|p, q| p.0.cmp(&q.0));
     s2.sort_by(|p, q| p.0.cmp(&q.0));
     assert_eq!(s1, s2);
+}
+
+#[test]
+fn an_absurd_set_size_from_the_peer_is_refused_without_allocating() {
+    let r = block_on(async {
+        let mut mesh = memory_mesh(&["a", "b"], 4);
+        let tb = mesh.pop().unwrap();
+        let ta = mesh.pop().unwrap();
+        let mut hello = (crate::kkrt::MAX_ITEMS + 1).to_le_bytes().to_vec();
+        hello.extend_from_slice(&[0u8; 16]);
+        confide_mpc::transport::Transport::send(&ta, "b", hello)
+            .await
+            .unwrap();
+        run(&tb, "a", Role::Responder, OutputMode::Initiator, &ids(0..3)).await
+    });
+    assert!(matches!(r, Err(crate::PsiError::Malformed { .. })));
 }
