@@ -91,6 +91,18 @@ impl PsiError {
     }
 }
 
+impl From<confide_ot::OtError> for PsiError {
+    fn from(e: confide_ot::OtError) -> Self {
+        match e {
+            confide_ot::OtError::Transport(t) => PsiError::Transport(t),
+            confide_ot::OtError::BadPoint(peer) => {
+                PsiError::malformed(&peer, "invalid group element")
+            }
+            confide_ot::OtError::Params(p) => PsiError::Internal(p),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -112,6 +112,7 @@
 pub mod crypto;
 mod error;
 pub mod input;
+pub mod kkrt;
 mod leakage;
 mod protocol;
 mod route;
@@ -252,6 +253,8 @@ pub(crate) async fn run_with_key<T: Transport>(
     Ok(protocol::run(t, job, &|_| {}, key, tuning, false).await?.0)
 }
 
+#[cfg(test)]
+mod kkrt_tests;
 #[cfg(test)]
 mod privacy_tests;
 #[cfg(test)]

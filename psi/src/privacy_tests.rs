@@ -40,7 +40,7 @@ fn read_output(path: &PathBuf) -> BTreeSet<String> {
         .collect()
 }
 
-fn assert_no_id_leaks(log: &Recording, ids: &[String]) {
+pub(crate) fn assert_no_id_leaks(log: &Recording, ids: &[String]) {
     let wire: Vec<Vec<u8>> = log
         .lock()
         .unwrap()

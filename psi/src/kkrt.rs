@@ -1,0 +1,325 @@
+//! Two-party PSI from the KKRT16 OPRF (Kolesnikov, Kumaresan, Rosulek, Trieu, CCS 2016),
+//! over [`confide_ot::oprf`]. Semi-honest; the initiator is the OPRF *receiver*.
+//!
+//! # Protocol
+//!
+//! 1. Each party maps each distinct (trimmed, non-blank) ID to 128 bits,
+//!    `x̂ = SHA-256(DST ‖ id)[..16]` with the two low bits cleared (kept local: only
+//!    keyed values leave a party). The parties exchange their set sizes `n_I`, `n_R`; the
+//!    initiator draws a public seed for the cuckoo hash functions
+//!    `h_k(x̂) = AES_seed(x̂ | k) mod B`, `k ∈ {0, 1, 2}`.
+//! 2. The initiator places its items in a stash-less cuckoo table of `B` bins (see
+//!    [`bins`]), item `x̂` in bin `h_k(x̂)` for one `k`, and runs one OPRF instance per bin
+//!    on `x̂ | k` (a fresh random input for an empty bin), learning `F_b(x̂ | k)`.
+//! 3. The responder evaluates `F_{h_k(ŷ)}(ŷ | k)` for each of its items and each `k`,
+//!    truncates them to tags of `ℓ = 40 + ⌈log2(n_I·n_R)⌉` bits and sends three lists (one
+//!    per `k`), each sorted by value, so their order says nothing about its input order.
+//! 4. The initiator's item in bin `b` via `k` is in the intersection iff its tag is in
+//!    list `k`. With output `All` the initiator returns the positions of the matching tags
+//!    so the responder learns the intersection too.
+//!
+//! # What each party learns
+//!
+//! Both learn the other's number of distinct IDs. The initiator learns the intersection
+//! (an unmatched tag is the OPRF of an item it did not query, pseudorandom to it); the
+//! responder learns nothing else (OPRF receiver privacy), or with `All`, the
+//! intersection. `SizeOnly` is refused: the initiator compares its own OPRF outputs, so it
+//! learns *which* of its items match whatever order the responder sends its tags in; a
+//! size-only result needs a different protocol (ECDH-PSI offers it).
+//!
+//! # Parameters
+//!
+//! * 128-bit computational security from the OT layer (see `confide_ot`).
+//! * Tags: each initiator item is compared with the `n_R` tags of one list, so a false
+//!   match anywhere has probability ≤ `n_I·n_R·2^-ℓ` = 2^-40 with `ℓ` as above.
+//! * Cuckoo table: 3 hash functions, no stash; `B = ⌈1.27·n⌉` bins for `n ≥ 2^12`
+//!   (Pinkas, Schneider, Zohner, ACM TOPS 2018, report failure < 2^-40 for `ε = 1.27` at
+//!   such sizes), `B = 2n + 128` below. A failed insertion (≥ [`MAX_KICKS`] evictions)
+//!   aborts the job rather than retrying with a new seed, which would tell the responder
+//!   something about the initiator's set.
+//!
+//! Memory: the OT extension runs in chunks; the responder holds `3·n_R` tags and the OPRF
+//! matrix (64 bytes per bin), the initiator its table and `n_I` tags.
+
+use std::collections::HashMap;
+
+use confide_mpc::transport::Transport;
+use confide_ot::block::{Block, FixedAes};
+use confide_ot::oprf;
+use rayon::prelude::*;
+use sha2::{Digest, Sha256};
+
+use crate::{OutputMode, PsiError};
+
+const ID_DST: &[u8] = b"confide-psi/kkrt/id/v1";
+/// Tags per message.
+const TAG_CHUNK: usize = 1 << 16;
+/// Evictions before a cuckoo insertion fails.
+pub const MAX_KICKS: usize = 2000;
+/// Largest set size a peer may announce (2^28 items: the OPRF matrix for that many is
+/// about 21 GiB, so larger claims are refused before anything is allocated).
+pub const MAX_ITEMS: u64 = 1 << 28;
+/// Statistical security parameter of the tags.
+const LAMBDA: u32 = 40;
+
+/// The party's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// Learns the intersection (OPRF receiver).
+    Initiator,
+    /// Holds the OPRF key.
+    Responder,
+}
+
+/// Number of cuckoo bins for `n` items.
+pub fn bins(n: usize) -> usize {
+    if n >= 1 << 12 {
+        (n as f64 * 1.27).ceil() as usize
+    } else {
+        2 * n + 128
+    }
+}
+
+/// Tag length in bytes for set sizes `a`, `b`.
+pub fn tag_bytes(a: u64, b: u64) -> usize {
+    let prod = (a.max(1) as u128) * (b.max(1) as u128);
+    let log = 128 - (prod - 1).leading_zeros().min(128);
+    ((LAMBDA + log) as usize).div_ceil(8).min(16)
+}
+
+fn digest(id: &str) -> Block {
+    let d = Sha256::new()
+        .chain_update(ID_DST)
+        .chain_update(id.as_bytes())
+        .finalize();
+    let mut a = [0u8; 16];
+    a.copy_from_slice(&d[..16]);
+    u128::from_le_bytes(a) & !3
+}
+
+fn clean_ids(ids: &[String]) -> Vec<&str> {
+    let mut v: Vec<&str> = ids
+        .iter()
+        .map(|s| s.trim())
+        .filter(|s| !s.is_empty())
+        .collect();
+    v.sort_unstable();
+    v.dedup();
+    v
+}
+
+struct Hasher {
+    aes: FixedAes,
+    bins: u64,
+}
+
+impl Hasher {
+    fn bins_of(&self, xs: &[Block]) -> Vec<[u32; 3]> {
+        xs.par_chunks(1024)
+            .flat_map_iter(|c| {
+                let mut v: Vec<Block> = c.iter().flat_map(|&x| [x, x | 1, x | 2]).collect();
+                self.aes.encrypt(&mut v);
+                v.chunks_exact(3)
+                    .map(|h| std::array::from_fn(|k| ((h[k] as u64) % self.bins) as u32))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+}
+
+fn tag(v: Block, len: usize) -> Block {
+    v & (u128::MAX >> (128 - 8 * len))
+}
+
+fn u64_at(peer: &str, msg: &[u8], at: usize) -> Result<u64, PsiError> {
+    msg.get(at..at + 8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or_default()))
+        .ok_or_else(|| PsiError::malformed(peer, "KKRT: short header"))
+}
+
+/// Runs two-party KKRT16 PSI with `peer`. Returns the intersection (sorted) for a party
+/// that learns it, `None` for one that does not.
+pub async fn run<T: Transport>(
+    t: &T,
+    peer: &str,
+    role: Role,
+    mode: OutputMode,
+    ids: &[String],
+) -> Result<Option<Vec<String>>, PsiError> {
+    if mode == OutputMode::SizeOnly {
+        return Err(PsiError::InvalidJob(
+            "KKRT PSI does not offer size-only output (use ECDH)".into(),
+        ));
+    }
+    let ids = clean_ids(ids);
+    let xs: Vec<Block> = ids.par_iter().map(|s| digest(s)).collect();
+    match role {
+        Role::Initiator => {
+            let seed: Block = rand::random();
+            let mut hello = (xs.len() as u64).to_le_bytes().to_vec();
+            hello.extend_from_slice(&seed.to_le_bytes());
+            t.send(peer, hello).await?;
+            let msg = t.recv(peer).await?;
+            if msg.len() != 8 {
+                return Err(PsiError::malformed(peer, "KKRT: bad size message"));
+            }
+            let n_r = u64_at(peer, &msg, 0)?;
+            if n_r > MAX_ITEMS {
+                return Err(PsiError::malformed(peer, "KKRT: set too large"));
+            }
+            let nb = bins(xs.len());
+            let hasher = Hasher {
+                aes: FixedAes::new(seed),
+                bins: nb as u64,
+            };
+            let cand = hasher.bins_of(&xs);
+            let table = cuckoo(&cand, nb)?;
+            let inputs: Vec<Block> = table
+                .iter()
+                .map(|slot| match slot {
+                    Some((i, k)) => xs[*i as usize] | *k as u128,
+                    None => rand::random(),
+                })
+                .collect();
+            let outs = oprf::receive(t, peer, &inputs)
+                .await
+                .map_err(PsiError::from)?;
+            let len = tag_bytes(xs.len() as u64, n_r);
+            let mut mine: [HashMap<Block, u32>; 3] = Default::default();
+            for (b, slot) in table.iter().enumerate() {
+                if let Some((i, k)) = slot {
+                    mine[*k as usize].insert(tag(outs[b], len), *i);
+                }
+            }
+            let mut hits: Vec<u32> = Vec::new();
+            let mut positions: Vec<u64> = Vec::new();
+            for (k, own) in mine.iter().enumerate() {
+                let mut pos = 0u64;
+                let mut left = n_r as usize;
+                while left > 0 {
+                    let c = left.min(TAG_CHUNK);
+                    let msg = t.recv(peer).await?;
+                    if msg.len() != c * len {
+                        return Err(PsiError::malformed(peer, "KKRT: bad tag chunk"));
+                    }
+                    for raw in msg.chunks_exact(len) {
+                        let mut a = [0u8; 16];
+                        a[..len].copy_from_slice(raw);
+                        if let Some(&i) = own.get(&u128::from_le_bytes(a)) {
+                            hits.push(i);
+                            positions.push(pos | (k as u64) << 62);
+                        }
+                        pos += 1;
+                    }
+                    left -= c;
+                }
+            }
+            if mode == OutputMode::All {
+                positions.sort_unstable();
+                let msg: Vec<u8> = positions.iter().flat_map(|p| p.to_le_bytes()).collect();
+                t.send(peer, msg).await?;
+            }
+            hits.sort_unstable();
+            hits.dedup();
+            let mut out: Vec<String> = hits.iter().map(|&i| ids[i as usize].to_string()).collect();
+            out.sort_unstable();
+            Ok(Some(out))
+        }
+        Role::Responder => {
+            let hello = t.recv(peer).await?;
+            if hello.len() != 24 {
+                return Err(PsiError::malformed(peer, "KKRT: bad hello"));
+            }
+            let n_i = u64_at(peer, &hello, 0)?;
+            let mut sb = [0u8; 16];
+            sb.copy_from_slice(&hello[8..24]);
+            let seed = u128::from_le_bytes(sb);
+            if n_i > MAX_ITEMS {
+                return Err(PsiError::malformed(peer, "KKRT: set too large"));
+            }
+            t.send(peer, (xs.len() as u64).to_le_bytes().to_vec())
+                .await?;
+            let nb = bins(n_i as usize);
+            let hasher = Hasher {
+                aes: FixedAes::new(seed),
+                bins: nb as u64,
+            };
+            let key = oprf::send(t, peer, nb).await.map_err(PsiError::from)?;
+            let cand = hasher.bins_of(&xs);
+            let len = tag_bytes(n_i, xs.len() as u64);
+            let mut order: Vec<Vec<(Block, u32)>> = Vec::with_capacity(3);
+            for k in 0..3 {
+                let queries: Vec<(usize, Block)> = xs
+                    .iter()
+                    .zip(&cand)
+                    .map(|(&x, c)| (c[k] as usize, x | k as u128))
+                    .collect();
+                let vals = key
+                    .eval(&queries)
+                    .ok_or_else(|| PsiError::Internal("bin out of range".into()))?;
+                let mut list: Vec<(Block, u32)> = vals
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, v)| (tag(v, len), i as u32))
+                    .collect();
+                list.par_sort_unstable();
+                for chunk in list.chunks(TAG_CHUNK) {
+                    let msg: Vec<u8> = chunk
+                        .iter()
+                        .flat_map(|(v, _)| v.to_le_bytes()[..len].to_vec())
+                        .collect();
+                    t.send(peer, msg).await?;
+                }
+                order.push(list);
+            }
+            if mode != OutputMode::All {
+                return Ok(None);
+            }
+            let msg = t.recv(peer).await?;
+            if msg.len() % 8 != 0 {
+                return Err(PsiError::malformed(peer, "KKRT: bad result"));
+            }
+            let mut hits = Vec::new();
+            for p in msg.chunks_exact(8) {
+                let p = u64_at(peer, p, 0)?;
+                let (k, pos) = ((p >> 62) as usize, (p & ((1 << 62) - 1)) as usize);
+                let (_, i) = order
+                    .get(k)
+                    .and_then(|l| l.get(pos))
+                    .ok_or_else(|| PsiError::malformed(peer, "KKRT: result out of range"))?;
+                hits.push(*i);
+            }
+            hits.sort_unstable();
+            hits.dedup();
+            let mut out: Vec<String> = hits.iter().map(|&i| ids[i as usize].to_string()).collect();
+            out.sort_unstable();
+            Ok(Some(out))
+        }
+    }
+}
+
+/// Stash-less cuckoo hashing: for each bin, the item in it and the hash function used.
+fn cuckoo(cand: &[[u32; 3]], nb: usize) -> Result<Vec<Option<(u32, u8)>>, PsiError> {
+    let mut table: Vec<Option<(u32, u8)>> = vec![None; nb];
+    for i in 0..cand.len() {
+        let mut cur = (i as u32, 0u8);
+        let mut placed = false;
+        for _ in 0..MAX_KICKS {
+            // Prefer an empty candidate bin.
+            let c = &cand[cur.0 as usize];
+            if let Some(k) = (0..3u8).find(|&k| table[c[k as usize] as usize].is_none()) {
+                table[c[k as usize] as usize] = Some((cur.0, k));
+                placed = true;
+                break;
+            }
+            let k = rand::random_range(0..3u8);
+            let b = c[k as usize] as usize;
+            let evicted = table[b].replace((cur.0, k)).unwrap_or_default();
+            cur = (evicted.0, 0);
+        }
+        if !placed {
+            return Err(PsiError::Internal("cuckoo hashing failed".into()));
+        }
+    }
+    Ok(table)
+}
