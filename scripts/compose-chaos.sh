@@ -81,7 +81,7 @@ compose restart alice bob carol >/dev/null 2>&1
 wait_healthy 60 alice bob carol s0 s1
 
 exists() { docker cp -q "$(cid "$1"):$2" "$work/probe" >/dev/null 2>&1; }
-run_at() { local p=$1; shift; compose exec -T "$p" /confide "$@" --config "/alliance/$p/party.toml"; }
+run_at() { local p=$1; shift; compose exec -T "$p" /confide "$@" --config "/alliance/$p/party.toml" </dev/null; }
 psi_job() { run_at alice psi --dataset ids --peer bob:ids --output "/alliance/alice/$1"; }
 train_job() {
   run_at alice train --dataset credit --peer bob:credit --label default \
