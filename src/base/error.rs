@@ -212,9 +212,9 @@ fn at_address(address: &str) -> String {
 }
 
 /// How often an idle connection to a peer is pinged (HTTP/2 keepalive).
-pub const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+pub const KEEPALIVE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 /// A peer that answers no ping for this long (from the last traffic) is unresponsive.
-pub const UNRESPONSIVE_AFTER: std::time::Duration = std::time::Duration::from_secs(8);
+pub const UNRESPONSIVE_AFTER: std::time::Duration = std::time::Duration::from_secs(7);
 
 /// What went wrong with the connection, in words an operator can act on, when `s` was
 /// raised by the transport (it has a source error) rather than sent by the peer.

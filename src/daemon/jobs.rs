@@ -391,11 +391,12 @@ async fn anchor(
     let Some(a) = &daemon.audit else {
         return result;
     };
-    // A failed job may have failed because a peer froze: ask briefly.
+    // A failed job may have failed because a peer froze: ask briefly (a live peer
+    // answers in milliseconds), so the submitter learns of the failure without delay.
     let wait = if result.is_ok() {
         Duration::from_secs(60)
     } else {
-        Duration::from_secs(3)
+        Duration::from_secs(1)
     };
     let commitments = peer_commitments(daemon, spec, wait).await;
     match crate::audit::evidence::record_job(a, &daemon.current(), spec, &commitments, &result)

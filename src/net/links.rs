@@ -3,7 +3,7 @@
 //! For every job and pair of parties there is one `Peer.Stream`, opened by the party whose
 //! name sorts first. Both ends are pumped into the bounded channels of a
 //! [`confide_mpc::Link`], so protocols see a [`confide_mpc::ChannelTransport`]. A stream
-//! that breaks (peer crashed, network gone: HTTP/2 keepalive notices within ~8–10 s) turns
+//! that breaks (peer crashed, network gone: HTTP/2 keepalive notices within ~7–8 s) turns
 //! into an error on the job's transport and trips the job's failure signal.
 
 use std::collections::HashMap;
