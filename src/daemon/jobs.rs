@@ -356,7 +356,7 @@ pub async fn run(
         Ok(_) => {
             tracing::info!(job = %job_id, kind = %kind, elapsed_ms = started.elapsed().as_millis() as u64, "job succeeded")
         }
-        Err(e) => {
+        Err(_) => {
             tracing::warn!(job = %job_id, kind = %kind, error = %err, "job {status}");
         }
     }
