@@ -360,7 +360,6 @@ pub async fn run(
             tracing::warn!(job = %job_id, kind = %kind, error = %err, "job {status}");
         }
     }
-    drop(links);
     if let Some(tx) = &events {
         let mut ev = JobEvent {
             job_id: job_id.clone(),
@@ -379,6 +378,8 @@ pub async fn run(
     if let Err(e) = &result {
         tell_peers_abort(&daemon, &spec, &e.public()).await;
     }
+    // Only now close the job's streams: a peer hears why before it sees them end.
+    drop(links);
     result
 }
 
