@@ -118,13 +118,10 @@ pub async fn receive<T: Transport>(t: &T, peer: &str, choices: &[bool]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use confide_mpc::transport::memory_mesh;
 
     #[tokio::test]
     async fn receiver_gets_the_chosen_key_only() {
-        let mut mesh = memory_mesh(&["s", "r"], 4);
-        let r = mesh.pop().unwrap();
-        let s = mesh.pop().unwrap();
+        let (s, r) = crate::test_pair();
         let choices: Vec<bool> = (0..64).map(|_| rand::random()).collect();
         let (ks, kr) = tokio::join!(send(&s, "r", 64), receive(&r, "s", &choices));
         let (ks, kr) = (ks.unwrap(), kr.unwrap());
@@ -146,9 +143,7 @@ mod tests {
 
     #[tokio::test]
     async fn identity_point_is_refused() {
-        let mut mesh = memory_mesh(&["s", "r"], 4);
-        let r = mesh.pop().unwrap();
-        let s = mesh.pop().unwrap();
+        let (s, r) = crate::test_pair();
         s.send(
             "r",
             RistrettoPoint::identity().compress().to_bytes().to_vec(),

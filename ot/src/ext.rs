@@ -1,5 +1,6 @@
 //! IKNP OT extension (random-OT form) and the chunked extension core shared with the
-//! KKRT16 OPRF ([`crate::oprf`]), which is the same matrix with wider code words.
+//! KKRT16 OPRF (the `oprf` module, above this one), which is the same matrix with wider
+//! code words.
 
 use confide_mpc::transport::{Transport, TransportError};
 use rayon::prelude::*;
@@ -65,13 +66,7 @@ pub(crate) async fn run_coder<T: Transport>(
         let mut msg = Vec::with_capacity(u_cols.len() * 16);
         blocks_to_bytes(&u_cols, &mut msg);
         t.send(peer, msg).await?;
-        let mut t_rows = transpose(&t_cols, width, rows);
-        t_cols.zeroize();
-        let real = (m - start).min(rows);
-        for (j, row) in t_rows.chunks_exact(wb).take(real).enumerate() {
-            out(start + j, row);
-        }
-        t_rows.zeroize();
+        emit_rows(t_cols, width, start, rows, m, &mut out);
     }
     Ok(())
 }
@@ -88,7 +83,6 @@ pub(crate) async fn run_holder<T: Transport>(
     mut out: impl FnMut(usize, &[Block]),
 ) -> Result<()> {
     let width = keys.k.len();
-    let wb = width / 128;
     let mut g: Vec<Prg> = keys.k.iter().map(|&k| Prg::new(k)).collect();
     for (start, rows) in chunks(m) {
         let rb = rows / 128;
@@ -110,15 +104,28 @@ pub(crate) async fn run_holder<T: Transport>(
                     *q = if s { *q ^ p } else { *p };
                 }
             });
-        let mut q_rows = transpose(&q_cols, width, rows);
-        q_cols.zeroize();
-        let real = (m - start).min(rows);
-        for (j, row) in q_rows.chunks_exact(wb).take(real).enumerate() {
-            out(start + j, row);
-        }
-        q_rows.zeroize();
+        emit_rows(q_cols, width, start, rows, m, &mut out);
     }
     Ok(())
+}
+
+/// The end of one chunk at either party: transposes the chunk's `width` columns back into
+/// rows, calls `out(start + j, row_j)` for every real row (`< m`), and wipes both forms.
+fn emit_rows(
+    mut cols: Vec<Block>,
+    width: usize,
+    start: usize,
+    rows: usize,
+    m: usize,
+    out: &mut impl FnMut(usize, &[Block]),
+) {
+    let mut rows_t = transpose(&cols, width, rows);
+    cols.zeroize();
+    let real = (m - start).min(rows);
+    for (j, row) in rows_t.chunks_exact(width / 128).take(real).enumerate() {
+        out(start + j, row);
+    }
+    rows_t.zeroize();
 }
 
 /// Packs bits into blocks, bit `i` of the result at bit `i % 128` of block `i / 128`.
@@ -186,13 +193,10 @@ pub async fn rot_receive<T: Transport>(t: &T, peer: &str, choices: &[bool]) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
-    use confide_mpc::transport::memory_mesh;
     use proptest::prelude::*;
 
     async fn rot(choices: Vec<bool>) -> (RotSender, Vec<Block>) {
-        let mut mesh = memory_mesh(&["s", "r"], 4);
-        let r = mesh.pop().unwrap();
-        let s = mesh.pop().unwrap();
+        let (s, r) = crate::test_pair();
         let (a, b) = tokio::join!(
             rot_send(&s, "r", choices.len()),
             rot_receive(&r, "s", &choices)

@@ -84,3 +84,15 @@ pub enum OtError {
 
 /// Result alias of this crate.
 pub type Result<T> = std::result::Result<T, OtError>;
+
+/// Two ends of an in-memory link for the protocol tests: (`s`, `r`).
+#[cfg(test)]
+pub(crate) fn test_pair() -> (
+    confide_mpc::transport::ChannelTransport,
+    confide_mpc::transport::ChannelTransport,
+) {
+    let mut mesh = confide_mpc::transport::memory_mesh(&["s", "r"], 4);
+    let r = mesh.pop().expect("two ends");
+    let s = mesh.pop().expect("two ends");
+    (s, r)
+}

@@ -138,13 +138,10 @@ pub async fn receive<T: Transport>(t: &T, peer: &str, inputs: &[Block]) -> Resul
 #[cfg(test)]
 mod tests {
     use super::*;
-    use confide_mpc::transport::memory_mesh;
     use proptest::prelude::*;
 
     async fn oprf(inputs: Vec<Block>) -> (OprfSender, Vec<Block>) {
-        let mut mesh = memory_mesh(&["s", "r"], 4);
-        let r = mesh.pop().unwrap();
-        let s = mesh.pop().unwrap();
+        let (s, r) = crate::test_pair();
         let (a, b) = tokio::join!(send(&s, "r", inputs.len()), receive(&r, "s", &inputs));
         (a.unwrap(), b.unwrap())
     }
