@@ -318,25 +318,35 @@ async fn oversized_announcements_are_refused_and_the_daemon_stays_up() {
     .await;
     assert!(!r.accepted && r.reason.contains("exceeds"), "{r:?}");
 
-    // psi: alice announces 2^60 IDs.
-    let job = "0000000000000000000000a2";
-    let r = propose(
-        &alice,
+    // psi, on ECDH and on KKRT (the two-party default): alice announces 2^60 IDs in a
+    // hello that is otherwise valid.
+    let ecdh_hello = confide_psi::wire::hello(0, 2, &[0; 32], 1 << 60);
+    let kkrt_hello = confide_psi::kkrt::hello(
+        confide_psi::OutputMode::Initiator,
+        "alice",
         "bob",
-        job,
-        "psi",
-        "",
-        &[("alice", "d"), ("bob", "d")],
-    )
-    .await;
-    assert!(r.accepted, "{r:?}");
-    let hello = confide_psi::wire::hello(0, 2, &[0; 32], 1 << 60);
-    let _keep = stream_as(&alice, "bob", job, vec![hello]).await;
-    let line = wait_job_done(&dir, "bob", job, Duration::from_secs(20));
-    assert!(
-        line.contains("failed") && line.contains("`alice`") && line.contains("announced a set"),
-        "{line}"
+        1 << 60,
+        7,
     );
+    let mut keep = Vec::new();
+    for (job, opts, hello) in [
+        (
+            "0000000000000000000000a2",
+            r#"{"protocol": "ecdh"}"#,
+            ecdh_hello,
+        ),
+        ("0000000000000000000000a5", "", kkrt_hello),
+    ] {
+        let parties = [("alice", "d"), ("bob", "d")];
+        let r = propose(&alice, "bob", job, "psi", opts, &parties).await;
+        assert!(r.accepted, "{r:?}");
+        keep.push(stream_as(&alice, "bob", job, vec![hello]).await);
+        let line = wait_job_done(&dir, "bob", job, Duration::from_secs(20));
+        assert!(
+            line.contains("failed") && line.contains("`alice`") && line.contains("announced a set"),
+            "{line}"
+        );
+    }
 
     // train: carol is the dealer; "alice" and "bob" announce a huge matrix.
     let job = "0000000000000000000000a3";

@@ -18,6 +18,19 @@ fn write_ids(path: &Path, ids: &[String], extra: &str) {
     std::fs::write(path, s).unwrap();
 }
 
+/// Every file under `p`.
+fn walk(p: &Path) -> Vec<std::path::PathBuf> {
+    if p.is_dir() {
+        std::fs::read_dir(p)
+            .unwrap()
+            .flatten()
+            .flat_map(|e| walk(&e.path()))
+            .collect()
+    } else {
+        vec![p.to_path_buf()]
+    }
+}
+
 fn read_output(path: &Path) -> BTreeSet<String> {
     let text = std::fs::read_to_string(path).unwrap();
     let mut lines = text.lines();
@@ -99,6 +112,69 @@ fn psi_between_real_daemons() {
         "{line}"
     );
     assert!(line.contains("bob 4000"), "{line}");
+    // Two parties run KKRT unless told otherwise, and the summary says so.
+    assert!(line.trim_end().ends_with("(kkrt PSI)"), "{line}");
+
+    // The same job on ECDH, delivered to both parties: the same intersection.
+    let out_ecdh = root.path().join("ab-ecdh.csv");
+    let o = psi_alice(
+        &["bob:customers"],
+        &[
+            "--output",
+            path_str(&out_ecdh),
+            "--protocol",
+            "ecdh",
+            "--to-all",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stdout(&o).trim_end().ends_with("(ecdh PSI)"),
+        "{}",
+        stdout(&o)
+    );
+    assert_eq!(read_output(&out_ecdh), expected);
+    // KKRT delivered to both: bob's copy lands in his results folder.
+    let out_all = root.path().join("ab-all.csv");
+    let o = psi_alice(
+        &["bob:customers"],
+        &[
+            "--output",
+            path_str(&out_all),
+            "--protocol",
+            "kkrt",
+            "--to-all",
+        ],
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(read_output(&out_all), expected);
+    let job = stdout(&o)
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string();
+    let bobs = std::fs::read_dir(dir.join("bob"))
+        .unwrap()
+        .flatten()
+        .flat_map(|e| walk(&e.path()))
+        .find(|p| {
+            p.file_name()
+                .is_some_and(|n| n == format!("psi-{job}.csv").as_str())
+        })
+        .expect("bob's copy of the intersection");
+    assert_eq!(read_output(&bobs), expected);
+
+    // KKRT is refused where it does not apply, before anything runs.
+    let never = root.path().join("never.csv");
+    let o = psi_alice(
+        &["bob:customers", "carol:customers"],
+        &["--output", path_str(&never), "--protocol", "kkrt"],
+    );
+    assert_clean_error(&o, "KKRT is a two-party protocol");
+    assert!(!never.exists());
+    let o = psi_alice(&["bob:customers"], &["--size-only", "--protocol", "kkrt"]);
+    assert_clean_error(&o, "KKRT does not offer size-only output");
 
     // Three parties.
     let out3 = root.path().join("abc.csv");

@@ -51,6 +51,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             initiator: names[0].clone(),
             parties: names.clone(),
             mode: OutputMode::Initiator,
+            protocol: confide_psi::Protocol::Ecdh,
             input: dir.path().join(name),
             id_column: "id".into(),
             output: Some(dir.path().join(format!("{name}.out.csv"))),

@@ -42,6 +42,7 @@
 //! matrix (64 bytes per bin), the initiator its table and `n_I` tags.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use confide_mpc::transport::Transport;
 use confide_ot::block::{Block, FixedAes};
@@ -49,7 +50,8 @@ use confide_ot::oprf;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
-use crate::{OutputMode, PsiError};
+use crate::exec::cpu;
+use crate::{OutputMode, Progress, PsiError};
 
 const ID_DST: &[u8] = b"confide-psi/kkrt/id/v1";
 /// Tags per message.
@@ -87,7 +89,8 @@ pub fn tag_bytes(a: u64, b: u64) -> usize {
     ((LAMBDA + log) as usize).div_ceil(8).min(16)
 }
 
-fn digest(id: &str) -> Block {
+/// The digest of an ID that the OPRF is evaluated on (kept local).
+pub(crate) fn digest(id: &str) -> Block {
     let d = Sha256::new()
         .chain_update(ID_DST)
         .chain_update(id.as_bytes())
@@ -137,8 +140,46 @@ fn u64_at(peer: &str, msg: &[u8], at: usize) -> Result<u64, PsiError> {
         .ok_or_else(|| PsiError::malformed(peer, "KKRT: short header"))
 }
 
-/// Runs two-party KKRT16 PSI with `peer`. Returns the intersection (sorted) for a party
-/// that learns it, `None` for one that does not.
+/// What both parties must agree on: the protocol, the output mode and who initiates.
+fn fingerprint(mode: OutputMode, initiator: &str, responder: &str) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update(b"confide-psi/kkrt/job/v1");
+    h.update([mode.byte()]);
+    for p in [initiator, responder] {
+        h.update((p.len() as u64).to_le_bytes());
+        h.update(p.as_bytes());
+    }
+    h.finalize().into()
+}
+
+fn check_size(peer: &str, n: u64) -> Result<(), PsiError> {
+    if n > MAX_ITEMS {
+        return Err(PsiError::malformed(
+            peer,
+            format!("announced a set of {n} IDs (the limit for KKRT is {MAX_ITEMS})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The initiator's first message: the job's fingerprint, its set size `n` and the cuckoo
+/// hash seed (public, for tests that play a peer).
+pub fn hello(mode: OutputMode, initiator: &str, responder: &str, n: u64, seed: Block) -> Vec<u8> {
+    let mut m = fingerprint(mode, initiator, responder).to_vec();
+    m.extend_from_slice(&n.to_le_bytes());
+    m.extend_from_slice(&seed.to_le_bytes());
+    m
+}
+
+/// The initiator's hello: job fingerprint, set size, cuckoo seed.
+const HELLO_LEN: usize = 32 + 8 + 16;
+/// The responder's reply: job fingerprint, set size.
+const REPLY_LEN: usize = 32 + 8;
+
+/// Runs two-party KKRT16 PSI with `peer` on in-memory IDs (trimmed, blanks dropped,
+/// de-duplicated here). Returns the intersection (sorted) for a party that learns it,
+/// `None` for one that does not. Jobs on files go through [`crate::run`] with
+/// [`crate::Protocol::Kkrt`].
 pub async fn run<T: Transport>(
     t: &T,
     peer: &str,
@@ -147,53 +188,97 @@ pub async fn run<T: Transport>(
     ids: &[String],
 ) -> Result<Option<Vec<String>>, PsiError> {
     if mode == OutputMode::SizeOnly {
-        return Err(PsiError::InvalidJob(
-            "KKRT PSI does not offer size-only output (use ECDH)".into(),
-        ));
+        return Err(size_only_refused());
     }
     let ids = clean_ids(ids);
     let xs: Vec<Block> = ids.par_iter().map(|s| digest(s)).collect();
+    let (_, hits) = core(t, peer, role, mode, xs, &|_| {}).await?;
+    // `ids` is sorted, so the matches come out sorted.
+    Ok(hits.map(|h| {
+        ids.iter()
+            .zip(h)
+            .filter(|(_, hit)| *hit)
+            .map(|(id, _)| id.to_string())
+            .collect()
+    }))
+}
+
+pub(crate) fn size_only_refused() -> PsiError {
+    PsiError::InvalidJob("KKRT PSI does not offer size-only output: use --protocol ecdh".into())
+}
+
+/// The protocol on this party's distinct digests `xs` (see [`digest`]). Returns the
+/// peer's set size and, if this party learns the intersection, one flag per item of `xs`.
+pub(crate) async fn core<T: Transport>(
+    t: &T,
+    peer: &str,
+    role: Role,
+    mode: OutputMode,
+    xs: Vec<Block>,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+) -> Result<(u64, Option<Vec<bool>>), PsiError> {
+    if mode == OutputMode::SizeOnly {
+        return Err(size_only_refused());
+    }
+    let xs = Arc::new(xs);
+    let n = xs.len();
+    let stage = |stage, done, total| progress(Progress { stage, done, total });
     match role {
         Role::Initiator => {
+            let fp = fingerprint(mode, t.me(), peer);
             let seed: Block = rand::random();
-            let mut hello = (xs.len() as u64).to_le_bytes().to_vec();
-            hello.extend_from_slice(&seed.to_le_bytes());
-            t.send(peer, hello).await?;
+            t.send(peer, hello(mode, t.me(), peer, n as u64, seed))
+                .await?;
             let msg = t.recv(peer).await?;
-            if msg.len() != 8 {
-                return Err(PsiError::malformed(peer, "KKRT: bad size message"));
+            if msg.len() != REPLY_LEN {
+                return Err(PsiError::malformed(peer, "KKRT: bad reply to the hello"));
             }
-            let n_r = u64_at(peer, &msg, 0)?;
-            if n_r > MAX_ITEMS {
-                return Err(PsiError::malformed(peer, "KKRT: set too large"));
+            if msg[..32] != fp {
+                return Err(job_differs(peer));
             }
-            let nb = bins(xs.len());
-            let hasher = Hasher {
-                aes: FixedAes::new(seed),
-                bins: nb as u64,
-            };
-            let cand = hasher.bins_of(&xs);
-            let table = cuckoo(&cand, nb)?;
+            let n_r = u64_at(peer, &msg, 32)?;
+            check_size(peer, n_r)?;
+            let nb = bins(n);
+            let x = xs.clone();
+            let table = cpu(move || {
+                let hasher = Hasher {
+                    aes: FixedAes::new(seed),
+                    bins: nb as u64,
+                };
+                cuckoo(&hasher.bins_of(&x), nb)
+            })
+            .await??;
+            let x = xs.clone();
             let inputs: Vec<Block> = table
                 .iter()
                 .map(|slot| match slot {
-                    Some((i, k)) => xs[*i as usize] | *k as u128,
+                    Some((i, k)) => x[*i as usize] | *k as u128,
                     None => rand::random(),
                 })
                 .collect();
+            stage("oprf", 0, nb as u64);
             let outs = oprf::receive(t, peer, &inputs)
                 .await
                 .map_err(PsiError::from)?;
-            let len = tag_bytes(xs.len() as u64, n_r);
-            let mut mine: [HashMap<Block, u32>; 3] = Default::default();
-            for (b, slot) in table.iter().enumerate() {
-                if let Some((i, k)) = slot {
-                    mine[*k as usize].insert(tag(outs[b], len), *i);
-                }
-            }
-            let mut hits: Vec<u32> = Vec::new();
+            drop(inputs);
+            stage("oprf", nb as u64, nb as u64);
+            let len = tag_bytes(n as u64, n_r);
+            let mine: Arc<[HashMap<Block, u32>; 3]> = Arc::new(
+                cpu(move || {
+                    let mut mine: [HashMap<Block, u32>; 3] = Default::default();
+                    for (b, slot) in table.iter().enumerate() {
+                        if let Some((i, k)) = slot {
+                            mine[*k as usize].insert(tag(outs[b], len), *i);
+                        }
+                    }
+                    mine
+                })
+                .await?,
+            );
+            let mut hits = vec![false; n];
             let mut positions: Vec<u64> = Vec::new();
-            for (k, own) in mine.iter().enumerate() {
+            let total = 3 * n_r;
+            for k in 0..3usize {
                 let mut pos = 0u64;
                 let mut left = n_r as usize;
                 while left > 0 {
@@ -202,16 +287,31 @@ pub async fn run<T: Transport>(
                     if msg.len() != c * len {
                         return Err(PsiError::malformed(peer, "KKRT: bad tag chunk"));
                     }
-                    for raw in msg.chunks_exact(len) {
-                        let mut a = [0u8; 16];
-                        a[..len].copy_from_slice(raw);
-                        if let Some(&i) = own.get(&u128::from_le_bytes(a)) {
-                            hits.push(i);
-                            positions.push(pos | (k as u64) << 62);
-                        }
-                        pos += 1;
+                    let own = mine.clone();
+                    let found: Vec<(u32, u64)> = cpu(move || {
+                        msg.par_chunks(len * 1024)
+                            .enumerate()
+                            .flat_map_iter(|(ci, part)| {
+                                let own = &own[k];
+                                part.chunks_exact(len)
+                                    .enumerate()
+                                    .filter_map(move |(j, raw)| {
+                                        let mut a = [0u8; 16];
+                                        a[..len].copy_from_slice(raw);
+                                        own.get(&u128::from_le_bytes(a))
+                                            .map(|&i| (i, (ci * 1024 + j) as u64))
+                                    })
+                            })
+                            .collect()
+                    })
+                    .await?;
+                    for (i, j) in found {
+                        hits[i as usize] = true;
+                        positions.push((pos + j) | (k as u64) << 62);
                     }
+                    pos += c as u64;
                     left -= c;
+                    stage("matching", k as u64 * n_r + pos, total);
                 }
             }
             if mode == OutputMode::All {
@@ -219,83 +319,105 @@ pub async fn run<T: Transport>(
                 let msg: Vec<u8> = positions.iter().flat_map(|p| p.to_le_bytes()).collect();
                 t.send(peer, msg).await?;
             }
-            hits.sort_unstable();
-            hits.dedup();
-            let mut out: Vec<String> = hits.iter().map(|&i| ids[i as usize].to_string()).collect();
-            out.sort_unstable();
-            Ok(Some(out))
+            Ok((n_r, Some(hits)))
         }
         Role::Responder => {
+            let fp = fingerprint(mode, peer, t.me());
             let hello = t.recv(peer).await?;
-            if hello.len() != 24 {
+            if hello.len() != HELLO_LEN {
                 return Err(PsiError::malformed(peer, "KKRT: bad hello"));
             }
-            let n_i = u64_at(peer, &hello, 0)?;
-            let mut sb = [0u8; 16];
-            sb.copy_from_slice(&hello[8..24]);
-            let seed = u128::from_le_bytes(sb);
-            if n_i > MAX_ITEMS {
-                return Err(PsiError::malformed(peer, "KKRT: set too large"));
+            if hello[..32] != fp {
+                return Err(job_differs(peer));
             }
-            t.send(peer, (xs.len() as u64).to_le_bytes().to_vec())
-                .await?;
+            let n_i = u64_at(peer, &hello, 32)?;
+            let mut sb = [0u8; 16];
+            sb.copy_from_slice(&hello[40..56]);
+            let seed = u128::from_le_bytes(sb);
+            check_size(peer, n_i)?;
+            let mut reply = fp.to_vec();
+            reply.extend_from_slice(&(n as u64).to_le_bytes());
+            t.send(peer, reply).await?;
             let nb = bins(n_i as usize);
-            let hasher = Hasher {
-                aes: FixedAes::new(seed),
-                bins: nb as u64,
-            };
-            let key = oprf::send(t, peer, nb).await.map_err(PsiError::from)?;
-            let cand = hasher.bins_of(&xs);
-            let len = tag_bytes(n_i, xs.len() as u64);
-            let mut order: Vec<Vec<(Block, u32)>> = Vec::with_capacity(3);
-            for k in 0..3 {
-                let queries: Vec<(usize, Block)> = xs
-                    .iter()
-                    .zip(&cand)
-                    .map(|(&x, c)| (c[k] as usize, x | k as u128))
-                    .collect();
-                let vals = key
-                    .eval(&queries)
-                    .ok_or_else(|| PsiError::Internal("bin out of range".into()))?;
-                let mut list: Vec<(Block, u32)> = vals
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, v)| (tag(v, len), i as u32))
-                    .collect();
-                list.par_sort_unstable();
-                for chunk in list.chunks(TAG_CHUNK) {
+            stage("oprf", 0, nb as u64);
+            let key = Arc::new(oprf::send(t, peer, nb).await.map_err(PsiError::from)?);
+            stage("oprf", nb as u64, nb as u64);
+            let x = xs.clone();
+            let cand = Arc::new(
+                cpu(move || {
+                    Hasher {
+                        aes: FixedAes::new(seed),
+                        bins: nb as u64,
+                    }
+                    .bins_of(&x)
+                })
+                .await?,
+            );
+            let len = tag_bytes(n_i, n as u64);
+            // For output `All`: per hash function, the item behind each sent position.
+            let mut order: Vec<Vec<u32>> = Vec::with_capacity(3);
+            for k in 0..3usize {
+                let (x, c, key) = (xs.clone(), cand.clone(), key.clone());
+                let list = cpu(move || {
+                    let queries: Vec<(usize, Block)> = x
+                        .iter()
+                        .zip(c.iter())
+                        .map(|(&x, c)| (c[k] as usize, x | k as u128))
+                        .collect();
+                    let vals = key.eval(&queries)?;
+                    let mut list: Vec<(Block, u32)> = vals
+                        .into_iter()
+                        .enumerate()
+                        .map(|(i, v)| (tag(v, len), i as u32))
+                        .collect();
+                    list.par_sort_unstable();
+                    Some(list)
+                })
+                .await?
+                .ok_or_else(|| PsiError::Internal("bin out of range".into()))?;
+                for (ci, chunk) in list.chunks(TAG_CHUNK).enumerate() {
                     let msg: Vec<u8> = chunk
                         .iter()
                         .flat_map(|(v, _)| v.to_le_bytes()[..len].to_vec())
                         .collect();
                     t.send(peer, msg).await?;
+                    stage(
+                        "sending tags",
+                        k as u64 * n as u64 + (ci * TAG_CHUNK + chunk.len()) as u64,
+                        3 * n as u64,
+                    );
                 }
-                order.push(list);
+                if mode == OutputMode::All {
+                    order.push(list.into_iter().map(|(_, i)| i).collect());
+                }
             }
             if mode != OutputMode::All {
-                return Ok(None);
+                return Ok((n_i, None));
             }
             let msg = t.recv(peer).await?;
             if msg.len() % 8 != 0 {
                 return Err(PsiError::malformed(peer, "KKRT: bad result"));
             }
-            let mut hits = Vec::new();
+            let mut hits = vec![false; n];
             for p in msg.chunks_exact(8) {
                 let p = u64_at(peer, p, 0)?;
                 let (k, pos) = ((p >> 62) as usize, (p & ((1 << 62) - 1)) as usize);
-                let (_, i) = order
+                let i = order
                     .get(k)
                     .and_then(|l| l.get(pos))
                     .ok_or_else(|| PsiError::malformed(peer, "KKRT: result out of range"))?;
-                hits.push(*i);
+                hits[*i as usize] = true;
             }
-            hits.sort_unstable();
-            hits.dedup();
-            let mut out: Vec<String> = hits.iter().map(|&i| ids[i as usize].to_string()).collect();
-            out.sort_unstable();
-            Ok(Some(out))
+            Ok((n_i, Some(hits)))
         }
     }
+}
+
+fn job_differs(peer: &str) -> PsiError {
+    PsiError::malformed(
+        peer,
+        "the peer's job (protocol, initiator or output mode) differs from ours",
+    )
 }
 
 /// Stash-less cuckoo hashing: for each bin, the item in it and the hash function used.

@@ -173,12 +173,36 @@ fn an_absurd_set_size_from_the_peer_is_refused_without_allocating() {
         let mut mesh = memory_mesh(&["a", "b"], 4);
         let tb = mesh.pop().unwrap();
         let ta = mesh.pop().unwrap();
-        let mut hello = (crate::kkrt::MAX_ITEMS + 1).to_le_bytes().to_vec();
-        hello.extend_from_slice(&[0u8; 16]);
+        let hello = crate::kkrt::hello(
+            OutputMode::Initiator,
+            "a",
+            "b",
+            crate::kkrt::MAX_ITEMS + 1,
+            0,
+        );
         confide_mpc::transport::Transport::send(&ta, "b", hello)
             .await
             .unwrap();
         run(&tb, "a", Role::Responder, OutputMode::Initiator, &ids(0..3)).await
     });
-    assert!(matches!(r, Err(crate::PsiError::Malformed { .. })));
+    let e = r.unwrap_err();
+    assert!(e.to_string().contains("announced a set of"), "{e}");
+}
+
+#[test]
+fn a_peer_running_another_job_is_refused() {
+    // The initiator asks for output `All`, the responder was told `Initiator`.
+    let r = block_on(async {
+        let mut mesh = memory_mesh(&["a", "b"], 4);
+        let tb = mesh.pop().unwrap();
+        let ta = mesh.pop().unwrap();
+        // Each side owns its transport, so the failing side's end closes when it returns.
+        let (x, y) = tokio::join!(
+            async move { run(&ta, "b", Role::Initiator, OutputMode::All, &ids(0..3)).await },
+            async move { run(&tb, "a", Role::Responder, OutputMode::Initiator, &ids(0..3)).await }
+        );
+        (x.map(|_| ()), y.map(|_| ()))
+    });
+    let e = r.1.unwrap_err();
+    assert!(e.to_string().contains("differs from ours"), "{e}");
 }

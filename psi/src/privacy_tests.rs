@@ -24,6 +24,7 @@ fn job(dir: &Path, me: &str, parties: &[&str], mode: OutputMode) -> PsiJob {
         initiator: parties[0].to_string(),
         parties: parties.iter().map(|p| p.to_string()).collect(),
         mode,
+        protocol: crate::Protocol::Ecdh,
         input: dir.join(format!("{me}.csv")),
         id_column: "id".into(),
         output: Some(dir.join(format!("{me}-out.csv"))),

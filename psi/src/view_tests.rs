@@ -375,6 +375,7 @@ async fn run(
             initiator: NAMES[i0].into(),
             parties: NAMES[..n].iter().map(|s| s.to_string()).collect(),
             mode,
+            protocol: crate::Protocol::Ecdh,
             input,
             id_column: "id".into(),
             output: None,

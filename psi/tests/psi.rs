@@ -7,7 +7,7 @@ use std::time::Duration;
 use confide_mpc::transport::{
     ChannelTransport, Recording, RecordingTransport, Transport, TransportError, memory_mesh,
 };
-use confide_psi::{OutputMode, PsiError, PsiJob, PsiReport, Tuning, run_tuned};
+use confide_psi::{OutputMode, Protocol, PsiError, PsiJob, PsiReport, Tuning, run_tuned};
 use proptest::prelude::*;
 
 const NAMES: [&str; 4] = ["alice", "bob", "carol", "dave"];
@@ -17,6 +17,7 @@ fn job(dir: &Path, me: &str, n: usize, initiator: usize, mode: OutputMode) -> Ps
         initiator: NAMES[initiator].to_string(),
         parties: NAMES[..n].iter().map(|s| s.to_string()).collect(),
         mode,
+        protocol: Protocol::Ecdh,
         input: dir.join(format!("{me}.csv")),
         id_column: "phone".into(),
         output: Some(dir.join(format!("{me}.out.csv"))),
@@ -43,6 +44,7 @@ fn read_output(path: &Path) -> BTreeSet<String> {
 
 /// Runs every party of a job over an in-memory mesh; returns each party's result.
 async fn run_all(
+    protocol: Protocol,
     dir: &Path,
     n: usize,
     initiator: usize,
@@ -52,7 +54,8 @@ async fn run_all(
     let mesh = memory_mesh(&NAMES[..n], 2);
     let mut handles = Vec::new();
     for (i, t) in mesh.into_iter().enumerate() {
-        let j = job(dir, NAMES[i], n, initiator, mode);
+        let mut j = job(dir, NAMES[i], n, initiator, mode);
+        j.protocol = protocol;
         handles.push(tokio::spawn(async move {
             run_tuned(&t, &j, &|_| {}, tuning).await
         }));
@@ -81,6 +84,16 @@ fn plain_intersection(sets: &[Vec<String>]) -> BTreeSet<String> {
 }
 
 fn check(sets: Vec<Vec<String>>, initiator: usize, mode: OutputMode, tuning: Tuning) {
+    check_with(Protocol::Ecdh, sets, initiator, mode, tuning);
+}
+
+fn check_with(
+    protocol: Protocol,
+    sets: Vec<Vec<String>>,
+    initiator: usize,
+    mode: OutputMode,
+    tuning: Tuning,
+) {
     let dir = tempfile::tempdir().unwrap();
     let n = sets.len();
     for (i, s) in sets.iter().enumerate() {
@@ -91,7 +104,7 @@ fn check(sets: Vec<Vec<String>>, initiator: usize, mode: OutputMode, tuning: Tun
         .enable_all()
         .build()
         .unwrap();
-    let results = rt.block_on(run_all(dir.path(), n, initiator, mode, tuning));
+    let results = rt.block_on(run_all(protocol, dir.path(), n, initiator, mode, tuning));
     let want = plain_intersection(&sets);
     for (i, r) in results.into_iter().enumerate() {
         let r = r.unwrap();
@@ -166,8 +179,10 @@ proptest! {
         initiator in 0usize..2,
         mode in prop_oneof![Just(OutputMode::Initiator), Just(OutputMode::All), Just(OutputMode::SizeOnly)],
         tuning in tuning_strategy(),
+        kkrt in any::<bool>(),
     ) {
-        check(vec![a, b], initiator, mode, tuning);
+        let protocol = if kkrt && mode != OutputMode::SizeOnly { Protocol::Kkrt } else { Protocol::Ecdh };
+        check_with(protocol, vec![a, b], initiator, mode, tuning);
     }
 
     #[test]
@@ -200,6 +215,17 @@ fn edge_cases() {
         t,
     );
     check(vec![ids(0..40), ids(40..80)], 0, OutputMode::Initiator, t);
+    for (sets, initiator, mode) in [
+        (vec![vec![], vec![]], 0, OutputMode::All),
+        (vec![ids(0..50), vec![]], 0, OutputMode::Initiator),
+        (vec![vec![], ids(0..50)], 1, OutputMode::All),
+        (vec![ids(0..80), ids(0..80)], 1, OutputMode::All),
+        (vec![ids(0..40), ids(40..80)], 0, OutputMode::Initiator),
+        // Around the cuckoo table's switch of expansion (2^12 items).
+        (vec![ids(0..4095), ids(2000..6096)], 0, OutputMode::All),
+    ] {
+        check_with(Protocol::Kkrt, sets, initiator, mode, t);
+    }
     check(
         vec![ids(0..40), ids(40..80), vec![]],
         1,
@@ -324,12 +350,28 @@ async fn invalid_jobs_are_refused() {
         confide_psi::run(&mesh[0], &j, &|_| {}).await,
         Err(PsiError::InvalidJob(_))
     ));
+    // KKRT is for two parties only, and offers no size-only output.
     j.mode = OutputMode::Initiator;
+    j.protocol = Protocol::Kkrt;
+    let r = confide_psi::run(&mesh[0], &j, &|_| {}).await;
+    assert!(
+        matches!(&r, Err(PsiError::InvalidJob(m)) if m.contains("--protocol ecdh")),
+        "{r:?}"
+    );
+    j.protocol = Protocol::Ecdh;
     j.parties.pop();
     assert!(matches!(
         confide_psi::run(&mesh[0], &j, &|_| {}).await,
         Err(PsiError::InvalidJob(_))
     ));
+    let mesh = memory_mesh(&["alice", "bob"], 2);
+    j.mode = OutputMode::SizeOnly;
+    j.protocol = Protocol::Kkrt;
+    let r = confide_psi::run(&mesh[0], &j, &|_| {}).await;
+    assert!(
+        matches!(&r, Err(PsiError::InvalidJob(m)) if m.contains("size-only")),
+        "{r:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -355,29 +397,53 @@ async fn a_vanished_peer_is_a_clean_error() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn progress_is_reported() {
+/// alice (500 IDs) and bob (450, 250 in common) run `protocol`; returns both reports
+/// and alice's progress events.
+async fn progress_run(protocol: Protocol) -> (PsiReport, PsiReport, Vec<confide_psi::Progress>) {
     let dir = tempfile::tempdir().unwrap();
     write_input(dir.path(), "alice", &ids(0..500));
     write_input(dir.path(), "bob", &ids(250..700));
     let mut mesh = memory_mesh(&["alice", "bob"], 2);
     let bob = mesh.pop().unwrap();
     let alice = mesh.pop().unwrap();
-    let ja = job(dir.path(), "alice", 2, 0, OutputMode::Initiator);
-    let jb = job(dir.path(), "bob", 2, 0, OutputMode::Initiator);
+    let [mut ja, mut jb] =
+        ["alice", "bob"].map(|p| job(dir.path(), p, 2, 0, OutputMode::Initiator));
+    ja.protocol = protocol;
+    jb.protocol = protocol;
     let seen = std::sync::Mutex::new(Vec::new());
     let record = |p: confide_psi::Progress| seen.lock().unwrap().push(p);
     let (ra, rb) = tokio::join!(
         confide_psi::run(&alice, &ja, &record),
         confide_psi::run(&bob, &jb, &|_| {})
     );
-    let (ra, _rb) = (ra.unwrap(), rb.unwrap());
+    (ra.unwrap(), rb.unwrap(), seen.into_inner().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn progress_is_reported() {
+    let (ra, _rb, seen) = progress_run(Protocol::Ecdh).await;
     assert_eq!(ra.intersection_size, Some(250));
     assert!(ra.bytes_sent > 500 * 32 && ra.bytes_received > 450 * 32 + 500 * 12);
-    let seen = seen.into_inner().unwrap();
     let last_exchange = seen.iter().rev().find(|p| p.stage == "exchanging").unwrap();
     assert_eq!((last_exchange.done, last_exchange.total), (950, 950));
     assert!(seen.iter().any(|p| p.stage == "matching"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn kkrt_reports_progress_and_bytes() {
+    let (ra, rb, seen) = progress_run(Protocol::Kkrt).await;
+    assert_eq!(ra.intersection_size, Some(250));
+    assert_eq!(rb.intersection_size, None);
+    assert_eq!(ra.peer_set_sizes["bob"], 450);
+    assert_eq!(rb.peer_set_sizes["alice"], 500);
+    assert_eq!(ra.bytes_sent, rb.bytes_received);
+    assert_eq!(rb.bytes_sent, ra.bytes_received);
+    // Three tag lists of 450 tags each, at least 6 bytes per tag.
+    assert!(ra.bytes_received > 3 * 450 * 6, "{}", ra.bytes_received);
+    assert!(seen.iter().any(|p| p.stage == "reading input"));
+    assert!(seen.iter().any(|p| p.stage == "oprf"));
+    let last = seen.iter().rev().find(|p| p.stage == "matching").unwrap();
+    assert_eq!((last.done, last.total), (3 * 450, 3 * 450));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -398,11 +464,20 @@ async fn run_to_memory_returns_the_intersection_to_those_who_learn_it() {
         (3, OutputMode::Initiator, vec![true, false, false]),
         (3, OutputMode::SizeOnly, vec![false, false, false]),
     ];
-    for (n, mode, learns) in cases {
+    let cases = cases.into_iter().flat_map(|(n, mode, learns)| {
+        [
+            Some((n, mode, learns.clone(), Protocol::Ecdh)),
+            (n == 2).then_some((n, mode, learns, Protocol::Kkrt)),
+        ]
+        .into_iter()
+        .flatten()
+    });
+    for (n, mode, learns, protocol) in cases {
         let mesh = memory_mesh(&NAMES[..n], 2);
         let mut handles = Vec::new();
         for (i, t) in mesh.into_iter().enumerate() {
             let mut j = job(dir.path(), NAMES[i], n, 0, mode);
+            j.protocol = protocol;
             // Alice keeps the result in memory only; the others also write it.
             if i == 0 {
                 j.output = None;

@@ -136,10 +136,13 @@ class Party:
         output: Optional[PathLike] = None,
         size_only: bool = False,
         to_all: bool = False,
+        protocol: Optional[str] = None,
     ) -> PsiResult:
         """Private set intersection of this party's ``dataset`` with ``peers``
         (``"PARTY:DATASET"``). Without ``output`` the intersection goes to a file under
-        the data directory; ``size_only`` learns only its size."""
+        the data directory; ``size_only`` learns only its size. ``protocol`` is
+        ``"kkrt"`` (the default for two parties unless ``size_only``) or ``"ecdh"``
+        (any number of parties); ``result.result["protocol"]`` names the one used."""
         args = ["psi", "--dataset", dataset]
         for p in peers:
             args += ["--peer", p]
@@ -151,6 +154,8 @@ class Party:
             args += ["--size-only"]
         if to_all:
             args += ["--to-all"]
+        if protocol is not None:
+            args += ["--protocol", protocol]
         job, r, summary = self._submit("psi", args)
         written = r.get("output")
         ids = pd.read_csv(written, dtype=str) if written else None

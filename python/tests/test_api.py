@@ -30,8 +30,12 @@ def test_psi(alliance):
     assert set(r.ids["id"]) == truth
     assert r.job_id and r.summary.startswith(f"psi job {r.job_id}: alice 600 distinct IDs")
     assert r.job_id in set(alice.jobs()["job_id"])
+    assert r.result["protocol"] == "kkrt" and r.summary.endswith("(kkrt PSI)")
+    ecdh = alice.psi("credit", peers=["bob:credit"], protocol="ecdh")
+    assert ecdh.result["protocol"] == "ecdh" and set(ecdh.ids["id"]) == truth
     only = alice.psi("credit", peers=["bob:credit"], size_only=True)
     assert only.size == len(truth) and only.ids is None
+    assert only.result["protocol"] == "ecdh"
 
 
 def test_train_predict(alliance, tmp_path):

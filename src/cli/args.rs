@@ -261,6 +261,17 @@ pub struct PsiArgs {
     /// Deliver the intersection to every party, not only to the initiator (two parties).
     #[arg(long)]
     pub to_all: bool,
+    /// The protocol: `kkrt` (OT-based, two parties; the default for two parties unless
+    /// --size-only) or `ecdh` (any number of parties, every output; the default otherwise).
+    #[arg(long, value_enum)]
+    pub protocol: Option<PsiProtocolArg>,
+}
+
+/// `confide psi --protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum PsiProtocolArg {
+    Ecdh,
+    Kkrt,
 }
 
 #[derive(Debug, Args)]

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use confide_proto::SubmitRequest;
 
 use super::CliError;
-use super::args::PsiArgs;
+use super::args::{PsiArgs, PsiProtocolArg};
 use super::submit::{absolute, parse_peer, request, submit};
 use crate::base::config::PartyConfig;
 use crate::kinds::JobOptions;
@@ -38,7 +38,11 @@ pub fn psi_request(a: &PsiArgs) -> Result<SubmitRequest, CliError> {
         (Some(o), false) => Some(absolute(o)?),
         _ => None,
     };
-    let options = JobOptions::Psi(psi::Opts { mode });
+    let protocol = a.protocol.map(|p| match p {
+        PsiProtocolArg::Ecdh => psi::Protocol::Ecdh,
+        PsiProtocolArg::Kkrt => psi::Protocol::Kkrt,
+    });
+    let options = JobOptions::Psi(psi::Opts { mode, protocol });
     Ok(request(&options, &a.dataset, peers, output.as_deref()))
 }
 
@@ -73,5 +77,8 @@ pub fn psi_summary(job: &str, me: &str, r: &serde_json::Value) -> String {
         s.push_str(&format!(" written to {out}"));
     }
     s.push_str(&format!(" in {:.2} s", n("elapsed_ms") as f64 / 1000.0));
+    if let Some(p) = r.get("protocol").and_then(|v| v.as_str()) {
+        s.push_str(&format!(" ({p} PSI)"));
+    }
     s
 }

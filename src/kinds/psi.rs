@@ -1,10 +1,13 @@
 //! `psi`: ECDH private set intersection (confide-psi) between the daemons of the job.
 //!
 //! Options: `mode` = `initiator` (default: the initiator learns the intersection), `all`
-//! (both parties of a two-party job learn it) or `size-only`.
+//! (both parties of a two-party job learn it) or `size-only`; `protocol` = `ecdh` or
+//! `kkrt`. Without a protocol every party resolves the same default from the job it was
+//! proposed: KKRT for two parties unless the job is size-only, ECDH otherwise
+//! ([`confide_psi::Protocol::default_for`]).
 
 use confide_mpc::ChannelTransport;
-use confide_psi::{OutputMode, PsiJob};
+use confide_psi::{OutputMode, Protocol as PsiProtocol, PsiJob};
 use serde::{Deserialize, Serialize};
 
 use super::{Env, Kind, Plan};
@@ -42,10 +45,40 @@ impl Mode {
     }
 }
 
+/// The PSI protocol asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Protocol {
+    Ecdh,
+    Kkrt,
+}
+
+impl From<Protocol> for PsiProtocol {
+    fn from(p: Protocol) -> Self {
+        match p {
+            Protocol::Ecdh => PsiProtocol::Ecdh,
+            Protocol::Kkrt => PsiProtocol::Kkrt,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
 #[serde(deny_unknown_fields, default)]
 pub struct Opts {
     pub mode: Mode,
+    /// `None`: the default for the job's party count and mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<Protocol>,
+}
+
+impl Opts {
+    /// The protocol this job runs with `parties` parties.
+    pub fn protocol(&self, parties: usize) -> PsiProtocol {
+        match self.protocol {
+            Some(p) => p.into(),
+            None => PsiProtocol::default_for(parties, self.mode.into()),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -56,6 +89,19 @@ fn check(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError
         return Err(DaemonError::InvalidRequest(
             "psi: delivering the intersection to every party needs exactly two parties".into(),
         ));
+    }
+    if o.protocol == Some(Protocol::Kkrt) {
+        if plan.parties.len() != 2 {
+            return Err(DaemonError::InvalidRequest(format!(
+                "psi: KKRT is a two-party protocol; with {} parties use --protocol ecdh",
+                plan.parties.len()
+            )));
+        }
+        if o.mode == Mode::SizeOnly {
+            return Err(DaemonError::InvalidRequest(
+                "psi: KKRT does not offer size-only output; use --protocol ecdh".into(),
+            ));
+        }
     }
     let ds = plan.checked_dataset(cfg, PolicyKind::Psi)?;
     confide_psi::check_input(&ds.path, &ds.id_column).map_err(|e| {
@@ -130,10 +176,13 @@ impl Kind for Psi {
         } else {
             None
         };
+        let parties = spec.party_names();
+        let protocol = o.protocol(parties.len());
         let job = PsiJob {
             initiator: spec.initiator().to_string(),
-            parties: spec.party_names(),
+            parties,
             mode: o.mode.into(),
+            protocol,
             input: ds.path.clone(),
             id_column: ds.id_column.clone(),
             output,
@@ -145,6 +194,7 @@ impl Kind for Psi {
             "kind": "psi",
             "job_id": spec.job_id,
             "mode": o.mode.as_str(),
+            "protocol": protocol.as_str(),
             "party": env.me(),
             "dataset": name,
             "rows": report.input.rows,

@@ -1,4 +1,4 @@
-//! Row alignment before training or scoring: a two-party ECDH-PSI (confide-psi, mode
+//! Row alignment before training or scoring: a two-party KKRT PSI (confide-psi, mode
 //! `All`) between the two computing parties, then each party's table in the sorted
 //! common-ID order.
 //!
@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 
 use confide_mpc::Transport;
-use confide_psi::{OutputMode, PsiJob, PsiReport};
+use confide_psi::{OutputMode, Protocol, PsiJob, PsiReport};
 
 use crate::error::{Result, TrainError};
 use crate::protocol::MIN_ROWS;
@@ -72,6 +72,7 @@ pub async fn align<T: Transport>(
         initiator: parties[0].to_string(),
         parties: parties.iter().map(|p| p.to_string()).collect(),
         mode: OutputMode::All,
+        protocol: Protocol::Kkrt,
         input,
         id_column: "id".into(),
         output: Some(output.clone()),

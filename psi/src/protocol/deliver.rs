@@ -7,9 +7,10 @@ use std::collections::btree_map::Entry;
 use confide_mpc::transport::Transport;
 use rayon::prelude::*;
 
-use super::{Ctx, Net, cpu, recv_tags, send_tags, shuffled};
+use super::{Ctx, Net, recv_tags, send_tags, shuffled};
 use crate::crypto::Tag;
 use crate::error::PsiError;
+use crate::exec::cpu;
 use crate::wire::{self, Chunk, Items, STREAM_OWN, STREAM_RESULT, STREAM_SET};
 use crate::{OutputMode, Progress};
 

@@ -12,10 +12,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use confide_mpc::transport::Transport;
 
-use super::{Ctx, Net, TaskError, bad_point, blocking, cpu, reserve};
+use super::{Ctx, Net, TaskError, bad_point, reserve};
 use crate::Progress;
 use crate::crypto::{POINT_LEN, Tag};
 use crate::error::PsiError;
+use crate::exec::{blocking, cpu};
 use crate::input::IdStore;
 use crate::wire::{self, Chunk, Items};
 

@@ -11,38 +11,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use confide_mpc::transport::Transport;
+use confide_mpc::transport::{Transport, TransportError};
 use rand::seq::SliceRandom;
+use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
 use crate::crypto::{BadPoint, JobKey, TAG_LEN, Tag};
 use crate::error::PsiError;
+use crate::exec::{blocking, cpu};
 use crate::input::{self, IdStore, InputStats, Tuning};
 use crate::route::{Route, check_parties};
 use crate::wire::{self, Chunk, Items, Msg};
-use crate::{OutputMode, Progress, PsiJob, PsiReport};
-
-/// Runs `f` on the rayon pool and awaits its result without blocking the runtime. A panic
-/// in `f` (a bug) becomes an error instead of aborting the process.
-async fn cpu<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> Result<R, PsiError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    rayon::spawn(move || {
-        let _ = tx.send(std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)));
-    });
-    match rx.await {
-        Ok(Ok(r)) => Ok(r),
-        _ => Err(PsiError::Internal("a rayon task panicked".into())),
-    }
-}
-
-/// Runs blocking file I/O on tokio's blocking pool.
-async fn blocking<R: Send + 'static>(
-    f: impl FnOnce() -> Result<R, PsiError> + Send + 'static,
-) -> Result<R, PsiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| PsiError::Internal(format!("blocking task failed: {e}")))?
-}
+use crate::{OutputMode, Progress, Protocol, PsiJob, PsiReport, kkrt};
 
 /// The transport plus byte counters.
 struct Net<'a, T> {
@@ -62,6 +42,38 @@ impl<T: Transport> Net<'_, T> {
         self.received.fetch_add(m.len() as u64, Ordering::Relaxed);
         Ok(m)
     }
+}
+
+/// The KKRT protocol runs its OT extension over the counted transport.
+impl<T: Transport> Transport for Net<'_, T> {
+    fn me(&self) -> &str {
+        self.t.me()
+    }
+
+    fn peers(&self) -> Vec<String> {
+        self.t.peers()
+    }
+
+    async fn send(&self, to: &str, msg: Vec<u8>) -> Result<(), TransportError> {
+        self.sent.fetch_add(msg.len() as u64, Ordering::Relaxed);
+        self.t.send(to, msg).await
+    }
+
+    async fn recv(&self, from: &str) -> Result<Vec<u8>, TransportError> {
+        let m = self.t.recv(from).await?;
+        self.received.fetch_add(m.len() as u64, Ordering::Relaxed);
+        Ok(m)
+    }
+}
+
+/// This party's digests for KKRT, in send order (bucket by bucket).
+fn digests(store: &IdStore) -> Result<Vec<u128>, PsiError> {
+    let mut xs = Vec::with_capacity(store.len() as usize);
+    for b in 0..store.bucket_count() {
+        let ids = store.load(b)?;
+        xs.par_extend(ids.par_iter().map(|id| kkrt::digest(id)));
+    }
+    Ok(xs)
 }
 
 /// The fixed facts of one job at this party.
@@ -90,6 +102,17 @@ impl Ctx<'_> {
 
 fn validate<T: Transport>(t: &T, job: &PsiJob) -> Result<(usize, usize), PsiError> {
     let initiator = check_parties(&job.parties, &job.initiator, job.mode)?;
+    if job.protocol == Protocol::Kkrt {
+        if job.parties.len() != 2 {
+            return Err(PsiError::InvalidJob(format!(
+                "KKRT PSI is a two-party protocol; {} parties need --protocol ecdh",
+                job.parties.len()
+            )));
+        }
+        if job.mode == OutputMode::SizeOnly {
+            return Err(kkrt::size_only_refused());
+        }
+    }
     let Some(me) = job.parties.iter().position(|p| p == t.me()) else {
         return Err(PsiError::InvalidJob(format!(
             "this party `{}` is not in the party list",
@@ -143,6 +166,45 @@ pub(crate) async fn run<T: Transport>(
         .tempdir_in(&job.work_dir)
         .map_err(|e| PsiError::io(&job.work_dir, e))?;
     let (store, stats) = read_input(job, dir.path(), tuning, progress).await?;
+    let net = Net {
+        t,
+        sent: AtomicU64::new(0),
+        received: AtomicU64::new(0),
+    };
+    if job.protocol == Protocol::Kkrt {
+        let peer = job.parties[1 - me].clone();
+        let role = if me == initiator {
+            kkrt::Role::Initiator
+        } else {
+            kkrt::Role::Responder
+        };
+        let store = Arc::new(store);
+        let s = store.clone();
+        let xs = blocking(move || digests(&s)).await?;
+        let (peer_size, hits) = kkrt::core(&net, &peer, role, job.mode, xs, progress).await?;
+        let (size, output, ids) = match hits {
+            Some(hits) => {
+                let size = hits.iter().filter(|h| **h).count() as u64;
+                let path = job.output.clone();
+                let (s, p) = (store.clone(), path.clone());
+                let ids = blocking(move || output::write_matches(&s, &hits, p.as_deref(), collect))
+                    .await?;
+                (Some(size), path, ids)
+            }
+            None => (None, None, None),
+        };
+        drop(dir);
+        let report = PsiReport {
+            input: stats,
+            peer_set_sizes: BTreeMap::from([(peer, peer_size)]),
+            intersection_size: size,
+            output,
+            elapsed: start.elapsed(),
+            bytes_sent: net.sent.load(Ordering::Relaxed),
+            bytes_received: net.received.load(Ordering::Relaxed),
+        };
+        return Ok((report, ids));
+    }
     let n = job.parties.len();
     let ctx = Ctx {
         names: &job.parties,
@@ -155,11 +217,6 @@ pub(crate) async fn run<T: Transport>(
         key: Arc::new(key),
         dir: dir.path().to_path_buf(),
         progress,
-    };
-    let net = Net {
-        t,
-        sent: AtomicU64::new(0),
-        received: AtomicU64::new(0),
     };
     let store = Arc::new(store);
     let sizes = hello(&net, &ctx, job, store.len()).await?;
