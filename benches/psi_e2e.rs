@@ -66,15 +66,13 @@ fn write_ids(path: &Path, range: std::ops::Range<u64>) {
 /// User plus system CPU seconds of a process so far.
 fn cpu_secs(pid: u32) -> f64 {
     let s = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    // Fields after the command name (which is in parentheses): utime and stime are the
-    // 12th and 13th.
+    // After the command name (in parentheses) come the state, ..., utime and stime: the
+    // 12th and 13th fields from there.
     let rest = s.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-    let f: Vec<f64> = rest
-        .split_whitespace()
-        .filter_map(|x| x.parse().ok())
-        .collect();
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<f64>().ok()).unwrap_or(0.0);
     let ticks = 100.0; // USER_HZ on Linux
-    (f.get(11).copied().unwrap_or(0.0) + f.get(12).copied().unwrap_or(0.0)) / ticks
+    (field(11) + field(12)) / ticks
 }
 
 struct Row {

@@ -318,6 +318,41 @@ fn a_frozen_peer_is_named_unresponsive_within_15s() {
 }
 
 #[test]
+fn job_history_survives_a_restart_and_a_cut_off_job_is_marked_interrupted() {
+    let (_root, dir, _) = new_alliance("alice,bob");
+    let mut alice = serve(&dir, "alice");
+    let _bob = serve(&dir, "bob");
+    wait_all_ok(&dir, &["alice", "bob"], Duration::from_secs(20));
+    let cfg = config(&dir, "alice");
+    let o = cli(&["netcheck", "--config", path_str(&cfg), "--rounds", "3"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let mut long = spawn_long_netcheck(&cfg);
+    std::thread::sleep(Duration::from_millis(1500));
+    // alice's daemon dies (SIGKILL) with the long job running, and comes back.
+    alice.child.kill().unwrap();
+    alice.child.wait().unwrap();
+    let _ = long.kill();
+    let _ = long.wait();
+    let _alice = serve(&dir, "alice");
+    wait_status_ok(&dir, "alice", Duration::from_secs(20));
+    let jobs = stdout(&at(&dir, "alice", &["jobs"]));
+    let lines: Vec<&str> = jobs.lines().filter(|l| l.contains("netcheck")).collect();
+    assert_eq!(lines.len(), 2, "both jobs are still listed:\n{jobs}");
+    assert!(
+        lines.iter().any(|l| l.contains("succeeded")),
+        "the finished job keeps its state:\n{jobs}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("failed") && l.contains("interrupted: daemon restarted")),
+        "the cut-off job is marked interrupted:\n{jobs}"
+    );
+}
+
+#[test]
 fn job_folders_left_by_a_crash_are_removed_at_restart() {
     let (_root, dir, _) = new_alliance("alice,bob");
     let left = dir

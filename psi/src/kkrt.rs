@@ -38,8 +38,11 @@
 //!   aborts the job rather than retrying with a new seed, which would tell the responder
 //!   something about the initiator's set.
 //!
-//! Memory: the OT extension runs in chunks; the responder holds `3·n_R` tags and the OPRF
-//! matrix (64 bytes per bin), the initiator its table and `n_I` tags.
+//! Memory: the OT extension runs in chunks. The responder holds its digests (16 bytes per
+//! item), the OPRF matrix (64 bytes per bin, 81 per initiator item), one sorted tag list
+//! at a time (16 bytes per item) and, for output `All`, 12 bytes per item for the
+//! positions; the initiator its table, its OPRF outputs and `n_I` tags in hash maps.
+//! Measured peaks are in BENCHMARKS.md (10^7 per side: about 1.2 GiB per daemon).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -56,6 +59,8 @@ use crate::{OutputMode, Progress, PsiError};
 const ID_DST: &[u8] = b"confide-psi/kkrt/id/v1";
 /// Tags per message.
 const TAG_CHUNK: usize = 1 << 16;
+/// Responder items evaluated at a time.
+const EVAL_CHUNK: usize = 1 << 16;
 /// Evictions before a cuckoo insertion fails.
 pub const MAX_KICKS: usize = 2000;
 /// Largest set size a peer may announce (2^28 items: the OPRF matrix for that many is
@@ -342,44 +347,49 @@ pub(crate) async fn core<T: Transport>(
             stage("oprf", 0, nb as u64);
             let key = Arc::new(oprf::send(t, peer, nb).await.map_err(PsiError::from)?);
             stage("oprf", nb as u64, nb as u64);
-            let x = xs.clone();
-            let cand = Arc::new(
-                cpu(move || {
-                    Hasher {
-                        aes: FixedAes::new(seed),
-                        bins: nb as u64,
-                    }
-                    .bins_of(&x)
-                })
-                .await?,
-            );
+            let hasher = Arc::new(Hasher {
+                aes: FixedAes::new(seed),
+                bins: nb as u64,
+            });
             let len = tag_bytes(n_i, n as u64);
+            if len > 12 {
+                // Unreachable: both sets are at most MAX_ITEMS (checked above).
+                return Err(PsiError::Internal("KKRT tags longer than 96 bits".into()));
+            }
             // For output `All`: per hash function, the item behind each sent position.
             let mut order: Vec<Vec<u32>> = Vec::with_capacity(3);
             for k in 0..3usize {
-                let (x, c, key) = (xs.clone(), cand.clone(), key.clone());
+                let (x, key, h) = (xs.clone(), key.clone(), hasher.clone());
+                // One list per hash function: (tag << 32) | item, sorted, so the tags go
+                // out in value order and the item behind each position stays here. 16
+                // bytes per item: the evaluation runs in chunks.
                 let list = cpu(move || {
-                    let queries: Vec<(usize, Block)> = x
-                        .iter()
-                        .zip(c.iter())
-                        .map(|(&x, c)| (c[k] as usize, x | k as u128))
-                        .collect();
-                    let vals = key.eval(&queries)?;
-                    let mut list: Vec<(Block, u32)> = vals
-                        .into_iter()
+                    let mut list = vec![0u128; x.len()];
+                    list.par_chunks_mut(EVAL_CHUNK)
+                        .zip(x.par_chunks(EVAL_CHUNK))
                         .enumerate()
-                        .map(|(i, v)| (tag(v, len), i as u32))
-                        .collect();
+                        .try_for_each(|(ci, (out, xs))| {
+                            let queries: Vec<(usize, Block)> = xs
+                                .iter()
+                                .zip(h.bins_of(xs))
+                                .map(|(&x, c)| (c[k] as usize, x | k as u128))
+                                .collect();
+                            let vals = key.eval(&queries)?;
+                            for (j, (o, v)) in out.iter_mut().zip(vals).enumerate() {
+                                *o = (tag(v, len) << 32) | (ci * EVAL_CHUNK + j) as u128;
+                            }
+                            Some(())
+                        })?;
                     list.par_sort_unstable();
                     Some(list)
                 })
                 .await?
                 .ok_or_else(|| PsiError::Internal("bin out of range".into()))?;
                 for (ci, chunk) in list.chunks(TAG_CHUNK).enumerate() {
-                    let msg: Vec<u8> = chunk
-                        .iter()
-                        .flat_map(|(v, _)| v.to_le_bytes()[..len].to_vec())
-                        .collect();
+                    let mut msg = Vec::with_capacity(chunk.len() * len);
+                    for p in chunk {
+                        msg.extend_from_slice(&(p >> 32).to_le_bytes()[..len]);
+                    }
                     t.send(peer, msg).await?;
                     stage(
                         "sending tags",
@@ -388,7 +398,7 @@ pub(crate) async fn core<T: Transport>(
                     );
                 }
                 if mode == OutputMode::All {
-                    order.push(list.into_iter().map(|(_, i)| i).collect());
+                    order.push(list.iter().map(|&p| p as u32).collect());
                 }
             }
             if mode != OutputMode::All {

@@ -13,6 +13,7 @@ use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
 use super::Daemon;
+use super::job_store::JobStore;
 use crate::base::config::PartyConfig;
 use crate::base::error::{DaemonError, printable, status_line};
 use crate::base::ids::now_ms;
@@ -29,15 +30,47 @@ pub struct JobRecord {
     pub abort: FailureSignal,
 }
 
-/// Every job this daemon knows, by id.
+/// Every job this daemon knows, by id, written through to the on-disk history.
 #[derive(Debug, Default)]
-pub struct JobTable(Mutex<BTreeMap<String, JobRecord>>);
+pub struct JobTable {
+    jobs: Mutex<BTreeMap<String, JobRecord>>,
+    store: Option<JobStore>,
+}
 
 impl JobTable {
+    /// The table with the history at `path` (see [`JobStore::open`]).
+    pub fn open(path: &Path) -> Result<Self, DaemonError> {
+        let (store, history) = JobStore::open(path, now_ms())?;
+        let jobs = history
+            .into_iter()
+            .map(|info| {
+                let (tx, _rx) = watch::channel(None);
+                let rec = JobRecord {
+                    info,
+                    abort: Arc::new(tx),
+                };
+                (rec.info.job_id.clone(), rec)
+            })
+            .collect();
+        Ok(Self {
+            jobs: Mutex::new(jobs),
+            store: Some(store),
+        })
+    }
+
     fn lock(&self) -> Result<std::sync::MutexGuard<'_, BTreeMap<String, JobRecord>>, DaemonError> {
-        self.0
+        self.jobs
             .lock()
             .map_err(|_| DaemonError::Internal("job table poisoned".into()))
+    }
+
+    /// Writes a job's record to the history (a failure is logged: the job goes on).
+    fn persist(&self, info: &JobInfo) {
+        if let Some(store) = &self.store
+            && let Err(e) = store.put(info)
+        {
+            tracing::error!(job = %info.job_id, "{e}");
+        }
     }
 
     /// Records a job as queued; returns its abort signal.
@@ -66,6 +99,9 @@ impl JobTable {
                 abort: signal.clone(),
             },
         );
+        if let Some(r) = jobs.get(&spec.job_id) {
+            self.persist(&r.info);
+        }
         Ok(signal)
     }
 
@@ -81,6 +117,7 @@ impl JobTable {
             ) {
                 r.info.finished_unix_ms = now_ms();
             }
+            self.persist(&r.info);
         }
     }
 

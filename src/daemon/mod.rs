@@ -6,6 +6,7 @@
 
 mod commitments;
 mod control;
+mod job_store;
 pub mod jobs;
 pub mod metrics;
 mod peer;
@@ -71,7 +72,7 @@ impl Daemon {
             channels,
             rendezvous: Rendezvous::default(),
             metrics: Arc::new(Metrics::default()),
-            jobs: JobTable::default(),
+            jobs: JobTable::open(&cfg.party.data_dir.join("jobs.redb"))?,
             commitments: commitments::Commitments::default(),
             risk: tokio::sync::OnceCell::new(),
             current: std::sync::RwLock::new(Arc::new(cfg.clone())),
