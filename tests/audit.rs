@@ -48,15 +48,35 @@ fn job_id(psi_stdout: &str) -> String {
         .to_string()
 }
 
-#[test]
-fn jobs_are_anchored_replicated_and_provable_offline() {
-    let (root, dir, _) = new_alliance("alice,bob,carol");
-    let data = root.path().join("ids.csv");
+/// A record a party keeps in `data_dir/audit-salts/`.
+fn salt_record(dir: &Path, party: &str, file: &str) -> serde_json::Value {
+    let path = dir.join(party).join("data").join("audit-salts").join(file);
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// The `salt` of such a record.
+fn salt_of(record: &serde_json::Value) -> [u8; 32] {
+    hex::decode(record["salt"].as_str().unwrap())
+        .unwrap()
+        .try_into()
+        .unwrap()
+}
+
+/// `ids.csv` under `root`: a column `id` of `n` customer IDs.
+fn write_ids(root: &Path, n: usize) -> std::path::PathBuf {
+    let data = root.join("ids.csv");
     let mut s = String::from("id\n");
-    for i in 0..500 {
+    for i in 0..n {
         s.push_str(&format!("customer-{i}\n"));
     }
     std::fs::write(&data, s).unwrap();
+    data
+}
+
+#[test]
+fn jobs_are_anchored_replicated_and_provable_offline() {
+    let (root, dir, _) = new_alliance("alice,bob,carol");
+    let data = write_ids(root.path(), 500);
     add_dataset(
         &dir,
         "alice",
@@ -97,7 +117,8 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
     let job2 = psi_job("bob", "carol:ids");
 
     // In every member's log within seconds, final, and verified.
-    let took = wait_replicated(&dir, &["alice", "bob", "carol"], 2, Duration::from_secs(10));
+    // Two entries per job: its start and its outcome.
+    let took = wait_replicated(&dir, &["alice", "bob", "carol"], 4, Duration::from_secs(10));
     assert!(took < Duration::from_secs(10));
     for p in ["alice", "bob", "carol"] {
         let (_, _, out) = log_json(&dir, p);
@@ -136,16 +157,7 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
 
     // job1's fingerprint commits, with alice's salt, to both parties' dataset commitments, the
     // parameters and the result: recompute it from alice's salt record.
-    let rec: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            dir.join("alice")
-                .join("data")
-                .join("audit-salts")
-                .join(format!("{job1}.json")),
-        )
-        .unwrap(),
-    )
-    .unwrap();
+    let rec = salt_record(&dir, "alice", &format!("{job1}.json"));
     let request = hex::decode(rec["request"].as_str().unwrap()).unwrap();
     let file_hash: [u8; 32] =
         <sha2::Sha256 as sha2::Digest>::digest(std::fs::read(&data).unwrap()).into();
@@ -153,32 +165,26 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
     assert!(!has(&file_hash), "no bare dataset hash in the request");
     // Each party's commitment opens with the salt it kept.
     for p in ["alice", "bob"] {
-        let opening: serde_json::Value = serde_json::from_str(
-            &std::fs::read_to_string(
-                dir.join(p)
-                    .join("data")
-                    .join("audit-salts")
-                    .join(format!("{job1}.dataset.json")),
-            )
-            .unwrap(),
-        )
-        .unwrap();
-        let salt: [u8; 32] = hex::decode(opening["salt"].as_str().unwrap())
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let c = confide::audit::commitment::dataset_commitment(&job1, &salt, &file_hash);
+        let opening = salt_record(&dir, p, &format!("{job1}.dataset.json"));
+        let c =
+            confide::audit::commitment::dataset_commitment(&job1, &salt_of(&opening), &file_hash);
         assert!(has(&c), "{p}'s dataset commitment is in the request");
     }
-    let salt: [u8; 32] = hex::decode(rec["salt"].as_str().unwrap())
-        .unwrap()
-        .try_into()
-        .unwrap();
-    let fp =
-        confide_audit::fingerprint(&salt, &request, rec["result"].as_str().unwrap().as_bytes());
+    let fp = confide_audit::fingerprint(
+        &salt_of(&rec),
+        &request,
+        rec["result"].as_str().unwrap().as_bytes(),
+    );
     let (_, _, out) = log_json(&dir, "carol");
-    let row = out.lines().find(|l| l.contains(&job1)).unwrap();
-    assert!(row.ends_with(&hex::encode(fp)), "{row}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains(&job1)).collect();
+    assert_eq!(rows.len(), 2, "the job's start, then its outcome:\n{out}");
+    assert!(rows[1].ends_with(&hex::encode(fp)), "{}", rows[1]);
+    // The start entry opens too, with its own salt, to the same request and `started`.
+    let start = salt_record(&dir, "alice", &format!("{job1}.start.json"));
+    assert_eq!(start["result"], "started");
+    let start_request = hex::decode(start["request"].as_str().unwrap()).unwrap();
+    let start_fp = confide_audit::fingerprint(&salt_of(&start), &start_request, b"started");
+    assert!(rows[0].ends_with(&hex::encode(start_fp)), "{}", rows[0]);
 
     // A proof, made at carol (not the initiator), checks offline; tampering is rejected.
     let proof = root.path().join("proof.json");
@@ -266,12 +272,73 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
     carol.child.kill().unwrap();
     carol.child.wait().unwrap();
     let job3 = psi_job("alice", "bob:ids");
-    wait_replicated(&dir, &["alice", "bob"], 3, Duration::from_secs(10));
+    wait_replicated(&dir, &["alice", "bob"], 6, Duration::from_secs(10));
     let _carol = serve(&dir, "carol");
     wait_status_ok(&dir, "carol", Duration::from_secs(20));
-    wait_replicated(&dir, &["alice", "bob", "carol"], 3, Duration::from_secs(15));
+    wait_replicated(&dir, &["alice", "bob", "carol"], 6, Duration::from_secs(15));
     let (_, _, out) = log_json(&dir, "carol");
     assert!(out.contains(&job3), "{out}");
     let o = at(&dir, "carol", &["audit", "verify"]);
     assert!(o.status.success(), "{}", stderr(&o));
+}
+
+#[test]
+fn a_job_is_anchored_before_it_runs_and_does_not_run_unanchored() {
+    let (root, dir, _) = new_alliance("alice,bob,carol");
+    let data = write_ids(root.path(), 300);
+    for (p, peer) in [("bob", "carol"), ("carol", "bob")] {
+        add_dataset(
+            &dir,
+            p,
+            "ids",
+            &data,
+            "id",
+            &format!("{{ psi = [\"{peer}\"] }}"),
+        );
+    }
+    // alice is the audit sequencer (the first member).
+    let mut alice = serve(&dir, "alice");
+    let _bob = serve(&dir, "bob");
+    let _carol = serve(&dir, "carol");
+    wait_all_ok(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
+
+    // A job that runs: its start and its outcome are both on the chain.
+    let bob_psi = |out: &Path| {
+        psi(
+            &dir,
+            "bob",
+            "ids",
+            &["carol:ids"],
+            &["--output", path_str(out)],
+        )
+    };
+    let o = bob_psi(&root.path().join("first.csv"));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let job = job_id(&stdout(&o));
+    wait_replicated(&dir, &["bob"], 2, Duration::from_secs(10));
+    let (_, _, log) = log_json(&dir, "bob");
+    let entries = log.lines().filter(|l| l.contains(&job)).count();
+    assert_eq!(entries, 2, "a start and an outcome entry for {job}:\n{log}");
+    let start = salt_record(&dir, "bob", &format!("{job}.start.json"));
+    assert_eq!(
+        start["result"], "started",
+        "the start entry can be opened later"
+    );
+
+    // With the sequencer down nothing can be anchored: the job fails before it computes,
+    // and no result file appears.
+    alice.child.kill().unwrap();
+    alice.child.wait().unwrap();
+    let out = root.path().join("second.csv");
+    let o = bob_psi(&out);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("start could not be anchored") && e.contains("nothing ran"),
+        "{e}"
+    );
+    assert!(
+        !out.exists(),
+        "a job that was not anchored wrote its result"
+    );
 }

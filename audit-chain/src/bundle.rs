@@ -1,6 +1,6 @@
 //! Offline proof bundles and contribution summaries.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -142,9 +142,9 @@ fn verify_parsed(b: ProofBundle, genesis: &Genesis) -> Result<VerifiedBundle> {
 /// A member's contribution counts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MemberSummary {
-    /// Entries (jobs) the member started.
+    /// Jobs the member started (however many entries each has).
     pub started: u64,
-    /// Entries naming the member among the parties that served the job.
+    /// Jobs whose entries name the member among the parties that served them.
     pub served: u64,
 }
 
@@ -155,10 +155,17 @@ pub fn summarize(genesis: &Genesis, entries: &[Entry]) -> BTreeMap<String, Membe
         .iter()
         .map(|m| (m.name.clone(), MemberSummary::default()))
         .collect();
+    // Jobs, not entries: a job may have several (its start, its outcome, risk steps).
+    let (mut started, mut served) = (HashSet::new(), HashSet::new());
     for e in entries {
-        out.entry(e.body().member.clone()).or_default().started += 1;
-        for s in &e.body().served_by {
-            out.entry(s.clone()).or_default().served += 1;
+        let b = e.body();
+        if started.insert((b.member.as_str(), b.job_id.as_str())) {
+            out.entry(b.member.clone()).or_default().started += 1;
+        }
+        for s in &b.served_by {
+            if served.insert((s.as_str(), b.job_id.as_str())) {
+                out.entry(s.clone()).or_default().served += 1;
+            }
         }
     }
     out

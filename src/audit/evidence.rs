@@ -58,6 +58,40 @@ pub async fn record_job(
     peer_commitments: &BTreeMap<String, [u8; 32]>,
     result: &Result<serde_json::Value, DaemonError>,
 ) -> Result<Option<u64>, DaemonError> {
+    let result_bytes = match result {
+        Ok(v) => v.to_string().into_bytes(),
+        Err(e) => format!("failed: {e}").into_bytes(),
+    };
+    record(a, cfg, spec, peer_commitments, result_bytes, "").await
+}
+
+/// Records the *start* of a job this party initiates, before anything is computed: the
+/// request (with this party's dataset commitment) and the result `started`. A job whose
+/// start cannot be anchored does not run. Kinds that anchor each step themselves (risk
+/// queries log every evaluation before it happens) and kinds without an audit kind have
+/// no start entry. Returns the entry's index.
+pub async fn record_job_start(
+    a: &AuditState,
+    cfg: &PartyConfig,
+    spec: &JobSpec,
+) -> Result<Option<u64>, DaemonError> {
+    if matches!(spec.kind, Kind::RiskIngest | Kind::RiskQuery) {
+        return Ok(None);
+    }
+    let none = BTreeMap::new();
+    record(a, cfg, spec, &none, b"started".to_vec(), ".start").await
+}
+
+/// Appends one entry for `spec` committing to its request and `result_bytes`; the salt
+/// and the opened values go to `audit-salts/JOB{suffix}.json`.
+async fn record(
+    a: &AuditState,
+    cfg: &PartyConfig,
+    spec: &JobSpec,
+    peer_commitments: &BTreeMap<String, [u8; 32]>,
+    result_bytes: Vec<u8>,
+    suffix: &str,
+) -> Result<Option<u64>, DaemonError> {
     let Some(kind) = audit_kind(spec.kind) else {
         return Ok(None);
     };
@@ -92,10 +126,6 @@ pub async fn record_job(
         dataset_hashes,
         parameters: spec.options_json.as_bytes().to_vec(),
     };
-    let result_bytes = match result {
-        Ok(v) => v.to_string().into_bytes(),
-        Err(e) => format!("failed: {e}").into_bytes(),
-    };
     let salt = new_salt();
     let body = EntryBody {
         timestamp_ms: now_ms(),
@@ -114,7 +144,7 @@ pub async fn record_job(
         "request": hex::encode(request.to_bytes()), "result": String::from_utf8_lossy(&result_bytes),
     });
     write_secret(
-        &dir.join(format!("{}.json", spec.job_id)),
+        &dir.join(format!("{}{suffix}.json", spec.job_id)),
         record.to_string().as_bytes(),
     )?;
     Ok(Some(promise.index))

@@ -337,6 +337,20 @@ pub async fn run(
     // "peer closed the stream".
     let links: std::sync::OnceLock<ChannelTransport> = std::sync::OnceLock::new();
     let body = async {
+        // Log before compute: the initiator anchors the attempt first; a job whose start
+        // cannot be anchored runs nothing and writes no result.
+        if spec.initiator() == daemon.me()
+            && options.with_peers()
+            && let Some(a) = &daemon.audit
+        {
+            crate::audit::evidence::record_job_start(a, &daemon.current(), &spec)
+                .await
+                .map_err(|e| {
+                    DaemonError::Protocol(format!(
+                        "the job's start could not be anchored on the audit chain, so nothing ran: {e}"
+                    ))
+                })?;
+        }
         std::fs::create_dir_all(&work_dir)
             .map_err(|e| DaemonError::io(format!("creating {}", work_dir.display()), e))?;
         let transport = if options.with_peers() {

@@ -441,11 +441,12 @@ impl AuditStore {
         self.jobs.get(job_id).map_or(&[], |v| v.as_slice())
     }
 
-    /// Proof bundle for the first entry of `job_id`.
+    /// Proof bundle for the latest entry of `job_id` (a job's outcome comes after the
+    /// entry that anchored its start).
     pub fn prove_job(&self, job_id: &str) -> Result<ProofBundle> {
         let idx = *self
             .job_entries(job_id)
-            .first()
+            .last()
             .ok_or_else(|| AuditError::NotFound(format!("job {job_id:?}")))?;
         self.prove(idx)
     }
