@@ -135,6 +135,26 @@ fn no_id_or_unkeyed_hash_on_the_wire_and_sizes_depend_only_on_set_sizes() {
             assert!(!recording_contains(&log, n), "{id}");
         }
     }
+    // Nor the cuckoo hash of a digest, AES under the public seed of the initiator's hello
+    // (56 bytes: fingerprint, set size, seed), whole or its first 8 bytes.
+    let hello = log
+        .lock()
+        .unwrap()
+        .iter()
+        .find(|m| m.from == "a" && m.bytes.len() == 56)
+        .map(|m| m.bytes.clone())
+        .expect("the hello");
+    let seed = u128::from_le_bytes(hello[40..56].try_into().unwrap());
+    let aes = confide_ot::block::FixedAes::new(seed);
+    for id in all.iter().step_by(101) {
+        let x = crate::kkrt::digest(id);
+        for k in 0..3u128 {
+            let h = aes.encrypt_one(x | k).to_le_bytes();
+            for n in [&h[..], &h[..8]] {
+                assert!(!recording_contains(&log, n), "{id}");
+            }
+        }
+    }
     // The responder's tag lists (2500 tags of 8 bytes each) go sorted, not in input order.
     let lists: Vec<Vec<u8>> = log
         .lock()
