@@ -95,6 +95,14 @@ fn check_shape(peer: &str, h: &Hello) -> Result<()> {
     }
 }
 
+/// A peer's hello from the bytes it sent, its shape checked before anything is sized by
+/// it. Memory: what the JSON itself holds (no count in it is trusted for an allocation).
+pub(crate) fn decode_hello(peer: &str, b: &[u8]) -> Result<Hello> {
+    let h: Hello = from_json(peer, b)?;
+    check_shape(peer, &h)?;
+    Ok(h)
+}
+
 /// The opening exchange. Parties tell each other (and the dealer) their row and column
 /// counts, feature names (not to the dealer), the parameters and any local error; the
 /// dealer answers with a verdict. Returns the peer's hello at a party, both hellos at the
@@ -111,10 +119,8 @@ pub(crate) async fn handshake<T: Transport>(
         Role::Passive => (&names.passive, &names.active),
         Role::Dealer => {
             let (a, b) = tokio::join!(t.recv(&names.active), t.recv(&names.passive));
-            let a: Hello = from_json(&names.active, &a?)?;
-            let b: Hello = from_json(&names.passive, &b?)?;
-            check_shape(&names.active, &a)?;
-            check_shape(&names.passive, &b)?;
+            let a = decode_hello(&names.active, &a?)?;
+            let b = decode_hello(&names.passive, &b?)?;
             let err = if let Some(e) = a.error.as_ref().or(b.error.as_ref()) {
                 Some(format!("a party failed: {e}"))
             } else if a.params != params_json || b.params != params_json {
@@ -161,8 +167,7 @@ pub(crate) async fn handshake<T: Transport>(
     );
     s1?;
     s2?;
-    let theirs: Hello = from_json(peer, &r?)?;
-    check_shape(peer, &theirs)?;
+    let theirs = decode_hello(peer, &r?)?;
     let verdict: Verdict = from_json(&names.dealer, &t.recv(&names.dealer).await?)?;
     if let Some(e) = local_err {
         return Err(e);
@@ -194,4 +199,64 @@ pub(crate) async fn handshake<T: Transport>(
         Role::Active => [hello, theirs],
         _ => [theirs, hello],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use proptest::prelude::*;
+
+    use super::*;
+
+    /// Cases per property: `CONFIDE_FUZZ_CASES` (CI's decoder step sets 100,000).
+    fn cases() -> u32 {
+        std::env::var("CONFIDE_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000)
+    }
+
+    fn valid() -> Vec<u8> {
+        to_json(&Hello {
+            rows: 1000,
+            cols: 3,
+            features: vec!["age".into(), "income".into()],
+            params: "{\"epochs\":5}".into(),
+            error: None,
+        })
+    }
+
+    #[test]
+    fn a_valid_hello_decodes_and_oversized_shapes_are_refused() {
+        assert_eq!(decode_hello("bob", &valid()).unwrap().rows, 1000);
+        let huge =
+            br#"{"rows":18446744073709551615,"cols":1,"features":[],"params":"","error":null}"#;
+        let e = decode_hello("bob", huge).unwrap_err().to_string();
+        assert!(e.contains("bob") && e.contains("announced"), "{e}");
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        #[test]
+        fn training_hello_decoder_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = decode_hello("bob", &bytes);
+        }
+
+        #[test]
+        fn mutated_training_hellos_never_panic(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 1..6),
+            cut in any::<prop::sample::Index>(),
+        ) {
+            let mut b = valid();
+            for (i, v) in flips {
+                let at = i.index(b.len());
+                b[at] = v;
+            }
+            let keep = cut.index(b.len() + 1);
+            b.truncate(keep);
+            if let Ok(h) = decode_hello("bob", &b) {
+                prop_assert!(h.rows <= MAX_ROWS && h.cols <= MAX_COLS);
+            }
+        }
+    }
 }
