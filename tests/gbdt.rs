@@ -68,6 +68,8 @@ fn gbdt_train_and_predict_between_real_daemons() {
             "0.3",
             "--bins",
             "16",
+            "--subsample",
+            "0.9",
             "--dataset",
             "credit",
             "--peer",

@@ -367,6 +367,10 @@ pub struct GbdtArgs {
     /// Least hessian sum in each child (gbdt).
     #[arg(long, default_value_t = 1.0)]
     pub min_child_weight: f64,
+    /// Fraction of the rows each tree is grown on, in (0, 1] (gbdt): drawn per tree from
+    /// the job's public seed.
+    #[arg(long, default_value_t = 1.0)]
+    pub subsample: f64,
 }
 
 #[derive(Debug, Args)]

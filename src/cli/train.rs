@@ -88,6 +88,7 @@ fn train_options(a: &TrainArgs, dealer: String) -> Result<kinds::train::Opts, Cl
         lambda: a.gbdt.lambda,
         gamma: a.gbdt.gamma,
         min_child_weight: a.gbdt.min_child_weight,
+        subsample: a.gbdt.subsample,
     });
     o.validate()
         .map_err(|e| CliError::Usage(format!("confide train: {e}")))?;

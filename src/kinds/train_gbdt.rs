@@ -142,6 +142,7 @@ pub async fn run_train(
         "lambda": params.lambda,
         "gamma": params.gamma,
         "min_child_weight": params.min_child_weight,
+        "subsample": params.subsample,
         "label": o.label,
         "output": output,
         "shared_model": shared_path,

@@ -171,6 +171,13 @@ pub struct GbdtOptions {
     pub gamma: f64,
     /// Least hessian sum per child (default 1).
     pub min_child_weight: f64,
+    /// Fraction of the rows each tree is grown on (default 1).
+    #[serde(default = "one")]
+    pub subsample: f64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl Default for GbdtOptions {
@@ -182,6 +189,7 @@ impl Default for GbdtOptions {
             lambda: 1.0,
             gamma: 0.0,
             min_child_weight: 1.0,
+            subsample: 1.0,
         }
     }
 }
@@ -209,6 +217,7 @@ impl TrainOptions {
         "lambda",
         "gamma",
         "min_child_weight",
+        "subsample",
     ];
 
     /// Options with every default: `label`, the job `seed` and the `dealer` given.
@@ -273,6 +282,7 @@ impl TrainOptions {
                         lambda: raw.num("lambda", Some(d.lambda))?,
                         gamma: raw.num("gamma", Some(d.gamma))?,
                         min_child_weight: raw.num("min_child_weight", Some(d.min_child_weight))?,
+                        subsample: raw.num("subsample", Some(d.subsample))?,
                     })
                 }
                 Some(m) => return Err(bad(format!("model = `{m}` (lr or gbdt)"))),
@@ -299,6 +309,8 @@ impl TrainOptions {
         p.lambda = g.lambda;
         p.gamma = g.gamma;
         p.min_child_weight = g.min_child_weight;
+        p.subsample = g.subsample;
+        p.seed = self.seed;
         Some(p)
     }
 
@@ -314,6 +326,7 @@ impl TrainOptions {
                 ("lambda", g.lambda.to_string()),
                 ("gamma", g.gamma.to_string()),
                 ("min_child_weight", g.min_child_weight.to_string()),
+                ("subsample", g.subsample.to_string()),
             ]));
         }
         out

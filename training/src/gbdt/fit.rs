@@ -156,9 +156,20 @@ pub async fn train_gbdt<T: Transport>(
             .into_iter()
             .next()
             .ok_or_else(|| TrainError::Internal("no sigmoid".into()))?;
-        let g = prob.sub(&y)?;
+        let mut g = prob.sub(&y)?;
         let one_minus = prob.mul_public(int(-1)).add_scalar(me, fp.encode(1.0)?);
-        let h = e.mul_fixed(&prob, &one_minus).await?;
+        let mut h = e.mul_fixed(&prob, &one_minus).await?;
+        // Row subsampling: public rows (from the job seed) left out of this tree get
+        // g = h = 0, each seat zeroing its own shares (no communication).
+        if let Some(rows) = params.tree_rows(tree, n) {
+            for v in [&mut g, &mut h] {
+                for (x, keep) in v.raw_mut().iter_mut().zip(&rows) {
+                    if !keep {
+                        *x = int(0);
+                    }
+                }
+            }
+        }
         let on_level = |level| {
             progress(GbdtProgress {
                 tree: tree + 1,

@@ -97,6 +97,10 @@ pub struct GbdtParams {
     pub min_child_weight: f64,
     /// Fixed-point fractional bits (16..=24).
     pub frac_bits: u32,
+    /// Fraction of the rows each tree is grown on, in (0, 1] (XGBoost's `subsample`).
+    pub subsample: f64,
+    /// The public job seed that draws each tree's rows when `subsample < 1`.
+    pub seed: u64,
 }
 
 impl GbdtParams {
@@ -113,7 +117,26 @@ impl GbdtParams {
             gamma: 0.0,
             min_child_weight: 1.0,
             frac_bits: 18,
+            subsample: 1.0,
+            seed: 0,
         }
+    }
+
+    /// The rows tree `tree` is grown on, `None` for all of them: each row independently
+    /// with probability `subsample`, drawn from the public job seed, so every seat (and the
+    /// plaintext twin) draws the same rows. Which rows a tree uses depends on nothing but
+    /// the seed: it reveals nothing about the data.
+    pub fn tree_rows(&self, tree: usize, n: usize) -> Option<Vec<bool>> {
+        use rand_core::{Rng, SeedableRng};
+        if self.subsample >= 1.0 {
+            return None;
+        }
+        // A stream per tree, apart from the batch orders of logistic regression.
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(
+            self.seed ^ 0x6764_6274_0000_0000 ^ (tree as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15),
+        );
+        let cut = (self.subsample * (1u64 << 53) as f64) as u64;
+        Some((0..n).map(|_| (rng.next_u64() >> 11) < cut).collect())
     }
 
     /// Checks every range (messages name the parameter).
@@ -163,6 +186,12 @@ impl GbdtParams {
             return bad(format!(
                 "min_child_weight must be in [0, 1e6], got {}",
                 self.min_child_weight
+            ));
+        }
+        if !(self.subsample > 0.0 && self.subsample <= 1.0) {
+            return bad(format!(
+                "subsample must be in (0, 1], got {}",
+                self.subsample
             ));
         }
         if !(16..=24).contains(&self.frac_bits) {

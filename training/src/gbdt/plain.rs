@@ -54,10 +54,17 @@ pub fn train_gbdt_plain(
                 .filter_map(move |c| parts[party].locate(c).map(|(j, k)| (party, j, k)))
         })
         .collect();
-    for _ in 0..p.trees {
+    for tree in 0..p.trees {
         let prob: Vec<f64> = f.iter().map(|&z| sig.eval(z)).collect();
-        let g: Vec<f64> = prob.iter().zip(y).map(|(p, y)| p - y).collect();
-        let h: Vec<f64> = prob.iter().map(|p| p * (1.0 - p)).collect();
+        let mut g: Vec<f64> = prob.iter().zip(y).map(|(p, y)| p - y).collect();
+        let mut h: Vec<f64> = prob.iter().map(|p| p * (1.0 - p)).collect();
+        // Rows left out of this tree add nothing to its statistics.
+        if let Some(rows) = p.tree_rows(tree, n) {
+            for (i, _) in rows.iter().enumerate().filter(|(_, r)| !**r) {
+                g[i] = 0.0;
+                h[i] = 0.0;
+            }
+        }
         let mut level: Vec<Vec<usize>> = vec![(0..n).collect()];
         let mut nodes = Vec::new();
         for _ in 0..p.depth {
