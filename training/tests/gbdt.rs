@@ -117,9 +117,10 @@ fn subsampled_trees_match_the_plaintext_twin() {
         sub[0].leaves, full[0].leaves,
         "subsampling changes the trees"
     );
-    // One row of 300 (left out of some tree) may score differently: it reaches a node of
-    // that tree that no sampled row reached, whose rule the secure run draws among tied
-    // candidates (seen in 11 of 12 runs, always 1 row; tree statistics are unaffected).
+    // One row of 300 (left out of some tree) may score differently: at a node of that tree
+    // two candidate thresholds split the tree's rows identically (a tie that the secure
+    // argmax breaks by fixed-point noise), and that row's value lies between them (seen
+    // in 11 of 12 runs, always 1 row; splits and leaf weights agree).
     twin(p, 3);
 }
 
