@@ -224,6 +224,9 @@ impl std::fmt::Debug for DaemonEnv {
     }
 }
 
+/// How long a job that failed on a closed link waits for the link's own failure cause.
+const LINK_CAUSE_WAIT: Duration = Duration::from_secs(2);
+
 /// Longest time one call to a compute node may take (a commit of millions of rows).
 const NODE_CALL_TIMEOUT: Duration = Duration::from_secs(900);
 
@@ -380,6 +383,33 @@ pub async fn run(
             DaemonError::Aborted(reason)
         }),
         _ = tokio::time::sleep(deadline) => Err(DaemonError::Deadline(deadline.as_secs())),
+    };
+    // A protocol that was sending when its link closed knows only "link closed"; the
+    // stream's own failure (no keepalive reply, a reset) reaches the failure signal a
+    // moment later: wait briefly for it and report that instead.
+    let result = match result {
+        Err(e) if e.to_string().contains("link closed") => {
+            let cause = tokio::time::timeout(LINK_CAUSE_WAIT, async {
+                loop {
+                    if let Some(r) = abort_rx.borrow_and_update().clone() {
+                        return Some(r);
+                    }
+                    if abort_rx.changed().await.is_err() {
+                        return None;
+                    }
+                }
+            })
+            .await
+            .ok()
+            .flatten();
+            match cause {
+                Some(reason) if !reason.starts_with("cancelled") => {
+                    Err(DaemonError::Aborted(reason))
+                }
+                _ => Err(e),
+            }
+        }
+        r => r,
     };
     let _ = std::fs::remove_dir_all(&work_dir);
     // The initiator anchors every job with peers (succeeded or not) on the audit chain;
