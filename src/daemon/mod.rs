@@ -7,6 +7,7 @@
 mod commitments;
 mod control;
 mod job_store;
+mod job_table;
 pub mod jobs;
 pub mod metrics;
 mod peer;
@@ -25,7 +26,7 @@ use crate::base::metrics::Metrics;
 use crate::base::tls::TlsMaterial;
 use crate::net::{PeerChannels, Rendezvous};
 use crate::risk_node::RiskNode;
-use jobs::JobTable;
+use job_table::JobTable;
 
 /// The package version, reported by `Ping` and `Status`.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
