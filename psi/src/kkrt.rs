@@ -192,9 +192,6 @@ pub async fn run<T: Transport>(
     mode: OutputMode,
     ids: &[String],
 ) -> Result<Option<Vec<String>>, PsiError> {
-    if mode == OutputMode::SizeOnly {
-        return Err(size_only_refused());
-    }
     let ids = clean_ids(ids);
     let xs: Vec<Block> = ids.par_iter().map(|s| digest(s)).collect();
     let (_, hits) = core(t, peer, role, mode, xs, &|_| {}).await?;
@@ -208,8 +205,11 @@ pub async fn run<T: Transport>(
     }))
 }
 
-pub(crate) fn size_only_refused() -> PsiError {
-    PsiError::InvalidJob("KKRT PSI does not offer size-only output: use --protocol ecdh".into())
+/// Why KKRT refuses a size-only job.
+pub const SIZE_ONLY_REFUSED: &str = "KKRT does not offer size-only output; use --protocol ecdh";
+
+fn size_only_refused() -> PsiError {
+    PsiError::InvalidJob(SIZE_ONLY_REFUSED.into())
 }
 
 /// The protocol on this party's distinct digests `xs` (see [`digest`]). Returns the

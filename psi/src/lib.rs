@@ -171,6 +171,22 @@ impl Protocol {
         }
     }
 
+    /// Whether this protocol runs a job of `parties` parties with output `mode`; the
+    /// refusal says which protocol to use instead.
+    pub fn check(self, parties: usize, mode: OutputMode) -> Result<(), String> {
+        if self == Self::Kkrt {
+            if parties != 2 {
+                return Err(format!(
+                    "KKRT is a two-party protocol; with {parties} parties use --protocol ecdh"
+                ));
+            }
+            if mode == OutputMode::SizeOnly {
+                return Err(kkrt::SIZE_ONLY_REFUSED.into());
+            }
+        }
+        Ok(())
+    }
+
     /// The protocol a job uses when none is asked for: KKRT for two parties (unless only
     /// the size is wanted, which KKRT does not offer), ECDH otherwise.
     pub fn default_for(parties: usize, mode: OutputMode) -> Self {

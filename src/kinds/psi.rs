@@ -90,19 +90,9 @@ fn check(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError
             "psi: delivering the intersection to every party needs exactly two parties".into(),
         ));
     }
-    if o.protocol == Some(Protocol::Kkrt) {
-        if plan.parties.len() != 2 {
-            return Err(DaemonError::InvalidRequest(format!(
-                "psi: KKRT is a two-party protocol; with {} parties use --protocol ecdh",
-                plan.parties.len()
-            )));
-        }
-        if o.mode == Mode::SizeOnly {
-            return Err(DaemonError::InvalidRequest(
-                "psi: KKRT does not offer size-only output; use --protocol ecdh".into(),
-            ));
-        }
-    }
+    o.protocol(plan.parties.len())
+        .check(plan.parties.len(), o.mode.into())
+        .map_err(|m| DaemonError::InvalidRequest(format!("psi: {m}")))?;
     let ds = plan.checked_dataset(cfg, PolicyKind::Psi)?;
     confide_psi::check_input(&ds.path, &ds.id_column).map_err(|e| {
         let at = format!("dataset `{}` of `{}`", plan.my_dataset(), plan.me);

@@ -102,17 +102,9 @@ impl Ctx<'_> {
 
 fn validate<T: Transport>(t: &T, job: &PsiJob) -> Result<(usize, usize), PsiError> {
     let initiator = check_parties(&job.parties, &job.initiator, job.mode)?;
-    if job.protocol == Protocol::Kkrt {
-        if job.parties.len() != 2 {
-            return Err(PsiError::InvalidJob(format!(
-                "KKRT PSI is a two-party protocol; {} parties need --protocol ecdh",
-                job.parties.len()
-            )));
-        }
-        if job.mode == OutputMode::SizeOnly {
-            return Err(kkrt::size_only_refused());
-        }
-    }
+    job.protocol
+        .check(job.parties.len(), job.mode)
+        .map_err(PsiError::InvalidJob)?;
     let Some(me) = job.parties.iter().position(|p| p == t.me()) else {
         return Err(PsiError::InvalidJob(format!(
             "this party `{}` is not in the party list",
@@ -171,87 +163,72 @@ pub(crate) async fn run<T: Transport>(
         sent: AtomicU64::new(0),
         received: AtomicU64::new(0),
     };
-    if job.protocol == Protocol::Kkrt {
+    let store = Arc::new(store);
+    // Each protocol ends with: every peer's set size, the intersection's size and, where
+    // this party learns it, one flag per ID of the store.
+    let (peer_set_sizes, size, hits) = if job.protocol == Protocol::Kkrt {
         let peer = job.parties[1 - me].clone();
         let role = if me == initiator {
             kkrt::Role::Initiator
         } else {
             kkrt::Role::Responder
         };
-        let store = Arc::new(store);
         let s = store.clone();
         let xs = blocking(move || digests(&s)).await?;
         let (peer_size, hits) = kkrt::core(&net, &peer, role, job.mode, xs, progress).await?;
-        let (size, output, ids) = match hits {
-            Some(hits) => {
-                let size = hits.iter().filter(|h| **h).count() as u64;
-                let path = job.output.clone();
-                let (s, p) = (store.clone(), path.clone());
-                let ids = blocking(move || output::write_matches(&s, &hits, p.as_deref(), collect))
-                    .await?;
-                (Some(size), path, ids)
-            }
-            None => (None, None, None),
-        };
-        drop(dir);
-        let report = PsiReport {
-            input: stats,
-            peer_set_sizes: BTreeMap::from([(peer, peer_size)]),
-            intersection_size: size,
-            output,
-            elapsed: start.elapsed(),
-            bytes_sent: net.sent.load(Ordering::Relaxed),
-            bytes_received: net.received.load(Ordering::Relaxed),
-        };
-        return Ok((report, ids));
-    }
-    let n = job.parties.len();
-    let ctx = Ctx {
-        names: &job.parties,
-        n,
-        me,
-        initiator,
-        route: Route::new(n, initiator),
-        mode: job.mode,
-        tuning,
-        key: Arc::new(key),
-        dir: dir.path().to_path_buf(),
-        progress,
-    };
-    let store = Arc::new(store);
-    let sizes = hello(&net, &ctx, job, store.len()).await?;
-    let finished = exchange::exchange(&net, &ctx, &store, &sizes).await?;
-    let outcome = if n == 2 {
-        deliver::two_party(&net, &ctx, &sizes, finished).await?
+        let size = hits
+            .as_ref()
+            .map(|h| h.iter().filter(|x| **x).count() as u64);
+        (BTreeMap::from([(peer, peer_size)]), size, hits)
     } else {
-        deliver::multi_party(&net, &ctx, &sizes, finished).await?
+        let n = job.parties.len();
+        let ctx = Ctx {
+            names: &job.parties,
+            n,
+            me,
+            initiator,
+            route: Route::new(n, initiator),
+            mode: job.mode,
+            tuning,
+            key: Arc::new(key),
+            dir: dir.path().to_path_buf(),
+            progress,
+        };
+        let sizes = hello(&net, &ctx, job, store.len()).await?;
+        let finished = exchange::exchange(&net, &ctx, &store, &sizes).await?;
+        let outcome = if n == 2 {
+            deliver::two_party(&net, &ctx, &sizes, finished).await?
+        } else {
+            deliver::multi_party(&net, &ctx, &sizes, finished).await?
+        };
+        if let Some(size) = outcome.size {
+            (ctx.progress)(Progress {
+                stage: "matching",
+                done: size,
+                total: size,
+            });
+        }
+        let peers = (0..n)
+            .filter(|&i| i != me)
+            .map(|i| (ctx.name(i).to_string(), sizes[i]))
+            .collect::<BTreeMap<_, _>>();
+        (peers, outcome.size, outcome.hits)
     };
-    let (output, ids) = match outcome.hits {
+    let (output, ids) = match hits {
         Some(hits) => {
             let path = job.output.clone();
-            let s = store.clone();
-            let p = path.clone();
+            let (s, p) = (store.clone(), path.clone());
             let ids =
                 blocking(move || output::write_matches(&s, &hits, p.as_deref(), collect)).await?;
             (path, ids)
         }
         None => (None, None),
     };
-    if let Some(size) = outcome.size {
-        (ctx.progress)(Progress {
-            stage: "matching",
-            done: size,
-            total: size,
-        });
-    }
     drop(dir);
     let report = PsiReport {
         input: stats,
-        peer_set_sizes: (0..ctx.n)
-            .filter(|&i| i != me)
-            .map(|i| (ctx.name(i).to_string(), sizes[i]))
-            .collect::<BTreeMap<_, _>>(),
-        intersection_size: outcome.size,
+        peer_set_sizes,
+        intersection_size: size,
         output,
         elapsed: start.elapsed(),
         bytes_sent: net.sent.load(Ordering::Relaxed),
