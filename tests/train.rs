@@ -122,7 +122,13 @@ fn train_and_predict_between_real_daemons() {
 
     // Train and reveal to both: default optimizer and stopping rule, 10% held out.
     let out = root.path().join("model.json");
-    let o = train("bob:credit", "label", &out, &["--validation", "0.1"]);
+    // A fixed public seed: the same validation split and batch order on every run.
+    let o = train(
+        "bob:credit",
+        "label",
+        &out,
+        &["--validation", "0.1", "--seed", "2024"],
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     let line = stdout(&o);
     assert!(
@@ -163,14 +169,17 @@ fn train_and_predict_between_real_daemons() {
     assert!((bob_model.intercept - model.intercept).abs() < 1e-9);
     assert!(files_under(&data_dir(&dir, "carol").join("results")).is_empty());
 
-    // AUC on the common rows: secure model (raw units) vs plaintext LR, same schedule.
+    assert_eq!(m.fit.seed, 2024);
+    // AUC on the common rows: secure model (raw units) vs its plaintext twin (same rows,
+    // seed, schedule, splines and binned validation AUC, hence the same early stop).
     let t = confide_training::load_table(&pref, "id", Some("label")).unwrap();
     let y = t.label.clone().unwrap();
+    let twin = confide_training::Twin::Secure(m.sigmoid, 32);
     let (secure, plain) =
-        confide::demo::train::reference_aucs(&t, &model, &model.metrics.fit).unwrap();
+        confide::demo::train::reference_aucs(&t, &model, &model.metrics.fit, twin).unwrap();
     assert!(
         (secure - plain).abs() <= 0.01,
-        "secure {secure} plaintext {plain}"
+        "secure {secure} plaintext {plain}; secure run: {m:?}"
     );
     assert!(secure > 0.97, "{secure}");
 

@@ -293,6 +293,11 @@ pub struct TrainArgs {
     /// The model: `lr` (logistic regression) or `gbdt` (gradient-boosted trees).
     #[arg(long, value_enum, default_value_t = ModelKind::Lr)]
     pub model: ModelKind,
+    /// The job's public seed (the validation split, the batch order and the gbdt row
+    /// subsample): give it to repeat a run's choices; default: drawn at random per job.
+    /// Every party sees it, so it must not be a secret.
+    #[arg(long)]
+    pub seed: Option<u64>,
     #[command(flatten)]
     pub fit: FitArgs,
     #[command(flatten)]

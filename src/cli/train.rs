@@ -66,11 +66,12 @@ pub fn train_request(cfg: &PartyConfig, a: &TrainArgs) -> Result<SubmitRequest, 
     ))
 }
 
-/// The job options of `confide train` (a fresh random job seed).
+/// The job options of `confide train` (the `--seed` given, else a fresh random job seed).
 fn train_options(a: &TrainArgs, dealer: String) -> Result<kinds::train::Opts, CliError> {
     let f = &a.fit;
     let named = |e: String| CliError::Usage(e);
-    let mut o = kinds::train::Opts::new(&a.label, rand::random(), &dealer);
+    let seed = a.seed.unwrap_or_else(rand::random);
+    let mut o = kinds::train::Opts::new(&a.label, seed, &dealer);
     o.epochs = f.epochs as usize;
     o.batch_size = f.batch_size as usize;
     o.learning_rate = f.learning_rate;
@@ -277,6 +278,13 @@ mod tests {
             (o.tolerance, o.validation, o.keep_shared),
             (0.001, 0.2, true)
         );
+        // The seed is random per job unless given.
+        let seeds: Vec<u64> = (0..4)
+            .map(|_| train_options(&args(&[]), "dealer".into()).unwrap().seed)
+            .collect();
+        assert!(seeds.windows(2).any(|w| w[0] != w[1]), "{seeds:?}");
+        let o = train_options(&args(&["--seed", "42"]), "dealer".into()).unwrap();
+        assert_eq!(o.seed, 42);
         let o = train_options(&args(&["--optimizer", "adam"]), "dealer".into()).unwrap();
         assert_eq!((o.optimizer, o.learning_rate), (Optimizer::Adam, None));
         let e = train_options(

@@ -129,7 +129,7 @@ pub async fn step(alliance: &LocalAlliance) -> Result<(), CliError> {
 /// Returns (secure, plaintext, rows).
 fn demo_reference(path: &Path, model: &Model, fit: &Fit) -> Result<(f64, f64, usize), CliError> {
     let t = confide_training::load_table(path, "customer_id", Some("default"))?;
-    let (secure, plain) = reference_aucs(&t, model, fit)?;
+    let (secure, plain) = reference_aucs(&t, model, fit, Twin::Exact)?;
     Ok((secure, plain, t.ids.len()))
 }
 
@@ -137,9 +137,16 @@ fn demo_reference(path: &Path, model: &Model, fit: &Fit) -> Result<(f64, f64, us
 /// sorted common-ID order the job used): the AUC of a revealed `model` (raw units, scored
 /// in plaintext) and of plaintext logistic regression trained on the same rows — the
 /// plaintext twin of the job's optimizer settings `fit` (same standardization, batch
-/// schedule, optimizer and stopping rule; exact sigmoid). Returns (model AUC, plaintext
-/// AUC).
-pub fn reference_aucs(t: &Table, model: &Model, fit: &Fit) -> Result<(f64, f64), CliError> {
+/// schedule, optimizer and stopping rule), evaluating the sigmoid and the validation AUC
+/// as `twin` says ([`Twin::Exact`]: plain logistic regression; [`Twin::Secure`]: the
+/// secure run's splines and binned AUC, so it takes the same early-stopping decisions).
+/// Returns (model AUC, plaintext AUC).
+pub fn reference_aucs(
+    t: &Table,
+    model: &Model,
+    fit: &Fit,
+    twin: Twin,
+) -> Result<(f64, f64), CliError> {
     let y = t
         .label
         .clone()
@@ -160,7 +167,7 @@ pub fn reference_aucs(t: &Table, model: &Model, fit: &Fit) -> Result<(f64, f64),
     }
     let std = confide_training::Standardizer::fit(&t.feature_names, &t.features)?;
     let xs = std.transform(&t.features);
-    let p = confide_training::train_plain(&xs, &y, fit, Twin::Exact);
+    let p = confide_training::train_plain(&xs, &y, fit, twin);
     let plain_scores = (xs.dot(&p.weights) + p.intercept).to_vec();
     let auc = |s: &[f64]| {
         confide_training::auc(s, &y).ok_or_else(|| CliError::Failed("AUC needs both labels".into()))
