@@ -5,48 +5,9 @@
 mod common;
 
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::*;
-
-fn log_json(dir: &Path, party: &str) -> (u64, Option<u64>, String) {
-    let out = ok(&at(dir, party, &["audit", "log"]), "audit log");
-    let first = out.lines().next().unwrap_or("").to_string();
-    // "N entries; final checkpoint at size M"
-    let n: u64 = first
-        .split_whitespace()
-        .next()
-        .and_then(|x| x.parse().ok())
-        .unwrap_or(0);
-    let f: Option<u64> = first.rsplit(' ').next().and_then(|x| x.parse().ok());
-    (n, f, out)
-}
-
-fn wait_replicated(dir: &Path, parties: &[&str], n: u64, within: Duration) -> Duration {
-    let started = Instant::now();
-    loop {
-        if parties.iter().all(|p| {
-            let (size, fin, _) = log_json(dir, p);
-            size >= n && fin >= Some(n)
-        }) {
-            return started.elapsed();
-        }
-        assert!(
-            started.elapsed() < within,
-            "audit log not replicated within {within:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-fn job_id(psi_stdout: &str) -> String {
-    psi_stdout
-        .split_whitespace()
-        .nth(2)
-        .unwrap()
-        .trim_end_matches(':')
-        .to_string()
-}
 
 /// A record a party keeps in `data_dir/audit-salts/`.
 fn salt_record(dir: &Path, party: &str, file: &str) -> serde_json::Value {
@@ -60,17 +21,6 @@ fn salt_of(record: &serde_json::Value) -> [u8; 32] {
         .unwrap()
         .try_into()
         .unwrap()
-}
-
-/// `ids.csv` under `root`: a column `id` of `n` customer IDs.
-fn write_ids(root: &Path, n: usize) -> std::path::PathBuf {
-    let data = root.join("ids.csv");
-    let mut s = String::from("id\n");
-    for i in 0..n {
-        s.push_str(&format!("customer-{i}\n"));
-    }
-    std::fs::write(&data, s).unwrap();
-    data
 }
 
 #[test]
@@ -188,18 +138,7 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
 
     // A proof, made at carol (not the initiator), checks offline; tampering is rejected.
     let proof = root.path().join("proof.json");
-    let o = at(
-        &dir,
-        "carol",
-        &[
-            "audit",
-            "prove",
-            "--job",
-            &job1,
-            "--output",
-            path_str(&proof),
-        ],
-    );
+    let o = audit_prove(&dir, "carol", &job1, &proof);
     assert!(o.status.success(), "{}", stderr(&o));
     let genesis = dir.join("genesis.json");
     let check = |p: &Path| {

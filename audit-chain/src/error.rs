@@ -43,6 +43,12 @@ pub enum AuditError {
     /// (stored entries disagree with the last signed state).
     #[error("refusing to cosign: {0}")]
     Fault(String),
+    /// This sequencer's store was corrupt and waits to be rebuilt from the members'
+    /// copies; it appends and signs nothing until then.
+    #[error(
+        "the sequencer's audit store is being rebuilt from the other members' copies (it was corrupt: {0})"
+    )]
+    Rebuilding(String),
     /// The sequencer equivocated; this member stopped cosigning. Carries the evidence.
     #[error("sequencer equivocation detected at size {}; cosigning stopped", .0.size_b)]
     Equivocation(Box<Equivocation>),

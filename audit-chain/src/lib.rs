@@ -11,6 +11,8 @@
 //! * **Checkpoints**: C2SP signed notes, signed by the sequencer and cosigned
 //!   by members; final at the genesis quorum (a majority) ([`checkpoint`]).
 //! * **Storage**: redb, with the crash rules of design.md §6 ([`AuditStore`]).
+//!   A store found corrupt at open is set aside and rebuilt from the other members'
+//!   copies ([`AuditStore::open_or_rebuild`], [`AuditStore::restore`]).
 //! * **Proofs**: JSON bundles checked offline by [`verify_bundle`].
 //!
 //! ## Flow
@@ -121,4 +123,4 @@ pub use replicator::{
     FetchBatch, MemberView, ReplicateAck, ReplicateBatch, Replicator, ReplicatorConfig,
     ReplyOutcome, handle_replicate, serve_fetch,
 };
-pub use store::{AuditStore, Update, VerifyReport};
+pub use store::{AuditStore, SetAside, Update, VerifyReport};

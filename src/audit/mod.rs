@@ -11,10 +11,12 @@
 //! * A risk evaluation waits until its entry is under a final checkpoint at this member
 //!   ([`AuditState::proof_when_final`]) and sends the inclusion proof as evidence.
 //! * Members verify, store durably, then cosign; a member that was down catches up when
-//!   it returns. Equivocation stops a member from cosigning for good (confide-audit).
+//!   it returns. A store found corrupt at start is set aside: a member catches up from
+//!   zero, the sequencer first adopts the members' copies ([`rebuild`]). Equivocation stops a member from cosigning for good (confide-audit).
 
 pub mod commitment;
 pub mod evidence;
+pub mod rebuild;
 pub mod replicate;
 pub mod service;
 pub mod state;

@@ -20,6 +20,10 @@ pub async fn replication_loop(a: Arc<AuditState>, mut stop: tokio::sync::watch::
     if !a.is_sequencer(&a.me) {
         return;
     }
+    // A corrupt store set aside at start: adopt the members' copies before anything else.
+    if !super::rebuild::until_rebuilt(&a, &mut stop).await {
+        return;
+    }
     let mut rep = match a.with(|s| Replicator::new(s, ReplicatorConfig::default())) {
         Ok(r) => r,
         Err(e) => {

@@ -126,6 +126,7 @@ impl Audit for AuditService {
                 .final_checkpoint
                 .map(|c| c.to_note())
                 .unwrap_or_default(),
+            signed_checkpoint: batch.latest_signed.map(|c| c.to_note()).unwrap_or_default(),
         }))
     }
 

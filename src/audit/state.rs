@@ -4,7 +4,9 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use confide_audit::{AuditStore, Entry, EntryBody, Genesis, InclusionPromise, ProofBundle};
+use confide_audit::{
+    AuditStore, Entry, EntryBody, Genesis, InclusionPromise, ProofBundle, SetAside,
+};
 use confide_proto::AppendRequest;
 use confide_proto::audit_client::AuditClient;
 
@@ -25,6 +27,10 @@ pub struct AuditState {
     pub(crate) kick: tokio::sync::Notify,
     /// Size of the latest final checkpoint this member holds (wakes [`Self::proof_when_final`]).
     finals: tokio::sync::watch::Sender<u64>,
+    /// The corrupt store found at start, set aside for the operator.
+    pub(crate) set_aside: Option<SetAside>,
+    /// How the rebuild of a corrupt sequencer store goes (its last attempt), or how it ended.
+    pub(crate) rebuild_note: Mutex<String>,
 }
 
 impl std::fmt::Debug for AuditState {
@@ -72,13 +78,20 @@ impl AuditState {
             )
         })?;
         let key = ed25519_dalek::SigningKey::from_bytes(&seed);
-        let store = AuditStore::open(
+        let (store, set_aside) = AuditStore::open_or_rebuild(
             cfg.party.data_dir.join("audit.redb"),
             genesis.clone(),
             &cfg.party.name,
             key,
         )
         .map_err(|e| field_err("alliance.genesis", format!("audit store: {e}")))?;
+        if let Some(s) = &set_aside {
+            tracing::warn!(
+                reason = %s.reason,
+                moved_to = %s.moved_to.display(),
+                "audit store was corrupt: set aside; rebuilding it from the other members"
+            );
+        }
         if let Some(fault) = store.fault() {
             tracing::error!(%fault, "audit store refuses to cosign");
         }
@@ -91,6 +104,8 @@ impl AuditState {
             store: Mutex::new(store),
             kick: tokio::sync::Notify::new(),
             finals: tokio::sync::watch::Sender::new(final_size),
+            set_aside,
+            rebuild_note: Mutex::new(String::new()),
         })))
     }
 
@@ -132,6 +147,50 @@ impl AuditState {
                  after {} s (are enough members up?)",
                 within.as_secs()
             ))),
+        }
+    }
+
+    /// This member's audit store in one line for `confide status`, and whether it signs:
+    /// `ok`, `rebuilding` (a corrupt sequencer store waiting for the members' copies),
+    /// `fault` or `halted` (both need an operator).
+    pub fn health(&self) -> (bool, String) {
+        let note = self
+            .rebuild_note
+            .lock()
+            .map(|n| n.clone())
+            .unwrap_or_default();
+        let aside = self.set_aside.as_ref().map_or(String::new(), |s| {
+            format!(
+                "; a corrupt copy ({}) was set aside at start as {}",
+                s.reason,
+                s.moved_to.display()
+            )
+        });
+        let r = self.with(|s| {
+            Ok(if s.halt_evidence().is_some() {
+                (
+                    false,
+                    "halted: the sequencer equivocated; this member stopped cosigning".into(),
+                )
+            } else if let Some(f) = s.fault() {
+                (false, format!("fault: {f}"))
+            } else if s.rebuilding().is_some() {
+                (
+                    true,
+                    format!("rebuilding from the other members' copies: {note}"),
+                )
+            } else {
+                let fin = s.latest_final().map_or(0, |f| f.checkpoint.size);
+                let mut line = format!("ok: {} entries, final at {fin}", s.size());
+                if !note.is_empty() {
+                    line.push_str(&format!("; {note}"));
+                }
+                (true, line)
+            })
+        });
+        match r {
+            Ok((ok, line)) => (ok, format!("{line}{aside}")),
+            Err(e) => (false, format!("fault: {e}")),
         }
     }
 

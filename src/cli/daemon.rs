@@ -70,7 +70,8 @@ pub async fn shutdown_signal() {
     }
 }
 
-/// `confide status`: prints the daemon and each peer; Ok(FAILURE) if any is unreachable.
+/// `confide status`: prints the daemon, its audit store and each peer; Ok(FAILURE) if any
+/// peer is unreachable or the audit store refuses to sign.
 pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCode, CliError> {
     let cfg = PartyConfig::load(config)?;
     let reply = status_reply(&cfg, self_only).await?;
@@ -89,6 +90,9 @@ pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCo
             reply.version,
             reply.jobs_running
         );
+        if !reply.audit.is_empty() {
+            outln!("  audit store: {}", reply.audit);
+        }
         for p in &reply.peers {
             if p.reachable {
                 outln!(
@@ -107,10 +111,18 @@ pub async fn status(config: &Path, self_only: bool, json: bool) -> Result<ExitCo
             }
         }
     }
-    if down.is_empty() {
+    if reply.audit_fault {
+        eprintln!(
+            "error: the audit store of `{}` refuses to sign: {}",
+            reply.party, reply.audit
+        );
+    }
+    if !down.is_empty() {
+        eprintln!("error: unreachable peer(s): {}", down.join(", "));
+    }
+    if down.is_empty() && !reply.audit_fault {
         Ok(ExitCode::SUCCESS)
     } else {
-        eprintln!("error: unreachable peer(s): {}", down.join(", "));
         Ok(ExitCode::FAILURE)
     }
 }
@@ -185,7 +197,7 @@ pub fn status_json(reply: &confide_proto::StatusReply) -> serde_json::Value {
         .iter()
         .map(|p| serde_json::json!({"name": p.name, "address": p.address, "reachable": p.reachable, "error": p.error, "latency_ms": p.latency_ms}))
         .collect();
-    serde_json::json!({"party": reply.party, "version": reply.version, "jobs_running": reply.jobs_running, "peers": peers})
+    serde_json::json!({"party": reply.party, "version": reply.version, "jobs_running": reply.jobs_running, "audit": reply.audit, "audit_ok": !reply.audit_fault, "peers": peers})
 }
 
 /// The jobs this party's daemon knows.

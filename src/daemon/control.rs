@@ -84,11 +84,17 @@ impl Control for ControlService {
             )
             .await
         };
+        let (audit_ok, audit) = d
+            .audit
+            .as_ref()
+            .map_or((true, String::new()), |a| a.health());
         Ok(Response::new(StatusReply {
             party: d.me().to_string(),
             version: VERSION.into(),
             peers,
             jobs_running: d.jobs.running(),
+            audit,
+            audit_fault: !audit_ok,
         }))
     }
 

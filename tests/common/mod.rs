@@ -240,3 +240,65 @@ pub fn peak_rss_mib(pid: u32) -> f64 {
         .map(|kb| kb / 1024.0)
         .unwrap_or(f64::NAN)
 }
+
+/// `confide audit log` at `party`: (entries, final size, the whole output).
+pub fn log_json(dir: &Path, party: &str) -> (u64, Option<u64>, String) {
+    let out = ok(&at(dir, party, &["audit", "log"]), "audit log");
+    let first = out.lines().next().unwrap_or("").to_string();
+    // "N entries; final checkpoint at size M"
+    let n: u64 = first
+        .split_whitespace()
+        .next()
+        .and_then(|x| x.parse().ok())
+        .unwrap_or(0);
+    let f: Option<u64> = first.rsplit(' ').next().and_then(|x| x.parse().ok());
+    (n, f, out)
+}
+
+/// Waits until every one of `parties` holds `n` entries under a final checkpoint.
+pub fn wait_replicated(dir: &Path, parties: &[&str], n: u64, within: Duration) -> Duration {
+    let started = Instant::now();
+    loop {
+        if parties.iter().all(|p| {
+            let (size, fin, _) = log_json(dir, p);
+            size >= n && fin >= Some(n)
+        }) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < within,
+            "audit log not replicated within {within:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The job id in a job's summary line (`<kind> job <id>: ...`).
+pub fn job_id(psi_stdout: &str) -> String {
+    psi_stdout
+        .split_whitespace()
+        .nth(2)
+        .unwrap()
+        .trim_end_matches(':')
+        .to_string()
+}
+
+/// `confide audit prove --job JOB --output OUT` at `party`.
+pub fn audit_prove(dir: &Path, party: &str, job: &str, out: &Path) -> Output {
+    at(
+        dir,
+        party,
+        &["audit", "prove", "--job", job, "--output", path_str(out)],
+    )
+}
+
+/// `ids.csv` under `root`: a column `id` of `n` customer IDs.
+pub fn write_ids(root: &Path, n: usize) -> std::path::PathBuf {
+    let data = root.join("ids.csv");
+    let mut s = String::from("id\n");
+    for i in 0..n {
+        s.push_str(&format!("customer-{i}\n"));
+    }
+    std::fs::write(&data, s).unwrap();
+    data
+}

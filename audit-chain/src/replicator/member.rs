@@ -2,7 +2,7 @@
 //! serving `Fetch`.
 
 use super::wire::{ReplicateAck, ReplicateBatch};
-use crate::checkpoint::FinalCheckpoint;
+use crate::checkpoint::{FinalCheckpoint, SignedCheckpoint};
 use crate::entry::Entry;
 use crate::error::{AuditError, Result};
 use crate::store::AuditStore;
@@ -60,6 +60,9 @@ pub struct FetchBatch {
     pub entries: Vec<Entry>,
     /// The latest final checkpoint this store knows.
     pub final_checkpoint: Option<FinalCheckpoint>,
+    /// The latest checkpoint this store signed or cosigned (with the sequencer's
+    /// signature): what a rebuilding sequencer adopts ([`AuditStore::restore`]).
+    pub latest_signed: Option<SignedCheckpoint>,
 }
 
 /// Any member: answer `Fetch(from_index, limit)`; `limit` is clamped to
@@ -70,5 +73,6 @@ pub fn serve_fetch(store: &AuditStore, from_index: u64, limit: u64) -> Result<Fe
     Ok(FetchBatch {
         entries: store.entries_range(from_index.min(to), to)?,
         final_checkpoint: store.latest_final().cloned(),
+        latest_signed: store.latest_signed().cloned(),
     })
 }

@@ -27,7 +27,10 @@ use crate::genesis::Genesis;
 use crate::merkle::{Hash, MerkleTree};
 
 mod member;
+mod rebuild;
 mod sequencer;
+
+pub use rebuild::SetAside;
 
 /// Entries by index.
 pub const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
@@ -42,6 +45,7 @@ const META_GENESIS: &str = "genesis";
 const META_SIGNED: &str = "signed";
 const META_FINAL: &str = "final";
 const META_HALT: &str = "halt";
+const META_REBUILD: &str = "rebuild";
 
 /// What a member needs to catch up to a checkpoint: the missing entries, the
 /// sequencer-signed checkpoint, and a consistency proof from the member's size.
@@ -84,6 +88,7 @@ pub struct AuditStore {
     pending: BTreeMap<u64, SignedCheckpoint>,
     halt: Option<Equivocation>,
     fault: Option<String>,
+    rebuilding: Option<String>,
 }
 
 impl fmt::Debug for AuditStore {
@@ -95,6 +100,7 @@ impl fmt::Debug for AuditStore {
             .field("signing_key", &"<redacted>")
             .field("halted", &self.halt.is_some())
             .field("fault", &self.fault)
+            .field("rebuilding", &self.rebuilding)
             .finish_non_exhaustive()
     }
 }
@@ -170,8 +176,10 @@ impl AuditStore {
             pending: BTreeMap::new(),
             halt: None,
             fault: None,
+            rebuilding: None,
         };
         store.load()?;
+        store.load_rebuild_mark()?;
         Ok(store)
     }
 
@@ -296,6 +304,9 @@ impl AuditStore {
         }
         if let Some(f) = &self.fault {
             return Err(AuditError::Fault(f.clone()));
+        }
+        if let Some(why) = &self.rebuilding {
+            return Err(AuditError::Rebuilding(why.clone()));
         }
         Ok(())
     }

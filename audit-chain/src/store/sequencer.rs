@@ -50,9 +50,7 @@ impl AuditStore {
     }
 
     fn commit_appends(&mut self, entries: &[Entry]) -> Result<Vec<InclusionPromise>> {
-        if let Some(f) = &self.fault {
-            return Err(AuditError::Fault(f.clone()));
-        }
+        self.ensure_can_sign()?;
         let mut batch = HashSet::new();
         for e in entries {
             let h = e.leaf_hash();
