@@ -350,6 +350,25 @@ fn job_history_survives_a_restart_and_a_cut_off_job_is_marked_interrupted() {
             .any(|l| l.contains("failed") && l.contains("interrupted: daemon restarted")),
         "the cut-off job is marked interrupted:\n{jobs}"
     );
+    // bob, who saw only the broken link, is told the cause by the restarted alice.
+    let started = std::time::Instant::now();
+    loop {
+        let jobs = stdout(&at(&dir, "bob", &["jobs"]));
+        let cut: Vec<&str> = jobs
+            .lines()
+            .filter(|l| l.contains("netcheck") && l.contains("failed"))
+            .collect();
+        if cut.len() == 1
+            && cut[0].contains("peer `alice` restarted during the job (seen here as: peer `alice`")
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "bob does not record alice's restart as the cause:\n{jobs}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

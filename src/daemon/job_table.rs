@@ -27,12 +27,21 @@ pub struct JobRecord {
 pub struct JobTable {
     jobs: Mutex<BTreeMap<String, JobRecord>>,
     store: Option<JobStore>,
+    /// Jobs this start found cut off (marked [`INTERRUPTED`](super::job_store::INTERRUPTED)),
+    /// whose other parties are told so ([`super::restart_notice`]).
+    pub interrupted: Vec<JobInfo>,
 }
 
 impl JobTable {
     /// The table with the history at `path` (see [`JobStore::open`]).
     pub fn open(path: &Path) -> Result<Self, DaemonError> {
-        let (store, history) = JobStore::open(path, now_ms())?;
+        let started = now_ms();
+        let (store, history) = JobStore::open(path, started)?;
+        let interrupted = history
+            .iter()
+            .filter(|j| j.error == super::job_store::INTERRUPTED && j.finished_unix_ms == started)
+            .cloned()
+            .collect();
         let jobs = history
             .into_iter()
             .map(|info| {
@@ -47,6 +56,7 @@ impl JobTable {
         Ok(Self {
             jobs: Mutex::new(jobs),
             store: Some(store),
+            interrupted,
         })
     }
 
@@ -159,6 +169,44 @@ impl JobTable {
                 false
             }
         }))
+    }
+
+    /// Party `who` says it restarted while job `job_id` ran. A live job fails with that
+    /// cause; a job that already failed on a broken link to `who` gets the cause recorded
+    /// (the link's symptom kept). Returns whether the job's record changed.
+    pub fn peer_restarted(&self, job_id: &str, who: &str) -> Result<bool, DaemonError> {
+        let cause = format!("peer `{who}` restarted during the job");
+        let mut jobs = self.lock()?;
+        let Some(rec) = jobs.get_mut(job_id) else {
+            return Ok(false);
+        };
+        if !rec.info.parties.iter().any(|p| p == who) {
+            return Ok(false);
+        }
+        let live =
+            rec.info.state == JobState::Queued as i32 || rec.info.state == JobState::Running as i32;
+        if live {
+            return Ok(rec.abort.send_if_modified(|a| {
+                if a.is_none() {
+                    *a = Some(cause.clone());
+                    true
+                } else {
+                    false
+                }
+            }));
+        }
+        let named = format!("peer `{who}`");
+        if rec.info.state != JobState::Failed as i32
+            || !rec.info.error.contains(&named)
+            || rec.info.error.contains(&cause)
+        {
+            return Ok(false);
+        }
+        rec.info.error = format!("{cause} (seen here as: {})", rec.info.error);
+        let info = rec.info.clone();
+        drop(jobs);
+        self.persist(&info);
+        Ok(true)
     }
 
     /// Is `party` a party of job `job_id` here? Waits up to `grace` for the job to be

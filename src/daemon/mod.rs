@@ -234,6 +234,7 @@ pub async fn serve(
             daemon.me().to_string(),
             daemon.audit.clone(),
         ));
+    tokio::spawn(peer::restart_notice(daemon.clone()));
     if let Some(a) = daemon.audit.clone() {
         tokio::spawn(crate::audit::replicate::replication_loop(
             a,

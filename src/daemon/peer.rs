@@ -179,6 +179,10 @@ impl Peer for PeerService {
         let who = caller(&req)?;
         self.known(&who)?;
         let r = req.into_inner();
+        if r.reason == RESTARTED {
+            let _ = self.daemon.jobs.peer_restarted(&r.job_id, &who);
+            return Ok(Response::new(AbortReply {}));
+        }
         // What a peer says is echoed only cleaned (no control characters, bounded).
         let reason = format!(
             "peer `{who}` ended the job: {}",
@@ -221,5 +225,56 @@ impl Peer for PeerService {
             .await
             .map_err(Status::from)?;
         Ok(Response::new(CallReply { payload }))
+    }
+}
+
+/// The `Abort` reason a daemon sends, after a restart, for each job the restart cut off.
+pub const RESTARTED: &str = "restarted during the job";
+
+/// After a restart: tells every other party of each job this start found cut off that
+/// this daemon restarted during it (`Peer.Abort` with [`RESTARTED`]), so each records that
+/// cause rather than only the broken link. Parties that are down are retried every 2 s for
+/// a minute.
+pub async fn restart_notice(daemon: Arc<Daemon>) {
+    let me = daemon.me().to_string();
+    let mut due: Vec<(String, String)> = daemon
+        .jobs
+        .interrupted
+        .iter()
+        .flat_map(|j| {
+            j.parties
+                .iter()
+                .filter(|p| **p != me)
+                .map(|p| (j.job_id.clone(), p.clone()))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while !due.is_empty() && tokio::time::Instant::now() < deadline {
+        let tries = due.iter().map(|(job, peer)| {
+            let daemon = &daemon;
+            async move {
+                let Ok(mut c) = daemon.channels.client(peer) else {
+                    return false;
+                };
+                let req = AbortRequest {
+                    job_id: job.clone(),
+                    reason: RESTARTED.into(),
+                };
+                matches!(
+                    tokio::time::timeout(Duration::from_secs(2), c.abort(req)).await,
+                    Ok(Ok(_))
+                )
+            }
+        });
+        let done = futures::future::join_all(tries).await;
+        let mut it = done.into_iter();
+        due.retain(|_| !it.next().unwrap_or(false));
+        if !due.is_empty() {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+    }
+    for (job, peer) in due {
+        tracing::warn!(%job, %peer, "could not tell the peer that this daemon restarted during the job");
     }
 }
