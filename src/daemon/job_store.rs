@@ -2,6 +2,9 @@
 //! one record per job (its [`JobInfo`], protobuf-encoded), written at every state change,
 //! so `confide jobs` shows the history after a restart.
 //!
+//! The daemon keeps only live and recently finished jobs in memory; `confide jobs` reads
+//! the whole history from here.
+//!
 //! At open, a job that was queued or running when the daemon stopped is marked failed
 //! with [`INTERRUPTED`]: nothing runs it any more.
 
@@ -14,6 +17,9 @@ use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use crate::base::error::DaemonError;
 
 const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("jobs");
+
+/// redb's page cache for the history (its 1 GiB default would let memory grow with it).
+const CACHE_BYTES: usize = 8 << 20;
 
 /// The error of a job cut off by a restart of this daemon.
 pub const INTERRUPTED: &str = "interrupted: daemon restarted";
@@ -44,12 +50,15 @@ impl JobStore {
             std::fs::create_dir_all(dir)
                 .map_err(|e| DaemonError::io(format!("creating {}", dir.display()), e))?;
         }
-        let db = Database::create(path).map_err(|e| {
-            DaemonError::Config(format!(
-                "cannot open the job store {}: {e} (is another daemon using this data_dir?)",
-                path.display()
-            ))
-        })?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path)
+            .map_err(|e| {
+                DaemonError::Config(format!(
+                    "cannot open the job store {}: {e} (is another daemon using this data_dir?)",
+                    path.display()
+                ))
+            })?;
         let store = Self {
             db,
             path: path.to_path_buf(),
@@ -67,7 +76,8 @@ impl JobStore {
         Ok((store, jobs))
     }
 
-    fn load(&self) -> Result<Vec<JobInfo>, DaemonError> {
+    /// Every job record in the history, by id.
+    pub fn load(&self) -> Result<Vec<JobInfo>, DaemonError> {
         let p = &self.path;
         let tx = self.db.begin_read().map_err(|e| err(p, e))?;
         let table = match tx.open_table(JOBS) {
@@ -85,6 +95,23 @@ impl JobStore {
             }
         }
         Ok(out)
+    }
+
+    /// One job's record, if the history holds it.
+    pub fn get(&self, job_id: &str) -> Result<Option<JobInfo>, DaemonError> {
+        let p = &self.path;
+        let tx = self.db.begin_read().map_err(|e| err(p, e))?;
+        let table = match tx.open_table(JOBS) {
+            Ok(t) => t,
+            Err(redb::TableError::TableDoesNotExist(_)) => return Ok(None),
+            Err(e) => return Err(err(p, e)),
+        };
+        let Some(v) = table.get(job_id).map_err(|e| err(p, e))? else {
+            return Ok(None);
+        };
+        JobInfo::decode(v.value())
+            .map(Some)
+            .map_err(|e| err(p, format!("job {job_id}: unreadable record: {e}")))
     }
 
     /// Writes (replaces) one job's record.

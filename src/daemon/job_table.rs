@@ -1,7 +1,7 @@
 //! The job table: every job this daemon knows, its state and abort signal, written
 //! through to the on-disk history ([`JobStore`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -15,6 +15,24 @@ use crate::base::ids::now_ms;
 use crate::base::job::JobSpec;
 use crate::net::FailureSignal;
 
+/// Finished jobs kept in memory (the rest are read from the store when listed).
+pub const KEEP_FINISHED: usize = 1_000;
+
+/// On a job of `who` that failed on the broken link to `who`, records `cause` (keeping the
+/// symptom); returns whether the record changed.
+fn record_restart(info: &mut JobInfo, who: &str, cause: &str) -> bool {
+    let named = format!("peer `{who}`");
+    if !info.parties.iter().any(|p| p == who)
+        || info.state != JobState::Failed as i32
+        || !info.error.contains(&named)
+        || info.error.contains(cause)
+    {
+        return false;
+    }
+    info.error = format!("{cause} (seen here as: {})", info.error);
+    true
+}
+
 /// One job in the job table.
 #[derive(Debug)]
 pub struct JobRecord {
@@ -27,14 +45,25 @@ pub struct JobRecord {
 pub struct JobTable {
     jobs: Mutex<BTreeMap<String, JobRecord>>,
     store: Option<JobStore>,
+    /// Finished jobs still in memory, oldest first; beyond [`Self::keep_finished`] the
+    /// oldest leave memory (their records stay in the store), so a daemon answering risk
+    /// queries for years does not grow with its history.
+    finished: Mutex<VecDeque<String>>,
+    keep_finished: usize,
     /// Jobs this start found cut off (marked [`INTERRUPTED`](super::job_store::INTERRUPTED)),
     /// whose other parties are told so ([`super::restart_notice`]).
     pub interrupted: Vec<JobInfo>,
 }
 
 impl JobTable {
-    /// The table with the history at `path` (see [`JobStore::open`]).
+    /// The table with the history at `path` (see [`JobStore::open`]), keeping the latest
+    /// [`KEEP_FINISHED`] finished jobs in memory.
     pub fn open(path: &Path) -> Result<Self, DaemonError> {
+        Self::open_keeping(path, KEEP_FINISHED)
+    }
+
+    /// As [`Self::open`], keeping `keep_finished` finished jobs in memory.
+    pub fn open_keeping(path: &Path, keep_finished: usize) -> Result<Self, DaemonError> {
         let started = now_ms();
         let (store, history) = JobStore::open(path, started)?;
         let interrupted = history
@@ -42,8 +71,18 @@ impl JobTable {
             .filter(|j| j.error == super::job_store::INTERRUPTED && j.finished_unix_ms == started)
             .cloned()
             .collect();
+        // In memory: the most recently finished jobs (none is live after a restart).
+        let mut history = history;
+        history.sort_by_key(|j| (j.finished_unix_ms, j.started_unix_ms));
+        let skip = history.len().saturating_sub(keep_finished);
+        let finished = history
+            .iter()
+            .skip(skip)
+            .map(|j| j.job_id.clone())
+            .collect();
         let jobs = history
             .into_iter()
+            .skip(skip)
             .map(|info| {
                 let (tx, _rx) = watch::channel(None);
                 let rec = JobRecord {
@@ -56,6 +95,8 @@ impl JobTable {
         Ok(Self {
             jobs: Mutex::new(jobs),
             store: Some(store),
+            finished: Mutex::new(finished),
+            keep_finished,
             interrupted,
         })
     }
@@ -113,18 +154,49 @@ impl JobTable {
         {
             r.info.state = state as i32;
             r.info.error = error.to_string();
-            if matches!(
+            let done = matches!(
                 state,
                 JobState::Succeeded | JobState::Failed | JobState::Cancelled
-            ) {
+            );
+            if done {
                 r.info.finished_unix_ms = now_ms();
             }
             self.persist(&r.info);
+            if done && self.store.is_some() {
+                self.forget_old(&mut jobs, job_id);
+            }
         }
     }
 
-    /// Every job, oldest id first.
+    /// Notes `job_id` as finished and drops the oldest finished jobs beyond
+    /// `keep_finished` from memory (their records are in the store).
+    fn forget_old(&self, jobs: &mut BTreeMap<String, JobRecord>, job_id: &str) {
+        let Ok(mut finished) = self.finished.lock() else {
+            return;
+        };
+        finished.push_back(job_id.to_string());
+        while finished.len() > self.keep_finished {
+            if let Some(old) = finished.pop_front() {
+                let ended = jobs.get(&old).is_some_and(|r| {
+                    r.info.state != JobState::Queued as i32
+                        && r.info.state != JobState::Running as i32
+                });
+                if ended {
+                    jobs.remove(&old);
+                }
+            }
+        }
+    }
+
+    /// Every job, by id: the whole history from the store (each state change is written
+    /// there), or the table itself without a store.
     pub fn list(&self) -> Vec<JobInfo> {
+        if let Some(store) = &self.store {
+            match store.load() {
+                Ok(all) => return all,
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
         self.lock()
             .map(|j| j.values().map(|r| r.info.clone()).collect())
             .unwrap_or_default()
@@ -178,7 +250,20 @@ impl JobTable {
         let cause = format!("peer `{who}` restarted during the job");
         let mut jobs = self.lock()?;
         let Some(rec) = jobs.get_mut(job_id) else {
-            return Ok(false);
+            // Finished long ago and no longer in memory: update the stored record.
+            let stored = match &self.store {
+                Some(store) => store.get(job_id)?,
+                None => None,
+            };
+            let Some(mut info) = stored else {
+                return Ok(false);
+            };
+            drop(jobs);
+            let changed = record_restart(&mut info, who, &cause);
+            if changed {
+                self.persist(&info);
+            }
+            return Ok(changed);
         };
         if !rec.info.parties.iter().any(|p| p == who) {
             return Ok(false);
@@ -195,14 +280,9 @@ impl JobTable {
                 }
             }));
         }
-        let named = format!("peer `{who}`");
-        if rec.info.state != JobState::Failed as i32
-            || !rec.info.error.contains(&named)
-            || rec.info.error.contains(&cause)
-        {
+        if !record_restart(&mut rec.info, who, &cause) {
             return Ok(false);
         }
-        rec.info.error = format!("{cause} (seen here as: {})", rec.info.error);
         let info = rec.info.clone();
         drop(jobs);
         self.persist(&info);
@@ -243,5 +323,67 @@ impl JobTable {
                 });
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::base::kind::JobKind;
+    use confide_proto::DatasetRef;
+
+    fn spec(id: &str) -> JobSpec {
+        let party = |p: &str| DatasetRef {
+            party: p.into(),
+            dataset: String::new(),
+        };
+        JobSpec {
+            job_id: id.into(),
+            kind: JobKind::Netcheck,
+            parties: vec![party("alice"), party("bob")],
+            options_json: String::new(),
+            deadline: Duration::from_secs(60),
+            output: None,
+        }
+    }
+
+    #[test]
+    fn finished_jobs_leave_memory_but_not_the_history() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("jobs.redb");
+        let t = JobTable::open_keeping(&path, 3).unwrap();
+        for i in 0..8 {
+            let id = format!("job{i}");
+            t.register(&spec(&id)).unwrap();
+            t.set_state(&id, JobState::Running, "");
+            let (state, err) = if i == 1 {
+                (JobState::Failed, "peer `bob`: the connection dropped")
+            } else {
+                (JobState::Succeeded, "")
+            };
+            t.set_state(&id, state, err);
+        }
+        t.register(&spec("live")).unwrap();
+        // In memory: the 3 latest finished and the live one; listed: all 9.
+        let in_memory: Vec<String> = t.lock().unwrap().keys().cloned().collect();
+        assert_eq!(in_memory, ["job5", "job6", "job7", "live"]);
+        assert_eq!(t.list().len(), 9);
+        assert_eq!(t.running(), 1);
+        // A restart notice still reaches a job that left memory.
+        assert!(t.peer_restarted("job1", "bob").unwrap());
+        let job1 = t.list().into_iter().find(|j| j.job_id == "job1").unwrap();
+        assert!(
+            job1.error
+                .starts_with("peer `bob` restarted during the job (seen here as: peer `bob`"),
+            "{}",
+            job1.error
+        );
+        assert!(!t.peer_restarted("job2", "bob").unwrap(), "job2 succeeded");
+        // After a restart, memory again holds only the latest finished jobs.
+        drop(t);
+        let t = JobTable::open_keeping(&path, 3).unwrap();
+        assert_eq!(t.lock().unwrap().len(), 3);
+        assert_eq!(t.list().len(), 9);
+        assert_eq!(t.interrupted.len(), 1, "the live job was cut off");
     }
 }

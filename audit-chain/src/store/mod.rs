@@ -39,6 +39,10 @@ pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Checkpoints the sequencer signed, by size (for catch-up in steps).
 pub const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
 
+/// redb's page cache for the store (redb's default, 1 GiB, lets a long-running daemon's
+/// memory grow with the log).
+const CACHE_BYTES: usize = 32 << 20;
+
 /// Checkpoints kept in memory awaiting cosignatures (older ones reload from disk).
 const MAX_PENDING: usize = 256;
 const META_GENESIS: &str = "genesis";
@@ -137,7 +141,9 @@ impl AuditStore {
                 "signing key does not match the genesis key of {my_name:?}"
             )));
         }
-        let db = Database::create(path.as_ref())?;
+        let db = redb::Builder::new()
+            .set_cache_size(CACHE_BYTES)
+            .create(path.as_ref())?;
         let canon = genesis.canonical_bytes();
         let txn = db.begin_write()?;
         {
