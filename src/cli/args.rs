@@ -293,8 +293,8 @@ pub struct TrainArgs {
     /// The model: `lr` (logistic regression) or `gbdt` (gradient-boosted trees).
     #[arg(long, value_enum, default_value_t = ModelKind::Lr)]
     pub model: ModelKind,
-    /// The job's public seed (the validation split, the batch order and the gbdt row
-    /// subsample): give it to repeat a run's choices; default: drawn at random per job.
+    /// The job's public seed (the validation split, the batch order and the gbdt row and
+    /// column draws): give it to repeat a run's choices; default: drawn at random per job.
     /// Every party sees it, so it must not be a secret.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -376,6 +376,10 @@ pub struct GbdtArgs {
     /// the job's public seed.
     #[arg(long, default_value_t = 1.0)]
     pub subsample: f64,
+    /// Fraction of all columns (both parties') each tree may split on, in (0, 1] (gbdt):
+    /// drawn per tree from the job's public seed, at least one column.
+    #[arg(long, default_value_t = 1.0)]
+    pub colsample_bytree: f64,
 }
 
 #[derive(Debug, Args)]

@@ -90,6 +90,7 @@ fn train_options(a: &TrainArgs, dealer: String) -> Result<kinds::train::Opts, Cl
         gamma: a.gbdt.gamma,
         min_child_weight: a.gbdt.min_child_weight,
         subsample: a.gbdt.subsample,
+        colsample_bytree: a.gbdt.colsample_bytree,
     });
     o.validate()
         .map_err(|e| CliError::Usage(format!("confide train: {e}")))?;

@@ -143,6 +143,7 @@ pub async fn run_train(
         "gamma": params.gamma,
         "min_child_weight": params.min_child_weight,
         "subsample": params.subsample,
+        "colsample_bytree": params.colsample_bytree,
         "label": o.label,
         "output": output,
         "shared_model": shared_path,

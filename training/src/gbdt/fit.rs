@@ -33,7 +33,32 @@ fn hello(rows: usize, cols: usize, features: Vec<String>, params: &str) -> Hello
         features,
         params: params.to_string(),
         error: None,
+        columns: 0,
     }
+}
+
+/// This party's candidates outside tree `tree`'s column draw, `None` without column
+/// subsampling (and at the dealer). `columns` are both parties' column counts.
+fn excluded(
+    params: &GbdtParams,
+    tree: usize,
+    columns: [usize; 2],
+    me: Party,
+    own: Option<&Binned>,
+) -> Result<Option<Vec<bool>>> {
+    let (Some(b), Some(keep)) = (own, params.tree_columns(tree, columns[0] + columns[1])) else {
+        return Ok(None);
+    };
+    let from = if me.is_first() { 0 } else { columns[0] };
+    (0..b.candidates())
+        .map(|c| {
+            b.locate(c)
+                .and_then(|(col, _)| keep.get(from + col))
+                .map(|k| !k)
+                .ok_or_else(|| TrainError::Data("the peer's column count is inconsistent".into()))
+        })
+        .collect::<Result<Vec<bool>>>()
+        .map(Some)
 }
 
 /// A computing party's checked, binned input.
@@ -101,12 +126,15 @@ pub async fn train_gbdt<T: Transport>(
         heavy(size, || prepare(role, data.as_ref(), params.bins))
     });
     let mine = match &prep {
-        Some(Ok(p)) => Ok(hello(
-            p.binned.bins.nrows(),
-            p.binned.candidates(),
-            vec![],
-            &pj,
-        )),
+        Some(Ok(p)) => Ok(Hello {
+            // Told to the peer only when it is needed to draw the trees' columns.
+            columns: if params.colsample_bytree < 1.0 {
+                p.binned.columns.len()
+            } else {
+                0
+            },
+            ..hello(p.binned.bins.nrows(), p.binned.candidates(), vec![], &pj)
+        }),
         Some(Err(e)) => Err(TrainError::Data(e.to_string())),
         None => Ok(Hello::dealer(&pj)),
     };
@@ -114,6 +142,7 @@ pub async fn train_gbdt<T: Transport>(
     let prep = prep.transpose()?;
     let n = hellos[0].rows;
     let k = [hellos[0].cols, hellos[1].cols];
+    let columns = [hellos[0].columns, hellos[1].columns];
     if k[0] + k[1] == 0 {
         return Err(TrainError::Data(
             "no column of either party has a split candidate (all constant or empty)".into(),
@@ -178,7 +207,11 @@ pub async fn train_gbdt<T: Transport>(
                 depth: params.depth,
             })
         };
-        let grown = grower.grow(&mut e, &g, &h, &on_level).await?;
+        let own = prep.as_ref().map(|p| &p.binned);
+        let out = excluded(params, tree, columns, me, own)?;
+        let grown = grower
+            .grow(&mut e, &g, &h, out.as_deref(), &on_level)
+            .await?;
         f = f.add(&grown.delta)?;
         trees.push(TreeShare {
             nodes: grown.nodes,

@@ -19,7 +19,12 @@
 //! 4. Per candidate `score = G_L·w_L + G_R·w_R` with `w = G/(H + λ)` from a secure
 //!    reciprocal (secure comparisons against powers of two give a shared power-of-two
 //!    scale, then three Newton steps); candidates with a child below `min_child_weight`
-//!    score `−2^40`. A secure tournament argmax picks the best (lowest index on ties).
+//!    score `−2^40`. With column subsampling (`colsample_bytree < 1`) each tree draws
+//!    `max(1, ⌊F · columns⌋)` of all columns (both parties') from the public job seed, and
+//!    the owner of each candidate of an undrawn column subtracts `2^41` from its own share
+//!    of that score: local, no message, and the candidate can only win if no drawn column
+//!    has a candidate (then the tree does not split). A secure tournament argmax picks
+//!    the best (lowest index on ties).
 //! 5. The node's split flag `s = [score* − G·w ≥ 2γ]` stays shared. The best candidate's
 //!    index is opened to its owner only (the other party gets "not mine"); the owner
 //!    inputs its plaintext left indicator `l` (trivially shared) and the children are
@@ -34,7 +39,9 @@
 //! # What each party learns
 //! * A and B: each other's row count and number of split candidates (the sum over
 //!   columns of the number of bins used, which depends on distinct values); the public
-//!   parameters.
+//!   parameters. With `colsample_bytree < 1` also each other's number of columns (both
+//!   need the total to draw the same columns; the dealer is not told). Which rows and
+//!   columns a tree uses follows from the public seed alone.
 //! * For every internal node, each computing party learns whether the best candidate is
 //!   one of its own columns, and if so which column and bin (so the owner also knows its
 //!   threshold and, for its own rows, which side each row would go). It does not learn
@@ -49,7 +56,7 @@
 //! * A revealed split tells its owner that, among its candidates, this threshold
 //!   best separated the other party's secret gradient statistics in some (unknown) node.
 //!
-//! Not done: row and column subsampling, early stopping, learned default directions for
+//! Not done: early stopping, learned default directions for
 //! missing values (missing always goes right), revealing leaf weights to the label holder.
 
 use std::fmt;
@@ -99,8 +106,17 @@ pub struct GbdtParams {
     pub frac_bits: u32,
     /// Fraction of the rows each tree is grown on, in (0, 1] (XGBoost's `subsample`).
     pub subsample: f64,
-    /// The public job seed that draws each tree's rows when `subsample < 1`.
+    /// Fraction of all columns (both parties') each tree may split on, in (0, 1]
+    /// (XGBoost's `colsample_bytree`: `max(1, ⌊F · columns⌋)` columns per tree).
+    #[serde(default = "one")]
+    pub colsample_bytree: f64,
+    /// The public job seed that draws each tree's rows when `subsample < 1` and its
+    /// columns when `colsample_bytree < 1`.
     pub seed: u64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl GbdtParams {
@@ -118,6 +134,7 @@ impl GbdtParams {
             min_child_weight: 1.0,
             frac_bits: 18,
             subsample: 1.0,
+            colsample_bytree: 1.0,
             seed: 0,
         }
     }
@@ -137,6 +154,33 @@ impl GbdtParams {
         );
         let cut = (self.subsample * (1u64 << 53) as f64) as u64;
         Some((0..n).map(|_| (rng.next_u64() >> 11) < cut).collect())
+    }
+
+    /// The columns tree `tree` may split on, `None` for all of them: `max(1, ⌊F · total⌋)`
+    /// of the `total` columns (party 0's first, then party 1's), drawn without replacement
+    /// from the public job seed, so every seat (and the plaintext twin) draws the same
+    /// columns. Like [`Self::tree_rows`], the draw depends on nothing but the seed and the
+    /// column counts.
+    pub fn tree_columns(&self, tree: usize, total: usize) -> Option<Vec<bool>> {
+        use rand_core::{Rng, SeedableRng};
+        if self.colsample_bytree >= 1.0 {
+            return None;
+        }
+        // A stream per tree, apart from the row draws and the batch orders.
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(
+            self.seed ^ 0x6364_6274_636f_6c73 ^ (tree as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        );
+        let take = ((self.colsample_bytree * total as f64) as usize).clamp(1, total.max(1));
+        let mut order: Vec<usize> = (0..total).collect();
+        let mut keep = vec![false; total];
+        // Partial Fisher–Yates: the first `take` places of a uniform permutation.
+        for i in 0..take.min(total) {
+            let left = (total - i) as u128;
+            let j = i + ((u128::from(rng.next_u64()) * left) >> 64) as usize;
+            order.swap(i, j);
+            keep[order[i]] = true;
+        }
+        Some(keep)
     }
 
     /// Checks every range (messages name the parameter).
@@ -192,6 +236,19 @@ impl GbdtParams {
             return bad(format!(
                 "subsample must be in (0, 1], got {}",
                 self.subsample
+            ));
+        }
+        if !(self.colsample_bytree > 0.0 && self.colsample_bytree <= 1.0) {
+            return bad(format!(
+                "colsample_bytree must be in (0, 1], got {}",
+                self.colsample_bytree
+            ));
+        }
+        if self.colsample_bytree < 1.0 && self.frac_bits > 20 {
+            return bad(format!(
+                "colsample_bytree below 1 needs frac_bits ≤ 20 (the penalty on unsampled \
+                 candidates must fit), got {}",
+                self.frac_bits
             ));
         }
         if !(16..=24).contains(&self.frac_bits) {

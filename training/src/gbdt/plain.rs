@@ -38,6 +38,10 @@ pub struct PlainTree {
 /// Score of an invalid candidate (a child under `min_child_weight`).
 pub(super) const INVALID: f64 = -1_099_511_627_776.0; // −2^40
 
+/// Penalty on the score of a candidate whose column the tree did not draw (column
+/// subsampling): every such score falls below every drawn candidate's, even an invalid one.
+pub(super) const EXCLUDED: f64 = 2_199_023_255_552.0; // 2^41
+
 /// Trains the plaintext twin; returns the trees and the final raw scores of the rows.
 pub fn train_gbdt_plain(
     parts: [&Binned; 2],
@@ -48,6 +52,8 @@ pub fn train_gbdt_plain(
     let sig = Spline::sigmoid7();
     let mut f = vec![0.0; n];
     let mut trees = Vec::with_capacity(p.trees);
+    let c0 = parts[0].columns.len();
+    let columns = c0 + parts[1].columns.len();
     let cands: Vec<(usize, usize, usize)> = (0..2)
         .flat_map(|party| {
             (0..parts[party].candidates())
@@ -65,12 +71,20 @@ pub fn train_gbdt_plain(
                 h[i] = 0.0;
             }
         }
+        // Candidates of columns outside this tree's draw (same draw as the secure run).
+        let out: Option<Vec<bool>> = p.tree_columns(tree, columns).map(|keep| {
+            cands
+                .iter()
+                .map(|&(party, j, _)| !keep[if party == 0 { j } else { c0 + j }])
+                .collect()
+        });
         let mut level: Vec<Vec<usize>> = vec![(0..n).collect()];
         let mut nodes = Vec::new();
         for _ in 0..p.depth {
             let mut next = Vec::with_capacity(2 * level.len());
             for rows in &level {
-                let (node, left, right) = best_split(parts, &cands, rows, &g, &h, p);
+                let (node, left, right) =
+                    best_split(parts, &cands, out.as_deref(), rows, &g, &h, p);
                 nodes.push(node);
                 next.push(left);
                 next.push(right);
@@ -95,6 +109,7 @@ pub fn train_gbdt_plain(
 fn best_split(
     parts: [&Binned; 2],
     cands: &[(usize, usize, usize)],
+    out: Option<&[bool]>,
     rows: &[usize],
     g: &[f64],
     h: &[f64],
@@ -115,11 +130,14 @@ fn best_split(
         let (gr, hr) = (gs - gl, hs - hl);
         let valid =
             p.min_child_weight <= 0.0 || (hl >= p.min_child_weight && hr >= p.min_child_weight);
-        let score = if valid {
+        let mut score = if valid {
             gl * gl / (hl + p.lambda) + gr * gr / (hr + p.lambda)
         } else {
             INVALID
         };
+        if out.is_some_and(|o| o[c]) {
+            score -= EXCLUDED;
+        }
         if score > best {
             second = best;
             best = score;
