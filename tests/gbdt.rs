@@ -74,6 +74,10 @@ fn gbdt_train_and_predict_between_real_daemons() {
             "0.8",
             "--seed",
             "7",
+            "--validation",
+            "0.2",
+            "--early-stopping-rounds",
+            "2",
             "--dataset",
             "credit",
             "--peer",
@@ -86,8 +90,16 @@ fn gbdt_train_and_predict_between_real_daemons() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let line = stdout(&o);
+    // Early stopping on the validation rows: the trees kept up to the best of those grown.
+    let kept: usize = line
+        .split_once(" trees of depth 2 (")
+        .and_then(|(head, _)| head.rsplit(' ').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
     assert!(
-        line.contains("569 common rows") && line.contains("3 trees of depth 2"),
+        line.contains("569 common rows")
+            && (1..=3).contains(&kept)
+            && line.contains("grown, best validation AUC 0.9"),
         "{line}"
     );
     assert!(stderr(&o).contains("level"), "progress: {}", stderr(&o));
@@ -99,7 +111,7 @@ fn gbdt_train_and_predict_between_real_daemons() {
         .to_string();
     // alice's export: the shape and her own rules only, no shares.
     let export: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(export["trees"].as_array().unwrap().len(), 3);
+    assert_eq!(export["trees"].as_array().unwrap().len(), kept);
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(
         !text.contains("worst area") && !text.contains("\"split\""),
@@ -139,7 +151,11 @@ fn gbdt_train_and_predict_between_real_daemons() {
             }
         }
     }
-    assert_eq!(rules, 9, "each of the 3 × 3 nodes has one owner");
+    assert_eq!(
+        rules,
+        3 * kept,
+        "each of the 3 nodes of a tree has one owner"
+    );
     for p in ["alice", "bob"] {
         let share = data_dir(&dir, p)
             .join("models")

@@ -337,7 +337,8 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 3e-5)]
     pub tolerance: f64,
     /// Hold out this fraction of the common rows: training stops when their AUC has not
-    /// improved for 3 epochs, and keeps the best epoch's weights.
+    /// improved for 3 epochs, and keeps the best epoch's weights (gbdt: see
+    /// `--early-stopping-rounds`).
     #[arg(long, default_value_t = 0.0)]
     pub validation: f64,
 }
@@ -380,6 +381,10 @@ pub struct GbdtArgs {
     /// drawn per tree from the job's public seed, at least one column.
     #[arg(long, default_value_t = 1.0)]
     pub colsample_bytree: f64,
+    /// Stop when the validation AUC (rows held out by `--validation`) has not improved for
+    /// N trees, and keep the trees up to the best (gbdt; 0: never stop).
+    #[arg(long, default_value_t = 0)]
+    pub early_stopping_rounds: u32,
 }
 
 #[derive(Debug, Args)]

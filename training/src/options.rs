@@ -177,6 +177,10 @@ pub struct GbdtOptions {
     /// Fraction of all columns each tree may split on (default 1).
     #[serde(default = "one")]
     pub colsample_bytree: f64,
+    /// Stop when the validation AUC (rows held out by [`TrainOptions::validation`]) has
+    /// not improved for this many trees (default 0: never).
+    #[serde(default)]
+    pub early_stopping_rounds: usize,
 }
 
 fn one() -> f64 {
@@ -194,6 +198,7 @@ impl Default for GbdtOptions {
             min_child_weight: 1.0,
             subsample: 1.0,
             colsample_bytree: 1.0,
+            early_stopping_rounds: 0,
         }
     }
 }
@@ -223,6 +228,7 @@ impl TrainOptions {
         "min_child_weight",
         "subsample",
         "colsample_bytree",
+        "early_stopping_rounds",
     ];
 
     /// Options with every default: `label`, the job `seed` and the `dealer` given.
@@ -289,6 +295,8 @@ impl TrainOptions {
                         min_child_weight: raw.num("min_child_weight", Some(d.min_child_weight))?,
                         subsample: raw.num("subsample", Some(d.subsample))?,
                         colsample_bytree: raw.num("colsample_bytree", Some(d.colsample_bytree))?,
+                        early_stopping_rounds: raw
+                            .num("early_stopping_rounds", Some(d.early_stopping_rounds))?,
                     })
                 }
                 Some(m) => return Err(bad(format!("model = `{m}` (lr or gbdt)"))),
@@ -317,6 +325,8 @@ impl TrainOptions {
         p.min_child_weight = g.min_child_weight;
         p.subsample = g.subsample;
         p.colsample_bytree = g.colsample_bytree;
+        p.validation = self.validation;
+        p.early_stopping_rounds = g.early_stopping_rounds;
         p.seed = self.seed;
         Some(p)
     }
@@ -335,6 +345,7 @@ impl TrainOptions {
                 ("min_child_weight", g.min_child_weight.to_string()),
                 ("subsample", g.subsample.to_string()),
                 ("colsample_bytree", g.colsample_bytree.to_string()),
+                ("early_stopping_rounds", g.early_stopping_rounds.to_string()),
             ]));
         }
         out

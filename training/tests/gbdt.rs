@@ -3,38 +3,17 @@
 
 mod common;
 
-use common::{names, rt};
-use confide_mpc::{FixedPoint, Recording, RecordingTransport, memory_mesh, recording_contains};
+use common::{
+    GbdtOut as Out, both, gbdt_data as data, gbdt_params as params, names, rt, run_gbdt as run,
+};
+use confide_mpc::{FixedPoint, Recording, memory_mesh, recording_contains};
 use confide_training::gbdt::bins::Binned;
-use confide_training::gbdt::{GbdtOutcome, predict_gbdt_plain, train_gbdt_plain};
+use confide_training::gbdt::{predict_gbdt_plain, train_gbdt_plain};
 use confide_training::{
     GbdtOptions, GbdtParams, GbdtPredictParams, GbdtShare, LocalData, Result, Role, TrainOptions,
-    auc, generate_credit, predict_gbdt, train_gbdt,
+    auc, predict_gbdt,
 };
 use ndarray::Array2;
-
-type Out = [Result<Option<GbdtOutcome>>; 3];
-
-fn run(a: Option<LocalData>, b: Option<LocalData>, p: &GbdtParams, log: Option<Recording>) -> Out {
-    rt().block_on(async {
-        let log = log.unwrap_or_default();
-        let mut mesh = memory_mesh(&["bank", "shop", "dealer"], 8)
-            .into_iter()
-            .map(|t| RecordingTransport::new(t, log.clone()));
-        let (ta, tb, td) = (
-            mesh.next().unwrap(),
-            mesh.next().unwrap(),
-            mesh.next().unwrap(),
-        );
-        let quiet = |_p| {};
-        let (ra, rb, rd) = tokio::join!(
-            train_gbdt(&ta, Role::Active, a, p, &quiet),
-            train_gbdt(&tb, Role::Passive, b, p, &quiet),
-            train_gbdt(&td, Role::Dealer, None, p, &quiet)
-        );
-        [ra, rb, rd]
-    })
-}
 
 fn predict(
     a: LocalData,
@@ -52,25 +31,6 @@ fn predict(
         );
         [ra, rb, rd]
     })
-}
-
-fn params(trees: usize, depth: usize) -> GbdtParams {
-    let mut p = GbdtParams::new(names());
-    p.trees = trees;
-    p.depth = depth;
-    p.bins = 16;
-    p
-}
-
-fn data(rows: usize, seed: u64) -> (LocalData, LocalData) {
-    let (ta, tb) = generate_credit(rows, 3, 3, seed);
-    (ta.into_local(), tb.into_local())
-}
-
-fn both(out: Out) -> (GbdtShare, GbdtShare) {
-    let [ra, rb, rd] = out;
-    assert!(rd.unwrap().is_none(), "the dealer holds no model");
-    (ra.unwrap().unwrap().model, rb.unwrap().unwrap().model)
 }
 
 fn pred_params(p: &GbdtParams, receiver: &str) -> GbdtPredictParams {

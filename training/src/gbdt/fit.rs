@@ -7,6 +7,7 @@ use confide_mpc::{Engine, FixedPoint, Party, R64, SharedVec, Spline, Transport};
 use ndarray::{Array1, Array2};
 
 use super::bins::{Binned, goes_left};
+use super::early::{Stopper, dealer_flag, secure_validation_auc};
 use super::grow::{Grower, leaf_scores, root, route};
 use super::ops::{int, me};
 use super::{
@@ -164,11 +165,22 @@ pub async fn train_gbdt<T: Transport>(
         })
     });
     let mm = e.mask_matrix(own.as_ref(), n, k).await?;
-    let y: Array1<R64> = match prep.as_ref().and_then(|p| p.y.as_ref()) {
-        Some(y) => Array1::from_vec(fp.encode_all(y)?),
-        None => Array1::from_elem(n, int(0)),
+    let (y, y_int): (Array1<R64>, Array1<R64>) = match prep.as_ref().and_then(|p| p.y.as_ref()) {
+        Some(y) => (
+            Array1::from_vec(fp.encode_all(y)?),
+            y.iter().map(|&v| int(v as i64)).collect(),
+        ),
+        None => (Array1::from_elem(n, int(0)), Array1::from_elem(n, int(0))),
     };
-    let y = owned(me, Party::P0, y);
+    let (y, y_int) = (owned(me, Party::P0, y), owned(me, Party::P0, y_int));
+    // The public validation split: its rows take no part in growing.
+    let (_, val_rows) = params.split(n)?;
+    let mut left_out = vec![false; n];
+    for &i in &val_rows {
+        left_out[i] = true;
+    }
+    let mut stopper = Stopper::new(params.early_stopping_rounds);
+    let mut validation_auc = Vec::new();
     let grower = Grower {
         mm: &mm,
         k,
@@ -188,14 +200,13 @@ pub async fn train_gbdt<T: Transport>(
         let mut g = prob.sub(&y)?;
         let one_minus = prob.mul_public(int(-1)).add_scalar(me, fp.encode(1.0)?);
         let mut h = e.mul_fixed(&prob, &one_minus).await?;
-        // Row subsampling: public rows (from the job seed) left out of this tree get
-        // g = h = 0, each seat zeroing its own shares (no communication).
-        if let Some(rows) = params.tree_rows(tree, n) {
-            for v in [&mut g, &mut h] {
-                for (x, keep) in v.raw_mut().iter_mut().zip(&rows) {
-                    if !keep {
-                        *x = int(0);
-                    }
+        // Row subsampling and validation: public rows (from the job seed) left out of this
+        // tree get g = h = 0, each seat zeroing its own shares (no communication).
+        let rows = params.tree_rows(tree, n);
+        for v in [&mut g, &mut h] {
+            for (i, x) in v.raw_mut().iter_mut().enumerate() {
+                if left_out[i] || rows.as_ref().is_some_and(|r| !r[i]) {
+                    *x = int(0);
                 }
             }
         }
@@ -217,6 +228,32 @@ pub async fn train_gbdt<T: Transport>(
             nodes: grown.nodes,
             leaves: grown.leaves.as_slice().iter().map(|v| v.0).collect(),
         });
+        if val_rows.is_empty() {
+            continue;
+        }
+        // The validation AUC is opened to A and B, who decide alike; A tells the dealer.
+        let auc = secure_validation_auc(&mut e, &f, &y_int, &val_rows).await?;
+        let stop = match auc {
+            Some(auc) => {
+                validation_auc.push(auc);
+                let stop = stopper.after_tree(tree, auc);
+                if me.is_first() && params.early_stopping_rounds > 0 {
+                    t.send(&params.parties.dealer, vec![u8::from(stop)]).await?;
+                }
+                stop
+            }
+            None if params.early_stopping_rounds > 0 => {
+                dealer_flag(t, &params.parties.active).await?
+            }
+            None => false,
+        };
+        if stop {
+            break;
+        }
+    }
+    let grown_trees = trees.len();
+    if let (true, Some(best)) = (params.early_stopping_rounds > 0, stopper.best_tree()) {
+        trees.truncate(best + 1);
     }
     Ok(prep.map(|p| GbdtOutcome {
         model: GbdtShare {
@@ -227,6 +264,9 @@ pub async fn train_gbdt<T: Transport>(
             trees,
         },
         warnings,
+        validation_auc,
+        validation_rows: val_rows.len(),
+        grown: grown_trees,
     }))
 }
 

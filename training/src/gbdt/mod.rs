@@ -30,6 +30,13 @@
 //!    inputs its plaintext left indicator `l` (trivially shared) and the children are
 //!    `m_L = m ⊙ (s·(l − 1) + 1)`, `m_R = m − m_L`: without a split every row goes left.
 //! 6. Leaves at depth `D`: `w = −η·G/(H + λ)`, shared; `F += Σ_leaf m_leaf · w_leaf`.
+//! 7. With a validation split (`validation > 0`, the public seeded split of
+//!    [`crate::Fit::split`]) validation rows get `g = h = 0` in every tree (like rows left
+//!    out by `subsample`), but every tree routes them, so their scores `F` are kept on
+//!    shares. After each tree their binned AUC ([`VALIDATION_BINS`] thresholds) is
+//!    computed on shares and opened to A and B; with `early_stopping_rounds = N` both stop
+//!    once it has not improved for `N` trees and keep the trees up to the best, and A
+//!    sends the dealer a one-byte stop flag per tree.
 //!
 //! Trees are complete binary trees of depth `D` whatever the data: the tree shape is
 //! public, and whether a node really splits is secret ([`GbdtShare`] keeps the shared
@@ -49,14 +56,19 @@
 //! * Nothing else is opened during training: gradients, hessians, histograms, gains,
 //!   memberships, split flags, leaf weights and scores stay shared (the privacy test
 //!   records the wire).
+//! * With a validation split, A and B learn after each tree the binned validation AUC's
+//!   counts: per threshold, how many validation rows (and positives among them) score at
+//!   least that (so also the number of validation positives); with early stopping, which
+//!   tree was best and when boosting stopped.
 //! * The dealer learns the row count and both candidate counts, and the public
-//!   parameters (it receives only the handshake).
+//!   parameters (it receives only the handshake, and with early stopping one stop flag
+//!   per tree: how many trees were grown).
 //! * [`predict_gbdt`]: the receiver learns the raw scores (logits) of the scored rows;
 //!   each owner evaluates its own thresholds on its own rows; nothing else is opened.
 //! * A revealed split tells its owner that, among its candidates, this threshold
 //!   best separated the other party's secret gradient statistics in some (unknown) node.
 //!
-//! Not done: early stopping, learned default directions for
+//! Not done: learned default directions for
 //! missing values (missing always goes right), revealing leaf weights to the label holder.
 
 use std::fmt;
@@ -68,13 +80,17 @@ use crate::error::{Result, TrainError};
 use crate::protocol::PartyNames;
 
 pub mod bins;
+mod early;
 mod fit;
 mod grow;
 mod ops;
 pub mod plain;
 
+pub use early::{Stopper, VALIDATION_BINS, plain_validation_auc};
 pub use fit::{predict_gbdt, train_gbdt};
-pub use plain::{PlainNode, PlainTree, predict_gbdt_plain, train_gbdt_plain};
+pub use plain::{
+    PlainBoost, PlainNode, PlainTree, boost_gbdt_plain, predict_gbdt_plain, train_gbdt_plain,
+};
 
 /// Largest tree depth.
 pub const MAX_DEPTH: usize = 8;
@@ -110,8 +126,16 @@ pub struct GbdtParams {
     /// (XGBoost's `colsample_bytree`: `max(1, ⌊F · columns⌋)` columns per tree).
     #[serde(default = "one")]
     pub colsample_bytree: f64,
-    /// The public job seed that draws each tree's rows when `subsample < 1` and its
-    /// columns when `colsample_bytree < 1`.
+    /// Fraction of the rows held out for validation, in [0, 0.5] (the public seeded split
+    /// of [`crate::Fit::split`]); validation rows take no part in growing.
+    #[serde(default)]
+    pub validation: f64,
+    /// Stop once the validation AUC has not improved for this many trees and keep the
+    /// trees up to the best (XGBoost's `early_stopping_rounds`; 0: never stop).
+    #[serde(default)]
+    pub early_stopping_rounds: usize,
+    /// The public job seed that draws each tree's rows when `subsample < 1`, its
+    /// columns when `colsample_bytree < 1` and the validation split.
     pub seed: u64,
 }
 
@@ -135,6 +159,8 @@ impl GbdtParams {
             frac_bits: 18,
             subsample: 1.0,
             colsample_bytree: 1.0,
+            validation: 0.0,
+            early_stopping_rounds: 0,
             seed: 0,
         }
     }
@@ -250,6 +276,21 @@ impl GbdtParams {
                  candidates must fit), got {}",
                 self.frac_bits
             ));
+        }
+        if !(0.0..=0.5).contains(&self.validation) {
+            return bad(format!(
+                "validation must be in [0, 0.5], got {}",
+                self.validation
+            ));
+        }
+        if self.early_stopping_rounds > MAX_TREES {
+            return bad(format!(
+                "early_stopping_rounds must be at most {MAX_TREES}, got {}",
+                self.early_stopping_rounds
+            ));
+        }
+        if self.early_stopping_rounds > 0 && self.validation == 0.0 {
+            return bad("early_stopping_rounds needs a validation split (validation > 0)".into());
         }
         if !(16..=24).contains(&self.frac_bits) {
             return bad(format!(
@@ -399,6 +440,12 @@ pub struct GbdtOutcome {
     pub model: GbdtShare,
     /// Warnings (columns without a split candidate, …).
     pub warnings: Vec<String>,
+    /// The binned validation AUC after each tree grown (empty without a validation split).
+    pub validation_auc: Vec<f64>,
+    /// Rows held out for validation.
+    pub validation_rows: usize,
+    /// Trees grown; with early stopping the model keeps those up to the best.
+    pub grown: usize,
 }
 
 /// Parameters of [`predict_gbdt`]; identical at all three seats.
