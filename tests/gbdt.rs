@@ -70,6 +70,14 @@ fn gbdt_train_and_predict_between_real_daemons() {
             "16",
             "--subsample",
             "0.9",
+            "--colsample-bytree",
+            "0.8",
+            "--seed",
+            "7",
+            "--validation",
+            "0.2",
+            "--early-stopping-rounds",
+            "2",
             "--dataset",
             "credit",
             "--peer",
@@ -82,8 +90,16 @@ fn gbdt_train_and_predict_between_real_daemons() {
     );
     assert!(o.status.success(), "{}", stderr(&o));
     let line = stdout(&o);
+    // Early stopping on the validation rows: the trees kept up to the best of those grown.
+    let kept: usize = line
+        .split_once(" trees of depth 2 (")
+        .and_then(|(head, _)| head.rsplit(' ').next())
+        .and_then(|k| k.parse().ok())
+        .unwrap_or_else(|| panic!("{line}"));
     assert!(
-        line.contains("569 common rows") && line.contains("3 trees of depth 2"),
+        line.contains("569 common rows")
+            && (1..=3).contains(&kept)
+            && line.contains("grown, best validation AUC 0.9"),
         "{line}"
     );
     assert!(stderr(&o).contains("level"), "progress: {}", stderr(&o));
@@ -95,11 +111,50 @@ fn gbdt_train_and_predict_between_real_daemons() {
         .to_string();
     // alice's export: the shape and her own rules only, no shares.
     let export: serde_json::Value = serde_json::from_slice(&std::fs::read(&out).unwrap()).unwrap();
-    assert_eq!(export["trees"].as_array().unwrap().len(), 3);
+    assert_eq!(export["trees"].as_array().unwrap().len(), kept);
     let text = std::fs::read_to_string(&out).unwrap();
     assert!(
         !text.contains("worst area") && !text.contains("\"split\""),
         "{text}"
+    );
+    // Column subsampling: every node's rule, at either owner, lies in its tree's draw from
+    // the public seed (alice's columns first, then bob's).
+    let bob_export: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(
+            data_dir(&dir, "bob")
+                .join("results")
+                .join(format!("model-{model}.json")),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let features = |e: &serde_json::Value| -> Vec<String> {
+        serde_json::from_value(e["features"].clone()).unwrap()
+    };
+    let (fa, fb) = (features(&export), features(&bob_export));
+    let mut p = confide_training::GbdtParams::new(confide_training::PartyNames {
+        active: "alice".into(),
+        passive: "bob".into(),
+        dealer: "carol".into(),
+    });
+    (p.colsample_bytree, p.seed) = (0.8, 7);
+    let mut rules = 0;
+    for (from, names, e) in [(0, &fa, &export), (fa.len(), &fb, &bob_export)] {
+        for (t, tree) in e["trees"].as_array().unwrap().iter().enumerate() {
+            let draw = p.tree_columns(t, fa.len() + fb.len()).unwrap();
+            for node in tree["nodes"].as_array().unwrap() {
+                if let Some(col) = node["column"].as_str() {
+                    let j = from + names.iter().position(|n| n == col).unwrap();
+                    assert!(draw[j], "tree {t} splits on undrawn column {col}");
+                    rules += 1;
+                }
+            }
+        }
+    }
+    assert_eq!(
+        rules,
+        3 * kept,
+        "each of the 3 nodes of a tree has one owner"
     );
     for p in ["alice", "bob"] {
         let share = data_dir(&dir, p)

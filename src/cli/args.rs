@@ -293,8 +293,8 @@ pub struct TrainArgs {
     /// The model: `lr` (logistic regression) or `gbdt` (gradient-boosted trees).
     #[arg(long, value_enum, default_value_t = ModelKind::Lr)]
     pub model: ModelKind,
-    /// The job's public seed (the validation split, the batch order and the gbdt row
-    /// subsample): give it to repeat a run's choices; default: drawn at random per job.
+    /// The job's public seed (the validation split, the batch order and the gbdt row and
+    /// column draws): give it to repeat a run's choices; default: drawn at random per job.
     /// Every party sees it, so it must not be a secret.
     #[arg(long)]
     pub seed: Option<u64>,
@@ -337,7 +337,8 @@ pub struct FitArgs {
     #[arg(long, default_value_t = 3e-5)]
     pub tolerance: f64,
     /// Hold out this fraction of the common rows: training stops when their AUC has not
-    /// improved for 3 epochs, and keeps the best epoch's weights.
+    /// improved for 3 epochs, and keeps the best epoch's weights (gbdt: see
+    /// `--early-stopping-rounds`).
     #[arg(long, default_value_t = 0.0)]
     pub validation: f64,
 }
@@ -376,6 +377,14 @@ pub struct GbdtArgs {
     /// the job's public seed.
     #[arg(long, default_value_t = 1.0)]
     pub subsample: f64,
+    /// Fraction of all columns (both parties') each tree may split on, in (0, 1] (gbdt):
+    /// drawn per tree from the job's public seed, at least one column.
+    #[arg(long, default_value_t = 1.0)]
+    pub colsample_bytree: f64,
+    /// Stop when the validation AUC (rows held out by `--validation`) has not improved for
+    /// N trees, and keep the trees up to the best (gbdt; 0: never stop).
+    #[arg(long, default_value_t = 0)]
+    pub early_stopping_rounds: u32,
 }
 
 #[derive(Debug, Args)]

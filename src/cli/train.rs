@@ -90,6 +90,8 @@ fn train_options(a: &TrainArgs, dealer: String) -> Result<kinds::train::Opts, Cl
         gamma: a.gbdt.gamma,
         min_child_weight: a.gbdt.min_child_weight,
         subsample: a.gbdt.subsample,
+        colsample_bytree: a.gbdt.colsample_bytree,
+        early_stopping_rounds: a.gbdt.early_stopping_rounds as usize,
     });
     o.validate()
         .map_err(|e| CliError::Usage(format!("confide train: {e}")))?;
@@ -101,8 +103,19 @@ pub fn train_summary(job: &str, r: &serde_json::Value) -> String {
     let n = |k: &str| r.get(k).and_then(|v| v.as_u64()).unwrap_or(0);
     let f = |k: &str| r.get(k).and_then(|v| v.as_f64());
     if r.get("model").and_then(|v| v.as_str()) == Some("gbdt") {
+        let aucs: Vec<f64> = r
+            .get("validation_auc_per_tree")
+            .and_then(|v| serde_json::from_value(v.clone()).ok())
+            .unwrap_or_default();
+        let early = match aucs.iter().copied().reduce(f64::max) {
+            Some(best) => format!(
+                " ({} grown, best validation AUC {best:.4})",
+                n("trees_grown")
+            ),
+            None => String::new(),
+        };
         return format!(
-            "train job {job}: {} common rows, {} trees of depth {}; model kept split between the parties (use `confide predict --model {job}`); this party's split rules written to {} in {:.2} s",
+            "train job {job}: {} common rows, {} trees of depth {}{early}; model kept split between the parties (use `confide predict --model {job}`); this party's split rules written to {} in {:.2} s",
             n("common_rows"),
             n("trees"),
             n("depth"),

@@ -87,6 +87,15 @@ pub async fn run_train(
         prev = (b, m);
     }
     let (mut output, mut shared_path, mut warnings) = (None, None, Vec::new());
+    // Trees kept and grown, validation rows and AUC per tree (computing parties only).
+    let early = outcome.as_ref().map(|o| {
+        (
+            o.model.trees.len(),
+            o.grown,
+            o.validation_rows,
+            o.validation_auc.clone(),
+        )
+    });
     if let (Some(out), Some((dataset_name, feature_names, _))) = (outcome, ds_info.as_ref()) {
         for w in &out.warnings {
             env.progress("warning", 0, 0, w);
@@ -135,7 +144,11 @@ pub async fn run_train(
         "parties": names,
         "common_rows": ds_info.as_ref().map(|x| x.2),
         "features": ds_info.as_ref().map(|x| x.1.len()),
-        "trees": params.trees,
+        "trees": early.as_ref().map_or(params.trees, |e| e.0),
+        "trees_grown": early.as_ref().map(|e| e.1),
+        "validation_rows": early.as_ref().map(|e| e.2),
+        "validation_auc_per_tree": early.as_ref().map(|e| e.3.clone()),
+        "early_stopping_rounds": params.early_stopping_rounds,
         "depth": params.depth,
         "bins": params.bins,
         "learning_rate": params.learning_rate,
@@ -143,6 +156,7 @@ pub async fn run_train(
         "gamma": params.gamma,
         "min_child_weight": params.min_child_weight,
         "subsample": params.subsample,
+        "colsample_bytree": params.colsample_bytree,
         "label": o.label,
         "output": output,
         "shared_model": shared_path,

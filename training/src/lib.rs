@@ -85,8 +85,11 @@
 //!   best candidate is one of its own columns and, if so, which column and bin (so the
 //!   owner knows its threshold). Nothing about the node's rows, gains, or whether the node
 //!   really splits (the split flag stays shared; trees are complete, so the shape is public);
-//! * A and B learn each other's row count and number of split candidates; the dealer learns
-//!   the row count and both candidate counts;
+//! * A and B learn each other's row count and number of split candidates (with
+//!   `colsample_bytree < 1` also each other's number of columns); the dealer learns the row
+//!   count and both candidate counts (with early stopping also how many trees were grown);
+//! * with a validation split, A and B learn after each tree the validation rows' binned
+//!   AUC counts (rows and positives at or above each score threshold);
 //! * gradients, hessians, histograms, gains, memberships, leaf weights and training scores
 //!   are never opened; [`predict_gbdt`] opens only the scores, to the receiver.
 //!

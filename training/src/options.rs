@@ -174,6 +174,13 @@ pub struct GbdtOptions {
     /// Fraction of the rows each tree is grown on (default 1).
     #[serde(default = "one")]
     pub subsample: f64,
+    /// Fraction of all columns each tree may split on (default 1).
+    #[serde(default = "one")]
+    pub colsample_bytree: f64,
+    /// Stop when the validation AUC (rows held out by [`TrainOptions::validation`]) has
+    /// not improved for this many trees (default 0: never).
+    #[serde(default)]
+    pub early_stopping_rounds: usize,
 }
 
 fn one() -> f64 {
@@ -190,6 +197,8 @@ impl Default for GbdtOptions {
             gamma: 0.0,
             min_child_weight: 1.0,
             subsample: 1.0,
+            colsample_bytree: 1.0,
+            early_stopping_rounds: 0,
         }
     }
 }
@@ -218,6 +227,8 @@ impl TrainOptions {
         "gamma",
         "min_child_weight",
         "subsample",
+        "colsample_bytree",
+        "early_stopping_rounds",
     ];
 
     /// Options with every default: `label`, the job `seed` and the `dealer` given.
@@ -283,6 +294,9 @@ impl TrainOptions {
                         gamma: raw.num("gamma", Some(d.gamma))?,
                         min_child_weight: raw.num("min_child_weight", Some(d.min_child_weight))?,
                         subsample: raw.num("subsample", Some(d.subsample))?,
+                        colsample_bytree: raw.num("colsample_bytree", Some(d.colsample_bytree))?,
+                        early_stopping_rounds: raw
+                            .num("early_stopping_rounds", Some(d.early_stopping_rounds))?,
                     })
                 }
                 Some(m) => return Err(bad(format!("model = `{m}` (lr or gbdt)"))),
@@ -310,6 +324,9 @@ impl TrainOptions {
         p.gamma = g.gamma;
         p.min_child_weight = g.min_child_weight;
         p.subsample = g.subsample;
+        p.colsample_bytree = g.colsample_bytree;
+        p.validation = self.validation;
+        p.early_stopping_rounds = g.early_stopping_rounds;
         p.seed = self.seed;
         Some(p)
     }
@@ -327,6 +344,8 @@ impl TrainOptions {
                 ("gamma", g.gamma.to_string()),
                 ("min_child_weight", g.min_child_weight.to_string()),
                 ("subsample", g.subsample.to_string()),
+                ("colsample_bytree", g.colsample_bytree.to_string()),
+                ("early_stopping_rounds", g.early_stopping_rounds.to_string()),
             ]));
         }
         out

@@ -3,38 +3,17 @@
 
 mod common;
 
-use common::{names, rt};
-use confide_mpc::{FixedPoint, Recording, RecordingTransport, memory_mesh, recording_contains};
+use common::{
+    GbdtOut as Out, both, gbdt_data as data, gbdt_params as params, names, rt, run_gbdt as run,
+};
+use confide_mpc::{FixedPoint, Recording, memory_mesh, recording_contains};
 use confide_training::gbdt::bins::Binned;
-use confide_training::gbdt::{GbdtOutcome, predict_gbdt_plain, train_gbdt_plain};
+use confide_training::gbdt::{predict_gbdt_plain, train_gbdt_plain};
 use confide_training::{
-    GbdtParams, GbdtPredictParams, GbdtShare, LocalData, Result, Role, auc, generate_credit,
-    predict_gbdt, train_gbdt,
+    GbdtOptions, GbdtParams, GbdtPredictParams, GbdtShare, LocalData, Result, Role, TrainOptions,
+    auc, predict_gbdt,
 };
 use ndarray::Array2;
-
-type Out = [Result<Option<GbdtOutcome>>; 3];
-
-fn run(a: Option<LocalData>, b: Option<LocalData>, p: &GbdtParams, log: Option<Recording>) -> Out {
-    rt().block_on(async {
-        let log = log.unwrap_or_default();
-        let mut mesh = memory_mesh(&["bank", "shop", "dealer"], 8)
-            .into_iter()
-            .map(|t| RecordingTransport::new(t, log.clone()));
-        let (ta, tb, td) = (
-            mesh.next().unwrap(),
-            mesh.next().unwrap(),
-            mesh.next().unwrap(),
-        );
-        let quiet = |_p| {};
-        let (ra, rb, rd) = tokio::join!(
-            train_gbdt(&ta, Role::Active, a, p, &quiet),
-            train_gbdt(&tb, Role::Passive, b, p, &quiet),
-            train_gbdt(&td, Role::Dealer, None, p, &quiet)
-        );
-        [ra, rb, rd]
-    })
-}
 
 fn predict(
     a: LocalData,
@@ -52,25 +31,6 @@ fn predict(
         );
         [ra, rb, rd]
     })
-}
-
-fn params(trees: usize, depth: usize) -> GbdtParams {
-    let mut p = GbdtParams::new(names());
-    p.trees = trees;
-    p.depth = depth;
-    p.bins = 16;
-    p
-}
-
-fn data(rows: usize, seed: u64) -> (LocalData, LocalData) {
-    let (ta, tb) = generate_credit(rows, 3, 3, seed);
-    (ta.into_local(), tb.into_local())
-}
-
-fn both(out: Out) -> (GbdtShare, GbdtShare) {
-    let [ra, rb, rd] = out;
-    assert!(rd.unwrap().is_none(), "the dealer holds no model");
-    (ra.unwrap().unwrap().model, rb.unwrap().unwrap().model)
 }
 
 fn pred_params(p: &GbdtParams, receiver: &str) -> GbdtPredictParams {
@@ -124,7 +84,162 @@ fn subsampled_trees_match_the_plaintext_twin() {
     twin(p, 3);
 }
 
-fn twin(p: GbdtParams, max_off: usize) {
+/// With column subsampling both draw the same columns per tree from the job seed: the
+/// twin still matches, every node's best candidate (secure and plain) lies in its tree's
+/// draw, and the draw changes from tree to tree.
+#[test]
+fn column_subsampled_trees_match_the_plaintext_twin() {
+    let mut p = params(4, 3);
+    p.colsample_bytree = 0.5;
+    p.seed = 42;
+    // 3 + 3 columns: ⌊0.5 · 6⌋ = 3 drawn per tree; at least one of any count.
+    let draws: Vec<Vec<bool>> = (0..4).map(|t| p.tree_columns(t, 6).unwrap()).collect();
+    assert!(draws.iter().all(|d| d.iter().filter(|k| **k).count() == 3));
+    assert!(
+        draws.windows(2).any(|w| w[0] != w[1]),
+        "each tree draws its own columns: {draws:?}"
+    );
+    assert_eq!(
+        p.tree_columns(0, 6),
+        p.tree_columns(0, 6),
+        "the draw is seeded"
+    );
+    let mut tiny = p.clone();
+    tiny.colsample_bytree = 0.01;
+    assert_eq!(
+        tiny.tree_columns(0, 6)
+            .unwrap()
+            .iter()
+            .filter(|k| **k)
+            .count(),
+        1
+    );
+    let (a, b) = data(300, 11);
+    let parts = [
+        &Binned::fit(&a.features, p.bins),
+        &Binned::fit(&b.features, p.bins),
+    ];
+    let c0 = parts[0].columns.len();
+    let (plain, _) = train_gbdt_plain(parts, a.label.as_ref().unwrap(), &p);
+    for (t, pt) in plain.iter().enumerate() {
+        for n in &pt.nodes {
+            let col = if n.party == 0 {
+                n.column
+            } else {
+                c0 + n.column
+            };
+            assert!(draws[t][col], "plain tree {t} uses undrawn column {col}");
+        }
+    }
+    let (full, _) = train_gbdt_plain(parts, a.label.as_ref().unwrap(), &params(4, 3));
+    assert_ne!(
+        plain.iter().map(|t| &t.leaves).collect::<Vec<_>>(),
+        full.iter().map(|t| &t.leaves).collect::<Vec<_>>(),
+        "column subsampling changes the trees"
+    );
+    let (ma, mb) = twin(p, 0);
+    for (t, draw) in draws.iter().enumerate() {
+        for (party, m) in [(0, &ma), (1, &mb)] {
+            for rule in m.trees[t].nodes.iter().filter_map(|n| n.rule.as_ref()) {
+                let col = if party == 0 {
+                    rule.column
+                } else {
+                    c0 + rule.column
+                };
+                assert!(
+                    draw[col],
+                    "secure tree {t}: party {party} column {col} not drawn"
+                );
+            }
+        }
+    }
+}
+
+/// A tree whose drawn columns have no split candidate does not split (every row goes
+/// left) on shares as in the twin; the other trees do.
+#[test]
+fn a_tree_whose_drawn_columns_have_no_candidate_does_not_split() {
+    let (mut a, b) = data(200, 5);
+    a.features = Array2::from_elem((200, 1), 1.0);
+    a.feature_names = vec!["k".into()];
+    let mut p = params(6, 2);
+    p.colsample_bytree = 0.3; // ⌊0.3 · 4⌋ = 1 column per tree
+    p.seed = 3;
+    let only_k: Vec<bool> = (0..6).map(|t| p.tree_columns(t, 4).unwrap()[0]).collect();
+    assert!(
+        only_k.contains(&true) && only_k.contains(&false),
+        "{only_k:?}"
+    );
+    let (ma, mb) = both(run(Some(a.clone()), Some(b.clone()), &p, None));
+    let parts = [
+        &Binned::fit(&a.features, p.bins),
+        &Binned::fit(&b.features, p.bins),
+    ];
+    let (plain, _) = train_gbdt_plain(parts, a.label.as_ref().unwrap(), &p);
+    for (t, &none) in only_k.iter().enumerate() {
+        let flags: Vec<u64> = (ma.trees[t].nodes.iter().zip(&mb.trees[t].nodes))
+            .map(|(x, z)| x.split.wrapping_add(z.split))
+            .collect();
+        assert_eq!(flags[0], u64::from(!none), "tree {t} root: {flags:?}");
+        assert_eq!(plain[t].nodes[0].split, !none, "twin tree {t}");
+        if none {
+            assert!(flags.iter().all(|f| *f == 0) && plain[t].nodes.iter().all(|n| !n.split));
+        }
+    }
+}
+
+/// The column counts cross the wire only with column subsampling, and only between the
+/// two computing parties (the dealer's copy of each hello says 0).
+#[test]
+fn column_counts_reach_the_peer_only_when_columns_are_drawn() {
+    let (a, b) = data(60, 3);
+    for (f, told) in [(1.0, false), (0.5, true)] {
+        let mut p = params(1, 2);
+        p.colsample_bytree = f;
+        let log = Recording::default();
+        let [ra, rb, rd] = run(Some(a.clone()), Some(b.clone()), &p, Some(log.clone()));
+        assert!(ra.is_ok() && rb.is_ok() && rd.is_ok());
+        let rec = log.lock().unwrap();
+        let sent = |from: &str, to: &str, needle: &[u8]| {
+            rec.iter().any(|m| {
+                m.from == from && m.to == to && m.bytes.windows(needle.len()).any(|w| w == needle)
+            })
+        };
+        let three = b"\"columns\":3";
+        assert_eq!(sent("bank", "shop", three), told, "colsample {f}");
+        assert_eq!(sent("shop", "bank", three), told, "colsample {f}");
+        for from in ["bank", "shop"] {
+            assert!(!sent(from, "dealer", three) && sent(from, "dealer", b"\"columns\":0"));
+        }
+    }
+}
+
+/// `colsample_bytree` in job options: absent (options written before it) means 1.
+#[test]
+fn colsample_option_defaults_to_one_and_is_checked() {
+    let old = r#"{"trees":5,"depth":2,"bins":16,"lambda":1.0,"gamma":0.0,"min_child_weight":1.0}"#;
+    let o: GbdtOptions = serde_json::from_str(old).unwrap();
+    assert_eq!((o.colsample_bytree, o.subsample), (1.0, 1.0));
+    let opts = |v: &str| {
+        TrainOptions::from_options([
+            ("label", "y"),
+            ("dealer", "d"),
+            ("seed", "1"),
+            ("model", "gbdt"),
+            ("colsample_bytree", v),
+        ])
+    };
+    let o = opts("0.8").unwrap();
+    let p = o.gbdt_params(names()).unwrap();
+    assert_eq!(p.colsample_bytree, 0.8);
+    assert_eq!(TrainOptions::from_options(o.to_options()).unwrap(), o);
+    for v in ["0", "1.5", "NaN"] {
+        let e = opts(v).unwrap_err().to_string();
+        assert!(e.contains("colsample_bytree must be in (0, 1]"), "{v}: {e}");
+    }
+}
+
+fn twin(p: GbdtParams, max_off: usize) -> (GbdtShare, GbdtShare) {
     let (a, b) = data(300, 11);
     let (ma, mb) = both(run(Some(a.clone()), Some(b.clone()), &p, None));
     let parts = [
@@ -190,6 +305,7 @@ fn twin(p: GbdtParams, max_off: usize) {
         (sa - pa).abs() < 0.005 && pa > 0.7,
         "secure {sa} plain {pa}"
     );
+    (ma, mb)
 }
 
 /// Missing values (NaN) get their own bin and go right; nodes stopped by γ send every row
@@ -341,6 +457,22 @@ fn bad_input_fails_cleanly_at_every_seat() {
             );
         }
     }
+    // A colsample_bytree outside (0, 1], and one whose penalty would not fit the precision.
+    for f in [0.0, 1.5, f64::NAN] {
+        let mut p = params(1, 2);
+        p.colsample_bytree = f;
+        all_fail(
+            run(Some(a.clone()), Some(b.clone()), &p, None),
+            "colsample_bytree must be in (0, 1]",
+        );
+    }
+    let mut p = params(1, 2);
+    p.colsample_bytree = 0.5;
+    p.frac_bits = 22;
+    all_fail(
+        run(Some(a.clone()), Some(b.clone()), &p, None),
+        "needs frac_bits ≤ 20",
+    );
     // Every column constant or missing at both parties.
     let mut ca = a.clone();
     ca.features.fill(1.0);

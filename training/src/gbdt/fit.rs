@@ -7,6 +7,7 @@ use confide_mpc::{Engine, FixedPoint, Party, R64, SharedVec, Spline, Transport};
 use ndarray::{Array1, Array2};
 
 use super::bins::{Binned, goes_left};
+use super::early::{Stopper, dealer_flag, secure_validation_auc};
 use super::grow::{Grower, leaf_scores, root, route};
 use super::ops::{int, me};
 use super::{
@@ -33,7 +34,32 @@ fn hello(rows: usize, cols: usize, features: Vec<String>, params: &str) -> Hello
         features,
         params: params.to_string(),
         error: None,
+        columns: 0,
     }
+}
+
+/// This party's candidates outside tree `tree`'s column draw, `None` without column
+/// subsampling (and at the dealer). `columns` are both parties' column counts.
+fn excluded(
+    params: &GbdtParams,
+    tree: usize,
+    columns: [usize; 2],
+    me: Party,
+    own: Option<&Binned>,
+) -> Result<Option<Vec<bool>>> {
+    let (Some(b), Some(keep)) = (own, params.tree_columns(tree, columns[0] + columns[1])) else {
+        return Ok(None);
+    };
+    let from = if me.is_first() { 0 } else { columns[0] };
+    (0..b.candidates())
+        .map(|c| {
+            b.locate(c)
+                .and_then(|(col, _)| keep.get(from + col))
+                .map(|k| !k)
+                .ok_or_else(|| TrainError::Data("the peer's column count is inconsistent".into()))
+        })
+        .collect::<Result<Vec<bool>>>()
+        .map(Some)
 }
 
 /// A computing party's checked, binned input.
@@ -101,12 +127,15 @@ pub async fn train_gbdt<T: Transport>(
         heavy(size, || prepare(role, data.as_ref(), params.bins))
     });
     let mine = match &prep {
-        Some(Ok(p)) => Ok(hello(
-            p.binned.bins.nrows(),
-            p.binned.candidates(),
-            vec![],
-            &pj,
-        )),
+        Some(Ok(p)) => Ok(Hello {
+            // Told to the peer only when it is needed to draw the trees' columns.
+            columns: if params.colsample_bytree < 1.0 {
+                p.binned.columns.len()
+            } else {
+                0
+            },
+            ..hello(p.binned.bins.nrows(), p.binned.candidates(), vec![], &pj)
+        }),
         Some(Err(e)) => Err(TrainError::Data(e.to_string())),
         None => Ok(Hello::dealer(&pj)),
     };
@@ -114,6 +143,7 @@ pub async fn train_gbdt<T: Transport>(
     let prep = prep.transpose()?;
     let n = hellos[0].rows;
     let k = [hellos[0].cols, hellos[1].cols];
+    let columns = [hellos[0].columns, hellos[1].columns];
     if k[0] + k[1] == 0 {
         return Err(TrainError::Data(
             "no column of either party has a split candidate (all constant or empty)".into(),
@@ -135,11 +165,22 @@ pub async fn train_gbdt<T: Transport>(
         })
     });
     let mm = e.mask_matrix(own.as_ref(), n, k).await?;
-    let y: Array1<R64> = match prep.as_ref().and_then(|p| p.y.as_ref()) {
-        Some(y) => Array1::from_vec(fp.encode_all(y)?),
-        None => Array1::from_elem(n, int(0)),
+    let (y, y_int): (Array1<R64>, Array1<R64>) = match prep.as_ref().and_then(|p| p.y.as_ref()) {
+        Some(y) => (
+            Array1::from_vec(fp.encode_all(y)?),
+            y.iter().map(|&v| int(v as i64)).collect(),
+        ),
+        None => (Array1::from_elem(n, int(0)), Array1::from_elem(n, int(0))),
     };
-    let y = owned(me, Party::P0, y);
+    let (y, y_int) = (owned(me, Party::P0, y), owned(me, Party::P0, y_int));
+    // The public validation split: its rows take no part in growing.
+    let (_, val_rows) = params.split(n)?;
+    let mut left_out = vec![false; n];
+    for &i in &val_rows {
+        left_out[i] = true;
+    }
+    let mut stopper = Stopper::new(params.early_stopping_rounds);
+    let mut validation_auc = Vec::new();
     let grower = Grower {
         mm: &mm,
         k,
@@ -159,14 +200,13 @@ pub async fn train_gbdt<T: Transport>(
         let mut g = prob.sub(&y)?;
         let one_minus = prob.mul_public(int(-1)).add_scalar(me, fp.encode(1.0)?);
         let mut h = e.mul_fixed(&prob, &one_minus).await?;
-        // Row subsampling: public rows (from the job seed) left out of this tree get
-        // g = h = 0, each seat zeroing its own shares (no communication).
-        if let Some(rows) = params.tree_rows(tree, n) {
-            for v in [&mut g, &mut h] {
-                for (x, keep) in v.raw_mut().iter_mut().zip(&rows) {
-                    if !keep {
-                        *x = int(0);
-                    }
+        // Row subsampling and validation: public rows (from the job seed) left out of this
+        // tree get g = h = 0, each seat zeroing its own shares (no communication).
+        let rows = params.tree_rows(tree, n);
+        for v in [&mut g, &mut h] {
+            for (i, x) in v.raw_mut().iter_mut().enumerate() {
+                if left_out[i] || rows.as_ref().is_some_and(|r| !r[i]) {
+                    *x = int(0);
                 }
             }
         }
@@ -178,12 +218,42 @@ pub async fn train_gbdt<T: Transport>(
                 depth: params.depth,
             })
         };
-        let grown = grower.grow(&mut e, &g, &h, &on_level).await?;
+        let own = prep.as_ref().map(|p| &p.binned);
+        let out = excluded(params, tree, columns, me, own)?;
+        let grown = grower
+            .grow(&mut e, &g, &h, out.as_deref(), &on_level)
+            .await?;
         f = f.add(&grown.delta)?;
         trees.push(TreeShare {
             nodes: grown.nodes,
             leaves: grown.leaves.as_slice().iter().map(|v| v.0).collect(),
         });
+        if val_rows.is_empty() {
+            continue;
+        }
+        // The validation AUC is opened to A and B, who decide alike; A tells the dealer.
+        let auc = secure_validation_auc(&mut e, &f, &y_int, &val_rows).await?;
+        let stop = match auc {
+            Some(auc) => {
+                validation_auc.push(auc);
+                let stop = stopper.after_tree(tree, auc);
+                if me.is_first() && params.early_stopping_rounds > 0 {
+                    t.send(&params.parties.dealer, vec![u8::from(stop)]).await?;
+                }
+                stop
+            }
+            None if params.early_stopping_rounds > 0 => {
+                dealer_flag(t, &params.parties.active).await?
+            }
+            None => false,
+        };
+        if stop {
+            break;
+        }
+    }
+    let grown_trees = trees.len();
+    if let (true, Some(best)) = (params.early_stopping_rounds > 0, stopper.best_tree()) {
+        trees.truncate(best + 1);
     }
     Ok(prep.map(|p| GbdtOutcome {
         model: GbdtShare {
@@ -194,6 +264,9 @@ pub async fn train_gbdt<T: Transport>(
             trees,
         },
         warnings,
+        validation_auc,
+        validation_rows: val_rows.len(),
+        grown: grown_trees,
     }))
 }
 

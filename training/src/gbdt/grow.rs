@@ -5,7 +5,7 @@ use ndarray::Array1;
 
 use super::bins::Binned;
 use super::ops::{argmax, cat, int, me, part, reciprocal, splat, total};
-use super::plain::INVALID;
+use super::plain::{EXCLUDED, INVALID};
 use super::{GbdtParams, NodeShare, SplitRule};
 use crate::error::{Result, TrainError};
 
@@ -112,11 +112,14 @@ impl Grower<'_> {
     }
 
     /// Grows one tree from the gradients `g` and hessians `h` (fixed point, shared).
+    /// `out` marks this party's candidates whose column the tree may not split on
+    /// (column subsampling; `None`: every candidate may be chosen).
     pub(super) async fn grow<T: Transport>(
         &self,
         e: &mut Engine<'_, T>,
         g: &SharedVec,
         h: &SharedVec,
+        out: Option<&[bool]>,
         on_level: &(dyn Fn(usize) + Send + Sync),
     ) -> Result<Grown> {
         let mut ms = vec![root(e, self.n)];
@@ -136,7 +139,7 @@ impl Grower<'_> {
                 }
                 hs
             };
-            let (level_nodes, children) = self.split_level(e, &ms, &hs).await?;
+            let (level_nodes, children) = self.split_level(e, &ms, &hs, out).await?;
             nodes.extend(level_nodes);
             ms = children;
             prev = hs;
@@ -157,6 +160,7 @@ impl Grower<'_> {
         e: &mut Engine<'_, T>,
         ms: &[SharedVec],
         hs: &[Hist],
+        out: Option<&[bool]>,
     ) -> Result<(Vec<NodeShare>, Vec<SharedVec>)> {
         let fp = e.fixed();
         let me = me(e);
@@ -205,6 +209,24 @@ impl Grower<'_> {
             let big = fp.encode(-INVALID)?;
             let kept = e.mul(&valid, &score.add_scalar(me, big)).await?;
             score = kept.add_scalar(me, -big);
+        }
+        if let Some(out) = out {
+            // Column subsampling: the owner of a candidate outside the tree's public column
+            // draw subtracts the public penalty from its own share of that score (local).
+            let (from, pen) = (
+                if me.is_first() { 0 } else { self.k[0] },
+                fp.encode(EXCLUDED)?,
+            );
+            let raw = score.raw_mut();
+            for i in 0..l {
+                for (c, _) in out.iter().enumerate().filter(|(_, o)| **o) {
+                    let at = i * d + from + c;
+                    let v = raw
+                        .get_mut(at)
+                        .ok_or_else(|| TrainError::Internal("candidate out of range".into()))?;
+                    *v -= pen;
+                }
+            }
         }
         let (best, idx) = argmax(e, &score, l, d).await?;
         // Split flag and "candidate of party 1" bit, in one comparison with 0.

@@ -19,12 +19,24 @@
 //! 4. Per candidate `score = G_L·w_L + G_R·w_R` with `w = G/(H + λ)` from a secure
 //!    reciprocal (secure comparisons against powers of two give a shared power-of-two
 //!    scale, then three Newton steps); candidates with a child below `min_child_weight`
-//!    score `−2^40`. A secure tournament argmax picks the best (lowest index on ties).
+//!    score `−2^40`. With column subsampling (`colsample_bytree < 1`) each tree draws
+//!    `max(1, ⌊F · columns⌋)` of all columns (both parties') from the public job seed, and
+//!    the owner of each candidate of an undrawn column subtracts `2^41` from its own share
+//!    of that score: local, no message, and the candidate can only win if no drawn column
+//!    has a candidate (then the tree does not split). A secure tournament argmax picks
+//!    the best (lowest index on ties).
 //! 5. The node's split flag `s = [score* − G·w ≥ 2γ]` stays shared. The best candidate's
 //!    index is opened to its owner only (the other party gets "not mine"); the owner
 //!    inputs its plaintext left indicator `l` (trivially shared) and the children are
 //!    `m_L = m ⊙ (s·(l − 1) + 1)`, `m_R = m − m_L`: without a split every row goes left.
 //! 6. Leaves at depth `D`: `w = −η·G/(H + λ)`, shared; `F += Σ_leaf m_leaf · w_leaf`.
+//! 7. With a validation split (`validation > 0`, the public seeded split of
+//!    [`crate::Fit::split`]) validation rows get `g = h = 0` in every tree (like rows left
+//!    out by `subsample`), but every tree routes them, so their scores `F` are kept on
+//!    shares. After each tree their binned AUC ([`VALIDATION_BINS`] thresholds) is
+//!    computed on shares and opened to A and B; with `early_stopping_rounds = N` both stop
+//!    once it has not improved for `N` trees and keep the trees up to the best, and A
+//!    sends the dealer a one-byte stop flag per tree.
 //!
 //! Trees are complete binary trees of depth `D` whatever the data: the tree shape is
 //! public, and whether a node really splits is secret ([`GbdtShare`] keeps the shared
@@ -34,7 +46,9 @@
 //! # What each party learns
 //! * A and B: each other's row count and number of split candidates (the sum over
 //!   columns of the number of bins used, which depends on distinct values); the public
-//!   parameters.
+//!   parameters. With `colsample_bytree < 1` also each other's number of columns (both
+//!   need the total to draw the same columns; the dealer is not told). Which rows and
+//!   columns a tree uses follows from the public seed alone.
 //! * For every internal node, each computing party learns whether the best candidate is
 //!   one of its own columns, and if so which column and bin (so the owner also knows its
 //!   threshold and, for its own rows, which side each row would go). It does not learn
@@ -42,14 +56,19 @@
 //! * Nothing else is opened during training: gradients, hessians, histograms, gains,
 //!   memberships, split flags, leaf weights and scores stay shared (the privacy test
 //!   records the wire).
+//! * With a validation split, A and B learn after each tree the binned validation AUC's
+//!   counts: per threshold, how many validation rows (and positives among them) score at
+//!   least that (so also the number of validation positives); with early stopping, which
+//!   tree was best and when boosting stopped.
 //! * The dealer learns the row count and both candidate counts, and the public
-//!   parameters (it receives only the handshake).
+//!   parameters (it receives only the handshake, and with early stopping one stop flag
+//!   per tree: how many trees were grown).
 //! * [`predict_gbdt`]: the receiver learns the raw scores (logits) of the scored rows;
 //!   each owner evaluates its own thresholds on its own rows; nothing else is opened.
 //! * A revealed split tells its owner that, among its candidates, this threshold
 //!   best separated the other party's secret gradient statistics in some (unknown) node.
 //!
-//! Not done: row and column subsampling, early stopping, learned default directions for
+//! Not done: learned default directions for
 //! missing values (missing always goes right), revealing leaf weights to the label holder.
 
 use std::fmt;
@@ -61,13 +80,17 @@ use crate::error::{Result, TrainError};
 use crate::protocol::PartyNames;
 
 pub mod bins;
+mod early;
 mod fit;
 mod grow;
 mod ops;
 pub mod plain;
 
+pub use early::{Stopper, VALIDATION_BINS, plain_validation_auc};
 pub use fit::{predict_gbdt, train_gbdt};
-pub use plain::{PlainNode, PlainTree, predict_gbdt_plain, train_gbdt_plain};
+pub use plain::{
+    PlainBoost, PlainNode, PlainTree, boost_gbdt_plain, predict_gbdt_plain, train_gbdt_plain,
+};
 
 /// Largest tree depth.
 pub const MAX_DEPTH: usize = 8;
@@ -99,8 +122,25 @@ pub struct GbdtParams {
     pub frac_bits: u32,
     /// Fraction of the rows each tree is grown on, in (0, 1] (XGBoost's `subsample`).
     pub subsample: f64,
-    /// The public job seed that draws each tree's rows when `subsample < 1`.
+    /// Fraction of all columns (both parties') each tree may split on, in (0, 1]
+    /// (XGBoost's `colsample_bytree`: `max(1, ⌊F · columns⌋)` columns per tree).
+    #[serde(default = "one")]
+    pub colsample_bytree: f64,
+    /// Fraction of the rows held out for validation, in [0, 0.5] (the public seeded split
+    /// of [`crate::Fit::split`]); validation rows take no part in growing.
+    #[serde(default)]
+    pub validation: f64,
+    /// Stop once the validation AUC has not improved for this many trees and keep the
+    /// trees up to the best (XGBoost's `early_stopping_rounds`; 0: never stop).
+    #[serde(default)]
+    pub early_stopping_rounds: usize,
+    /// The public job seed that draws each tree's rows when `subsample < 1`, its
+    /// columns when `colsample_bytree < 1` and the validation split.
     pub seed: u64,
+}
+
+fn one() -> f64 {
+    1.0
 }
 
 impl GbdtParams {
@@ -118,6 +158,9 @@ impl GbdtParams {
             min_child_weight: 1.0,
             frac_bits: 18,
             subsample: 1.0,
+            colsample_bytree: 1.0,
+            validation: 0.0,
+            early_stopping_rounds: 0,
             seed: 0,
         }
     }
@@ -137,6 +180,33 @@ impl GbdtParams {
         );
         let cut = (self.subsample * (1u64 << 53) as f64) as u64;
         Some((0..n).map(|_| (rng.next_u64() >> 11) < cut).collect())
+    }
+
+    /// The columns tree `tree` may split on, `None` for all of them: `max(1, ⌊F · total⌋)`
+    /// of the `total` columns (party 0's first, then party 1's), drawn without replacement
+    /// from the public job seed, so every seat (and the plaintext twin) draws the same
+    /// columns. Like [`Self::tree_rows`], the draw depends on nothing but the seed and the
+    /// column counts.
+    pub fn tree_columns(&self, tree: usize, total: usize) -> Option<Vec<bool>> {
+        use rand_core::{Rng, SeedableRng};
+        if self.colsample_bytree >= 1.0 {
+            return None;
+        }
+        // A stream per tree, apart from the row draws and the batch orders.
+        let mut rng = rand_chacha::ChaCha12Rng::seed_from_u64(
+            self.seed ^ 0x6364_6274_636f_6c73 ^ (tree as u64).wrapping_mul(0xD1B5_4A32_D192_ED03),
+        );
+        let take = ((self.colsample_bytree * total as f64) as usize).clamp(1, total.max(1));
+        let mut order: Vec<usize> = (0..total).collect();
+        let mut keep = vec![false; total];
+        // Partial Fisher–Yates: the first `take` places of a uniform permutation.
+        for i in 0..take.min(total) {
+            let left = (total - i) as u128;
+            let j = i + ((u128::from(rng.next_u64()) * left) >> 64) as usize;
+            order.swap(i, j);
+            keep[order[i]] = true;
+        }
+        Some(keep)
     }
 
     /// Checks every range (messages name the parameter).
@@ -193,6 +263,34 @@ impl GbdtParams {
                 "subsample must be in (0, 1], got {}",
                 self.subsample
             ));
+        }
+        if !(self.colsample_bytree > 0.0 && self.colsample_bytree <= 1.0) {
+            return bad(format!(
+                "colsample_bytree must be in (0, 1], got {}",
+                self.colsample_bytree
+            ));
+        }
+        if self.colsample_bytree < 1.0 && self.frac_bits > 20 {
+            return bad(format!(
+                "colsample_bytree below 1 needs frac_bits ≤ 20 (the penalty on unsampled \
+                 candidates must fit), got {}",
+                self.frac_bits
+            ));
+        }
+        if !(0.0..=0.5).contains(&self.validation) {
+            return bad(format!(
+                "validation must be in [0, 0.5], got {}",
+                self.validation
+            ));
+        }
+        if self.early_stopping_rounds > MAX_TREES {
+            return bad(format!(
+                "early_stopping_rounds must be at most {MAX_TREES}, got {}",
+                self.early_stopping_rounds
+            ));
+        }
+        if self.early_stopping_rounds > 0 && self.validation == 0.0 {
+            return bad("early_stopping_rounds needs a validation split (validation > 0)".into());
         }
         if !(16..=24).contains(&self.frac_bits) {
             return bad(format!(
@@ -342,6 +440,12 @@ pub struct GbdtOutcome {
     pub model: GbdtShare,
     /// Warnings (columns without a split candidate, …).
     pub warnings: Vec<String>,
+    /// The binned validation AUC after each tree grown (empty without a validation split).
+    pub validation_auc: Vec<f64>,
+    /// Rows held out for validation.
+    pub validation_rows: usize,
+    /// Trees grown; with early stopping the model keeps those up to the best.
+    pub grown: usize,
 }
 
 /// Parameters of [`predict_gbdt`]; identical at all three seats.

@@ -6,6 +6,7 @@ use confide_mpc::Spline;
 
 use super::GbdtParams;
 use super::bins::Binned;
+use super::early::{Stopper, plain_validation_auc};
 
 /// One internal node of a plaintext tree (level order, children of `i` at `2i+1`, `2i+2`).
 #[derive(Debug, Clone, PartialEq)]
@@ -38,16 +39,60 @@ pub struct PlainTree {
 /// Score of an invalid candidate (a child under `min_child_weight`).
 pub(super) const INVALID: f64 = -1_099_511_627_776.0; // −2^40
 
-/// Trains the plaintext twin; returns the trees and the final raw scores of the rows.
+/// Penalty on the score of a candidate whose column the tree did not draw (column
+/// subsampling): every such score falls below every drawn candidate's, even an invalid one.
+pub(super) const EXCLUDED: f64 = 2_199_023_255_552.0; // 2^41
+
+/// What the plaintext twin returns.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlainBoost {
+    /// The trees kept (with early stopping: up to the best).
+    pub trees: Vec<PlainTree>,
+    /// The final raw scores of all rows under every tree grown.
+    pub f: Vec<f64>,
+    /// The binned validation AUC after each tree grown (empty without validation rows).
+    pub validation_auc: Vec<f64>,
+    /// Trees grown before the stopping rule ended boosting (or all of them).
+    pub grown: usize,
+}
+
+/// Trains the plaintext twin; returns the trees and the final raw scores of the rows
+/// ([`boost_gbdt_plain`] on the job's validation split; a split the secure run refuses
+/// counts as none here).
 pub fn train_gbdt_plain(
     parts: [&Binned; 2],
     y: &[f64],
     p: &GbdtParams,
 ) -> (Vec<PlainTree>, Vec<f64>) {
+    let val = p.split(y.len()).map(|s| s.1).unwrap_or_default();
+    let b = boost_gbdt_plain(parts, y, p, &val);
+    (b.trees, b.f)
+}
+
+/// The plaintext twin with validation rows `val` (ascending): they take no part in
+/// growing (g = h = 0), their binned AUC is taken after each tree, and with
+/// `early_stopping_rounds` the same rule as the secure run stops boosting and keeps the
+/// trees up to the best.
+pub fn boost_gbdt_plain(
+    parts: [&Binned; 2],
+    y: &[f64],
+    p: &GbdtParams,
+    val: &[usize],
+) -> PlainBoost {
     let n = y.len();
+    let mut in_val = vec![false; n];
+    for &i in val {
+        if let Some(v) = in_val.get_mut(i) {
+            *v = true;
+        }
+    }
+    let mut stopper = Stopper::new(p.early_stopping_rounds);
+    let mut validation_auc = Vec::new();
     let sig = Spline::sigmoid7();
     let mut f = vec![0.0; n];
     let mut trees = Vec::with_capacity(p.trees);
+    let c0 = parts[0].columns.len();
+    let columns = c0 + parts[1].columns.len();
     let cands: Vec<(usize, usize, usize)> = (0..2)
         .flat_map(|party| {
             (0..parts[party].candidates())
@@ -58,19 +103,28 @@ pub fn train_gbdt_plain(
         let prob: Vec<f64> = f.iter().map(|&z| sig.eval(z)).collect();
         let mut g: Vec<f64> = prob.iter().zip(y).map(|(p, y)| p - y).collect();
         let mut h: Vec<f64> = prob.iter().map(|p| p * (1.0 - p)).collect();
-        // Rows left out of this tree add nothing to its statistics.
-        if let Some(rows) = p.tree_rows(tree, n) {
-            for (i, _) in rows.iter().enumerate().filter(|(_, r)| !**r) {
+        // Rows left out of this tree, and validation rows, add nothing to its statistics.
+        let rows = p.tree_rows(tree, n);
+        for i in 0..n {
+            if in_val[i] || rows.as_ref().is_some_and(|r| !r[i]) {
                 g[i] = 0.0;
                 h[i] = 0.0;
             }
         }
+        // Candidates of columns outside this tree's draw (same draw as the secure run).
+        let out: Option<Vec<bool>> = p.tree_columns(tree, columns).map(|keep| {
+            cands
+                .iter()
+                .map(|&(party, j, _)| !keep[if party == 0 { j } else { c0 + j }])
+                .collect()
+        });
         let mut level: Vec<Vec<usize>> = vec![(0..n).collect()];
         let mut nodes = Vec::new();
         for _ in 0..p.depth {
             let mut next = Vec::with_capacity(2 * level.len());
             for rows in &level {
-                let (node, left, right) = best_split(parts, &cands, rows, &g, &h, p);
+                let (node, left, right) =
+                    best_split(parts, &cands, out.as_deref(), rows, &g, &h, p);
                 nodes.push(node);
                 next.push(left);
                 next.push(right);
@@ -88,13 +142,30 @@ pub fn train_gbdt_plain(
             leaves.push(w);
         }
         trees.push(PlainTree { nodes, leaves });
+        if !val.is_empty() {
+            let auc = plain_validation_auc(&f, y, val);
+            validation_auc.push(auc);
+            if stopper.after_tree(tree, auc) {
+                break;
+            }
+        }
     }
-    (trees, f)
+    let grown = trees.len();
+    if let (true, Some(best)) = (p.early_stopping_rounds > 0, stopper.best_tree()) {
+        trees.truncate(best + 1);
+    }
+    PlainBoost {
+        trees,
+        f,
+        validation_auc,
+        grown,
+    }
 }
 
 fn best_split(
     parts: [&Binned; 2],
     cands: &[(usize, usize, usize)],
+    out: Option<&[bool]>,
     rows: &[usize],
     g: &[f64],
     h: &[f64],
@@ -115,11 +186,14 @@ fn best_split(
         let (gr, hr) = (gs - gl, hs - hl);
         let valid =
             p.min_child_weight <= 0.0 || (hl >= p.min_child_weight && hr >= p.min_child_weight);
-        let score = if valid {
+        let mut score = if valid {
             gl * gl / (hl + p.lambda) + gr * gr / (hr + p.lambda)
         } else {
             INVALID
         };
+        if out.is_some_and(|o| o[c]) {
+            score -= EXCLUDED;
+        }
         if score > best {
             second = best;
             best = score;

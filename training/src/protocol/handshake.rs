@@ -14,6 +14,10 @@ pub(crate) struct Hello {
     pub(crate) features: Vec<String>,
     pub(crate) params: String,
     pub(crate) error: Option<String>,
+    /// Boosted trees with column subsampling: this party's number of columns, told to its
+    /// peer (not to the dealer) so both draw each tree's columns alike; 0 otherwise.
+    #[serde(default)]
+    pub(crate) columns: usize,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -31,6 +35,7 @@ impl Hello {
             features,
             params: params.to_string(),
             error: None,
+            columns: 0,
         }
     }
 
@@ -42,6 +47,7 @@ impl Hello {
             features: vec![],
             params: params.to_string(),
             error: None,
+            columns: 0,
         }
     }
 }
@@ -80,10 +86,10 @@ fn check_shape(peer: &str, h: &Hello) -> Result<()> {
     if h.rows > MAX_ROWS {
         return Err(bad(format!("{} rows (the limit is {MAX_ROWS})", h.rows)));
     }
-    if h.cols > MAX_COLS || h.features.len() > MAX_COLS {
+    if h.cols > MAX_COLS || h.features.len() > MAX_COLS || h.columns > MAX_COLS {
         return Err(bad(format!(
             "{} columns (the limit is {MAX_COLS})",
-            h.cols.max(h.features.len())
+            h.cols.max(h.features.len()).max(h.columns)
         )));
     }
     match h.rows.checked_mul(h.cols.max(1)) {
@@ -152,12 +158,14 @@ pub(crate) async fn handshake<T: Transport>(
                 params: params_json.to_string(),
                 // Only the public rendering leaves: no path, ID or cell value.
                 error: Some(e.public()),
+                columns: 0,
             },
             Some(e),
         ),
     };
     let to_dealer = Hello {
         features: vec![],
+        columns: 0,
         ..hello.clone()
     };
     let (s1, s2, r) = tokio::join!(
@@ -222,6 +230,7 @@ mod tests {
             features: vec!["age".into(), "income".into()],
             params: "{\"epochs\":5}".into(),
             error: None,
+            columns: 0,
         })
     }
 

@@ -23,7 +23,7 @@ mod adam;
 mod fit;
 pub(crate) mod handshake;
 mod prep;
-mod reveal;
+pub(crate) mod reveal;
 mod rsqrt;
 mod score;
 mod step;

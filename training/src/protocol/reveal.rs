@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use confide_mpc::ring::ZERO;
-use confide_mpc::{Engine, MaskedMatrix, Party, SharedVec, Transport};
+use confide_mpc::{Engine, MaskedMatrix, Party, R64, SharedVec, Transport};
 use ndarray::Axis;
 
 use super::PartyNames;
@@ -27,36 +27,66 @@ pub(super) async fn secure_auc<T: Transport>(
     chunk: usize,
     to: &[Party],
 ) -> Result<Option<(f64, u64)>> {
-    let k = bins;
-    let thresholds = auc_thresholds(k, AUC_RANGE);
+    let thresholds = auc_thresholds(bins, AUC_RANGE);
     let f = e.fixed().frac_bits();
-    let mut acc = vec![ZERO; 2 * k + 1];
-    acc[2 * k] = sum_share(&SharedVec::from_raw(y_int.raw().select(Axis(0), rows)));
+    let mut acc = vec![ZERO; 2 * bins + 1];
+    acc[2 * bins] = sum_share(&SharedVec::from_raw(y_int.raw().select(Axis(0), rows)));
     for rows in rows.chunks(chunk.max(256)) {
         let z = e.masked_mul_vec(m, rows, w).await?;
         let z = e.trunc(&z, f).await?;
-        let bits = e.ge_public(&z, &thresholds).await?;
-        let yb = y_int.raw().select(Axis(0), rows);
-        let mut lhs = Vec::with_capacity(k * rows.len());
-        let mut rhs = Vec::with_capacity(k * rows.len());
-        for (i, b) in bits.iter().enumerate() {
-            acc[i] += sum_share(b);
-            lhs.extend_from_slice(b.as_slice());
-            rhs.extend(yb.iter().copied());
-        }
-        let pos = e
-            .mul(&SharedVec::from_vec(lhs), &SharedVec::from_vec(rhs))
-            .await?;
-        for (i, chunk) in pos.as_slice().chunks(rows.len()).enumerate() {
-            acc[k + i] += chunk.iter().copied().fold(ZERO, |a, b| a + b);
-        }
+        let yb = SharedVec::from_raw(y_int.raw().select(Axis(0), rows));
+        count_at_thresholds(e, &z, &yb, &thresholds, &mut acc).await?;
     }
+    open_auc(e, acc, rows.len(), to).await
+}
+
+/// Adds to `acc` shares of, per public threshold `t`, the number of rows with score
+/// `z ≥ t` (first `k` entries) and of positives among them (next `k`); `y` holds the
+/// rows' 0/1 labels as shared integers.
+pub(crate) async fn count_at_thresholds<T: Transport>(
+    e: &mut Engine<'_, T>,
+    z: &SharedVec,
+    y: &SharedVec,
+    thresholds: &[f64],
+    acc: &mut [R64],
+) -> Result<()> {
+    let k = thresholds.len();
+    if acc.len() < 2 * k || z.len() != y.len() {
+        return Err(TrainError::Internal("AUC counts of the wrong size".into()));
+    }
+    let bits = e.ge_public(z, thresholds).await?;
+    let mut lhs = Vec::with_capacity(k * z.len());
+    let mut rhs = Vec::with_capacity(k * z.len());
+    for (i, b) in bits.iter().enumerate() {
+        acc[i] += sum_share(b);
+        lhs.extend_from_slice(b.as_slice());
+        rhs.extend_from_slice(y.as_slice());
+    }
+    let pos = e
+        .mul(&SharedVec::from_vec(lhs), &SharedVec::from_vec(rhs))
+        .await?;
+    for (i, chunk) in pos.as_slice().chunks(z.len().max(1)).enumerate() {
+        acc[k + i] += chunk.iter().copied().fold(ZERO, |a, b| a + b);
+    }
+    Ok(())
+}
+
+/// Opens `acc` (from [`count_at_thresholds`], then the number of positives) to `to` and
+/// returns there the binned AUC over `rows` rows and the positives (`None` elsewhere, or
+/// if a class is empty).
+pub(crate) async fn open_auc<T: Transport>(
+    e: &mut Engine<'_, T>,
+    acc: Vec<R64>,
+    rows: usize,
+    to: &[Party],
+) -> Result<Option<(f64, u64)>> {
+    let k = acc.len() / 2;
     let Some(opened) = e.open_to(&SharedVec::from_vec(acc), to).await? else {
         return Ok(None);
     };
     let counts: Vec<f64> = opened.iter().map(|v| v.0 as f64).collect();
     let p = counts[2 * k];
-    Ok(binned_auc(&counts[..k], &counts[k..2 * k], p, rows.len() as f64).map(|a| (a, p as u64)))
+    Ok(binned_auc(&counts[..k], &counts[k..2 * k], p, rows as f64).map(|a| (a, p as u64)))
 }
 
 /// Converts the standardized shared weights to raw units on shares and opens them to

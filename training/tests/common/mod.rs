@@ -3,10 +3,11 @@
 
 use std::path::Path;
 
-use confide_mpc::{Recording, RecordingTransport, memory_mesh};
+use confide_mpc::{ChannelTransport, Recording, RecordingTransport, memory_mesh};
+use confide_training::gbdt::GbdtOutcome;
 use confide_training::{
-    LocalData, PartyNames, PredictParams, Result, Role, SharedModel, Table, TrainOutcome,
-    TrainParams, load_table, predict_shared, train,
+    GbdtParams, GbdtShare, LocalData, PartyNames, PredictParams, Result, Role, SharedModel, Table,
+    TrainOutcome, TrainParams, generate_credit, load_table, predict_shared, train,
 };
 use ndarray::{Array2, Axis};
 
@@ -26,6 +27,15 @@ pub fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// The transports of the three seats over the in-memory mesh, recording into `log`.
+fn seats(log: Option<Recording>) -> [RecordingTransport<ChannelTransport>; 3] {
+    let log = log.unwrap_or_default();
+    let mut mesh = memory_mesh(&["bank", "shop", "dealer"], 8)
+        .into_iter()
+        .map(|t| RecordingTransport::new(t, log.clone()));
+    [(); 3].map(|()| mesh.next().unwrap())
+}
+
 /// Runs training at the three seats; returns (active, passive, dealer) outcomes.
 pub fn run_train(
     a: Option<LocalData>,
@@ -34,15 +44,7 @@ pub fn run_train(
     log: Option<Recording>,
 ) -> [Result<TrainOutcome>; 3] {
     rt().block_on(async {
-        let log = log.unwrap_or_default();
-        let mut mesh = memory_mesh(&["bank", "shop", "dealer"], 8)
-            .into_iter()
-            .map(|t| RecordingTransport::new(t, log.clone()));
-        let (ta, tb, td) = (
-            mesh.next().unwrap(),
-            mesh.next().unwrap(),
-            mesh.next().unwrap(),
-        );
+        let [ta, tb, td] = seats(log);
         let quiet = |_p| {};
         let (ra, rb, rd) = tokio::join!(
             train(&ta, Role::Active, a, params, &quiet),
@@ -62,15 +64,7 @@ pub fn run_predict(
     log: Option<Recording>,
 ) -> [Result<Option<Vec<f64>>>; 3] {
     rt().block_on(async {
-        let log = log.unwrap_or_default();
-        let mut mesh = memory_mesh(&["bank", "shop", "dealer"], 8)
-            .into_iter()
-            .map(|t| RecordingTransport::new(t, log.clone()));
-        let (ta, tb, td) = (
-            mesh.next().unwrap(),
-            mesh.next().unwrap(),
-            mesh.next().unwrap(),
-        );
+        let [ta, tb, td] = seats(log);
         let (ra, rb, rd) = tokio::join!(
             predict_shared(&ta, Role::Active, Some(a), Some(ma), params),
             predict_shared(&tb, Role::Passive, Some(b), Some(mb), params),
@@ -115,4 +109,48 @@ pub fn train_test_ids(t: &Table, seed: u64) -> (Vec<String>, Vec<String>) {
 /// Concatenates the columns of two aligned local data sets.
 pub fn joined(a: &LocalData, b: &LocalData) -> Array2<f64> {
     ndarray::concatenate(Axis(1), &[a.features.view(), b.features.view()]).unwrap()
+}
+
+/// The three seats' outcomes of a boosted-tree training run.
+pub type GbdtOut = [Result<Option<GbdtOutcome>>; 3];
+
+/// Trains boosted trees at the three seats (the wire recorded into `log` if given).
+pub fn run_gbdt(
+    a: Option<LocalData>,
+    b: Option<LocalData>,
+    p: &GbdtParams,
+    log: Option<Recording>,
+) -> GbdtOut {
+    rt().block_on(async {
+        let [ta, tb, td] = seats(log);
+        let quiet = |_p| {};
+        let (ra, rb, rd) = tokio::join!(
+            confide_training::train_gbdt(&ta, Role::Active, a, p, &quiet),
+            confide_training::train_gbdt(&tb, Role::Passive, b, p, &quiet),
+            confide_training::train_gbdt(&td, Role::Dealer, None, p, &quiet)
+        );
+        [ra, rb, rd]
+    })
+}
+
+/// Boosting parameters for the tests: 16 bins.
+pub fn gbdt_params(trees: usize, depth: usize) -> GbdtParams {
+    let mut p = GbdtParams::new(names());
+    p.trees = trees;
+    p.depth = depth;
+    p.bins = 16;
+    p
+}
+
+/// Synthetic credit rows: 3 columns and the label at A, 3 columns at B.
+pub fn gbdt_data(rows: usize, seed: u64) -> (LocalData, LocalData) {
+    let (ta, tb) = generate_credit(rows, 3, 3, seed);
+    (ta.into_local(), tb.into_local())
+}
+
+/// Both computing parties' model shares (the dealer holds none).
+pub fn both(out: GbdtOut) -> (GbdtShare, GbdtShare) {
+    let [ra, rb, rd] = out;
+    assert!(rd.unwrap().is_none(), "the dealer holds no model");
+    (ra.unwrap().unwrap().model, rb.unwrap().unwrap().model)
 }
