@@ -473,6 +473,13 @@ fn bad_input_fails_cleanly_at_every_seat() {
         run(Some(a.clone()), Some(b.clone()), &p, None),
         "needs frac_bits ≤ 20",
     );
+    // Without column subsampling, 22 fractional bits cannot hold an invalid candidate's score.
+    let mut p = params(1, 2);
+    p.frac_bits = 22;
+    all_fail(
+        run(Some(a.clone()), Some(b.clone()), &p, None),
+        "frac_bits must be in 16..=21, got 22",
+    );
     // Every column constant or missing at both parties.
     let mut ca = a.clone();
     ca.features.fill(1.0);

@@ -118,7 +118,7 @@ pub struct GbdtParams {
     pub gamma: f64,
     /// Least hessian sum in each child (≥ 0; 0 disables the check).
     pub min_child_weight: f64,
-    /// Fixed-point fractional bits (16..=24).
+    /// Fixed-point fractional bits (16..=21: an invalid candidate scores −2^40).
     pub frac_bits: u32,
     /// Fraction of the rows each tree is grown on, in (0, 1] (XGBoost's `subsample`).
     pub subsample: f64,
@@ -292,9 +292,10 @@ impl GbdtParams {
         if self.early_stopping_rounds > 0 && self.validation == 0.0 {
             return bad("early_stopping_rounds needs a validation split (validation > 0)".into());
         }
-        if !(16..=24).contains(&self.frac_bits) {
+        // The score of an invalid candidate (−2^40) must encode: at most 21 fractional bits.
+        if !(16..=21).contains(&self.frac_bits) {
             return bad(format!(
-                "frac_bits must be in 16..=24, got {}",
+                "frac_bits must be in 16..=21, got {}",
                 self.frac_bits
             ));
         }
