@@ -13,13 +13,24 @@ use common::*;
 
 const ALL: [&str; 3] = ["alice", "bob", "carol"];
 
-/// Flips one byte inside the stored entry of `job` in `party`'s audit store.
-fn flip(dir: &Path, party: &str, job: &str) {
+/// The fingerprint of `job`'s first entry in `party`'s log (its daemon running): bytes
+/// that only that entry holds in the store file.
+fn fingerprint_of(dir: &Path, party: &str, job: &str) -> Vec<u8> {
+    let (_, _, log) = log_json(dir, party);
+    let line = log
+        .lines()
+        .find(|l| l.contains(job))
+        .expect("the job's entry");
+    hex::decode(line.split_whitespace().last().unwrap()).unwrap()
+}
+
+/// Flips one byte inside the stored entry holding `needle` in `party`'s audit store.
+fn flip(dir: &Path, party: &str, needle: &[u8]) {
     let path = dir.join(party).join("data").join("audit.redb");
     let mut bytes = std::fs::read(&path).unwrap();
     let at = bytes
-        .windows(job.len())
-        .position(|w| w == job.as_bytes())
+        .windows(needle.len())
+        .position(|w| w == needle)
         .expect("the job's entry is in the store");
     bytes[at + 3] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
@@ -73,11 +84,12 @@ fn a_corrupt_audit_store_is_set_aside_and_rebuilt_from_the_members() {
         out.contains("audit store: ok: 4 entries, final at 4"),
         "{out}"
     );
+    let fp1 = fingerprint_of(&dir, "alice", &job1);
     drop(daemons);
 
     // One flipped byte in the sequencer's store. It starts anyway, sets the file aside
     // and waits for every member's copy: carol is down, so nothing can be anchored.
-    flip(&dir, "alice", &job1);
+    flip(&dir, "alice", &fp1);
     let mut up = vec![serve(&dir, "alice"), serve(&dir, "bob")];
     let out = wait_audit_status(
         &dir,
@@ -127,10 +139,11 @@ fn a_corrupt_audit_store_is_set_aside_and_rebuilt_from_the_members() {
         assert_eq!((n, fin), (6, Some(6)), "{p}: {log}");
         assert!(log.contains(&job3));
     }
+    let fp3 = fingerprint_of(&dir, "bob", &job3);
     drop(up);
 
     // A corrupt member store: set aside, and caught up from zero by the sequencer.
-    flip(&dir, "bob", &job3);
+    flip(&dir, "bob", &fp3);
     let _up = start(&dir, &ALL, Duration::from_secs(20));
     assert_eq!(set_aside(&dir, "bob").len(), 1);
     wait_replicated(&dir, &["bob"], 6, Duration::from_secs(10));

@@ -13,13 +13,15 @@ fn reopen(dir: &Path, name: &str) -> (AuditStore, Option<confide_audit::SetAside
         .unwrap()
 }
 
-/// Flips one byte inside the stored bytes of `needle` in `name`'s store file.
-fn flip(dir: &Path, name: &str, needle: &str) {
+/// Flips one byte inside the stored entry `i` of `member` (found by its fingerprint, which
+/// only the entry holds) in `name`'s store file.
+fn flip(dir: &Path, name: &str, member: &str, i: u64) {
     let path = dir.join(format!("{name}.redb"));
+    let needle = body(member, i).fingerprint;
     let mut bytes = std::fs::read(&path).unwrap();
     let at = bytes
         .windows(needle.len())
-        .position(|w| w == needle.as_bytes())
+        .position(|w| w == needle)
         .expect("the entry is in the file");
     bytes[at + 2] ^= 0x01;
     std::fs::write(&path, bytes).unwrap();
@@ -77,7 +79,7 @@ fn a_corrupt_sequencer_store_is_rebuilt_from_the_members() {
     let root15 = a.root_at(15).unwrap();
     drop(a);
 
-    flip(d, "alice", "job-alice-3");
+    flip(d, "alice", "alice", 3);
     // redb's checksums or the open checks catch the flip.
     match AuditStore::open(d.join("alice.redb"), genesis(), "alice", key("alice")) {
         Ok(s) => assert!(s.fault().is_some()),
@@ -175,7 +177,7 @@ fn a_corrupt_member_store_is_set_aside_and_caught_up() {
     let up = a.update_for(0, 1000).unwrap();
     c.apply(&up.entries, &up.checkpoint, &up.proof).unwrap();
     drop(c);
-    flip(d, "carol", "job-alice-2");
+    flip(d, "carol", "alice", 2);
     let (mut c, aside) = reopen(d, "carol");
     assert!(aside.is_some());
     assert!(c.rebuilding().is_none(), "a member needs no rebuild mark");
@@ -200,4 +202,37 @@ fn a_store_of_another_alliance_is_not_set_aside() {
     let r = AuditStore::open_or_rebuild(d.join("bob.redb"), genesis(), "carol", key("bob"));
     assert!(r.is_err());
     assert!(aside_files(d, "bob").is_empty() && d.join("bob.redb").exists());
+}
+
+#[test]
+fn the_duplicate_check_and_job_index_live_on_disk_and_are_rebuilt_for_old_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut a = open(d, "alice");
+    let appended = a
+        .append_batch((0..4).map(|i| body("alice", i)).collect())
+        .unwrap();
+    let first = appended[0].0.clone();
+    drop(a);
+    // After a restart: a replayed entry is still refused, and a job's entries are found.
+    let mut a = open(d, "alice");
+    assert!(matches!(
+        a.append_signed(std::slice::from_ref(&first)),
+        Err(AuditError::InvalidEntry(_))
+    ));
+    assert_eq!(a.job_entries("job-alice-2").unwrap(), vec![2]);
+    drop(a);
+    // A store from before the on-disk indexes (tables emptied): rebuilt at open.
+    {
+        let db = redb::Database::create(d.join("alice.redb")).unwrap();
+        let txn = db.begin_write().unwrap();
+        txn.delete_table(confide_audit::store::LEAVES).unwrap();
+        txn.delete_table(confide_audit::store::JOB_ENTRIES).unwrap();
+        txn.commit().unwrap();
+    }
+    let mut a = open(d, "alice");
+    assert_eq!(a.job_entries("job-alice-3").unwrap(), vec![3]);
+    assert!(a.append_signed(&[first]).is_err());
+    a.append(body("alice", 4)).unwrap();
+    assert_eq!(a.job_entries("job-alice-4").unwrap(), vec![4]);
 }

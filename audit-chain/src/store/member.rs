@@ -54,10 +54,8 @@ impl AuditStore {
         }
         entries.par_iter().try_for_each(|e| self.check_entry(e))?;
         let mut batch = HashSet::new();
-        if entries
-            .iter()
-            .any(|e| !batch.insert(e.leaf_hash()) || self.seen.contains(&e.leaf_hash()))
-        {
+        let hashes: Vec<_> = entries.iter().map(Entry::leaf_hash).collect();
+        if hashes.iter().any(|h| !batch.insert(*h)) || self.any_known(&hashes)? {
             return Err(AuditError::InvalidEntry("duplicate entry in update".into()));
         }
         let old_root = self.tree.root();
@@ -68,14 +66,6 @@ impl AuditStore {
         if let Err(e) = result {
             self.tree.truncate(have);
             return Err(e);
-        }
-        for (i, e) in entries.iter().enumerate() {
-            let idx = have + i as u64;
-            self.seen.insert(e.leaf_hash());
-            self.jobs
-                .entry(e.body().job_id.clone())
-                .or_default()
-                .push(idx);
         }
         self.signed = Some(checkpoint.clone());
         Ok(self.cosign(cp))
@@ -110,6 +100,7 @@ impl AuditStore {
             }
             txn.open_table(META)?.insert(META_SIGNED, note.as_bytes())?;
         }
+        Self::write_indexes(&txn, have, entries)?;
         txn.commit()?;
         Ok(())
     }

@@ -8,14 +8,14 @@
 //! 3. on open the root of the stored entries is recomputed; if it disagrees
 //!    with the last signed checkpoint the store refuses to sign or cosign.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ed25519_dalek::{SigningKey, VerifyingKey};
 use rayon::prelude::*;
-use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{Database, ReadableDatabase, ReadableTable, ReadableTableMetadata, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use crate::bundle::{MemberSummary, ProofBundle, summarize};
@@ -38,6 +38,10 @@ pub const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries")
 pub const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
 /// Checkpoints the sequencer signed, by size (for catch-up in steps).
 pub const CHECKPOINTS: TableDefinition<u64, &[u8]> = TableDefinition::new("checkpoints");
+/// Entry index by leaf hash: the duplicate check, on disk rather than a set in memory.
+pub const LEAVES: TableDefinition<&[u8; 32], u64> = TableDefinition::new("leaves");
+/// (job id, entry index) of every entry: a job's entries, on disk rather than in memory.
+pub const JOB_ENTRIES: TableDefinition<(&str, u64), ()> = TableDefinition::new("job_entries");
 
 /// redb's page cache for the store (redb's default, 1 GiB, lets a long-running daemon's
 /// memory grow with the log).
@@ -85,8 +89,6 @@ pub struct AuditStore {
     me: String,
     key: SigningKey,
     tree: MerkleTree,
-    seen: HashSet<Hash>,
-    jobs: HashMap<String, Vec<u64>>,
     signed: Option<SignedCheckpoint>,
     final_cp: Option<SignedCheckpoint>,
     pending: BTreeMap<u64, SignedCheckpoint>,
@@ -162,6 +164,8 @@ impl AuditStore {
             }
             txn.open_table(ENTRIES)?;
             txn.open_table(CHECKPOINTS)?;
+            txn.open_table(LEAVES)?;
+            txn.open_table(JOB_ENTRIES)?;
         }
         txn.commit()?;
 
@@ -175,8 +179,6 @@ impl AuditStore {
             me: my_name.to_string(),
             key: my_signing_key,
             tree: MerkleTree::new(),
-            seen: HashSet::new(),
-            jobs: HashMap::new(),
             signed: None,
             final_cp: None,
             pending: BTreeMap::new(),
@@ -186,6 +188,7 @@ impl AuditStore {
         };
         store.load()?;
         store.load_rebuild_mark()?;
+        store.rebuild_indexes_if_missing()?;
         Ok(store)
     }
 
@@ -246,14 +249,62 @@ impl AuditStore {
         Ok(())
     }
 
-    fn index_entry(&mut self, index: u64, e: &Entry) {
-        let h = e.leaf_hash();
-        self.tree.push(h);
-        self.seen.insert(h);
-        self.jobs
-            .entry(e.body().job_id.clone())
-            .or_default()
-            .push(index);
+    fn index_entry(&mut self, _index: u64, e: &Entry) {
+        self.tree.push(e.leaf_hash());
+    }
+
+    /// Writes the on-disk indexes ([`LEAVES`], [`JOB_ENTRIES`]) of `entries`, which start
+    /// at index `start`, in the transaction that stores them.
+    pub(crate) fn write_indexes(
+        txn: &redb::WriteTransaction,
+        start: u64,
+        entries: &[Entry],
+    ) -> Result<()> {
+        let mut leaves = txn.open_table(LEAVES)?;
+        let mut jobs = txn.open_table(JOB_ENTRIES)?;
+        for (i, e) in entries.iter().enumerate() {
+            let index = start + i as u64;
+            leaves.insert(&e.leaf_hash(), index)?;
+            jobs.insert((e.body().job_id.as_str(), index), ())?;
+        }
+        Ok(())
+    }
+
+    /// Whether any of `hashes` is already a leaf of the log.
+    pub(crate) fn any_known(&self, hashes: &[Hash]) -> Result<bool> {
+        let rtx = self.db.begin_read()?;
+        let leaves = rtx.open_table(LEAVES)?;
+        for h in hashes {
+            if leaves.get(h)?.is_some() {
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// A store written before the on-disk indexes existed gets them once, at open.
+    fn rebuild_indexes_if_missing(&mut self) -> Result<()> {
+        if self.fault.is_some() {
+            return Ok(());
+        }
+        let have = {
+            let rtx = self.db.begin_read()?;
+            rtx.open_table(LEAVES)?.len()?
+        };
+        if have == self.tree.size() {
+            return Ok(());
+        }
+        let entries = self.entries_since(0)?;
+        let txn = self.db.begin_write()?;
+        {
+            let mut leaves = txn.open_table(LEAVES)?;
+            leaves.retain(|_, _| false)?;
+            let mut jobs = txn.open_table(JOB_ENTRIES)?;
+            jobs.retain(|_, _| false)?;
+        }
+        Self::write_indexes(&txn, 0, &entries)?;
+        txn.commit()?;
+        Ok(())
     }
 
     // ---------------------------------------------------------------- state
@@ -454,15 +505,19 @@ impl AuditStore {
     }
 
     /// Indexes of the entries of a job, in log order.
-    pub fn job_entries(&self, job_id: &str) -> &[u64] {
-        self.jobs.get(job_id).map_or(&[], |v| v.as_slice())
+    pub fn job_entries(&self, job_id: &str) -> Result<Vec<u64>> {
+        let rtx = self.db.begin_read()?;
+        let t = rtx.open_table(JOB_ENTRIES)?;
+        t.range((job_id, 0)..=(job_id, u64::MAX))?
+            .map(|row| Ok(row?.0.value().1))
+            .collect()
     }
 
     /// Proof bundle for the latest entry of `job_id` (a job's outcome comes after the
     /// entry that anchored its start).
     pub fn prove_job(&self, job_id: &str) -> Result<ProofBundle> {
         let idx = *self
-            .job_entries(job_id)
+            .job_entries(job_id)?
             .last()
             .ok_or_else(|| AuditError::NotFound(format!("job {job_id:?}")))?;
         self.prove(idx)

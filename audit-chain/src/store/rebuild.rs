@@ -169,6 +169,7 @@ impl AuditStore {
             }
             meta.remove(META_REBUILD)?;
         }
+        Self::write_indexes(&txn, 0, entries)?;
         txn.commit()?;
         for (i, e) in entries.iter().enumerate() {
             self.index_entry(i as u64, e);

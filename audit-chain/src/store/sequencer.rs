@@ -52,14 +52,19 @@ impl AuditStore {
     fn commit_appends(&mut self, entries: &[Entry]) -> Result<Vec<InclusionPromise>> {
         self.ensure_can_sign()?;
         let mut batch = HashSet::new();
-        for e in entries {
-            let h = e.leaf_hash();
-            if self.seen.contains(&h) || !batch.insert(h) {
+        let hashes: Vec<_> = entries.iter().map(Entry::leaf_hash).collect();
+        for (e, h) in entries.iter().zip(&hashes) {
+            if !batch.insert(*h) {
                 return Err(AuditError::InvalidEntry(format!(
                     "entry of job {:?} already in the log",
                     e.body().job_id
                 )));
             }
+        }
+        if self.any_known(&hashes)? {
+            return Err(AuditError::InvalidEntry(
+                "an entry of the batch is already in the log".into(),
+            ));
         }
         let start = self.tree.size();
         let txn = self.db.begin_write()?;
@@ -69,6 +74,7 @@ impl AuditStore {
                 t.insert(start + i as u64, e.as_bytes())?;
             }
         }
+        Self::write_indexes(&txn, start, entries)?;
         txn.commit()?;
         for (i, e) in entries.iter().enumerate() {
             self.index_entry(start + i as u64, e);
