@@ -236,3 +236,33 @@ fn the_duplicate_check_and_job_index_live_on_disk_and_are_rebuilt_for_old_stores
     a.append(body("alice", 4)).unwrap();
     assert_eq!(a.job_entries("job-alice-4").unwrap(), vec![4]);
 }
+
+#[test]
+fn a_damaged_job_index_is_rewritten_from_the_entries_at_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut a = open(d, "alice");
+    a.append_batch((0..4).map(|i| body("alice", i)).collect())
+        .unwrap();
+    drop(a);
+    // The job id is stored in its entry (next to the entry's fingerprint) and as a key of
+    // the job index: flip a byte of the index's copy only. redb does not notice.
+    let path = d.join("alice.redb");
+    let mut bytes = std::fs::read(&path).unwrap();
+    let at_fp = bytes
+        .windows(32)
+        .position(|w| w == body("alice", 2).fingerprint)
+        .unwrap();
+    let job = b"job-alice-2";
+    let in_index: Vec<usize> = (0..bytes.len() - job.len())
+        .filter(|&i| &bytes[i..i + job.len()] == job && i.abs_diff(at_fp) > 512)
+        .collect();
+    assert!(!in_index.is_empty(), "the job index holds the id");
+    for i in in_index {
+        bytes[i + 4] ^= 0x01;
+    }
+    std::fs::write(&path, bytes).unwrap();
+    let a = open(d, "alice");
+    assert_eq!(a.job_entries("job-alice-2").unwrap(), vec![2]);
+    assert_eq!(a.verify_all().unwrap().entries, 4);
+}

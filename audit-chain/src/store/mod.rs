@@ -282,16 +282,38 @@ impl AuditStore {
         Ok(false)
     }
 
-    /// A store written before the on-disk indexes existed gets them once, at open.
+    /// Checks the on-disk indexes against the entries at open (they are derived data: each
+    /// entry must have its leaf row and its job row, and there must be no other row) and
+    /// rewrites both from the entries if not. That covers a store written before the
+    /// indexes existed and an index damaged on disk (redb's checksums do not catch every
+    /// flipped byte); the entries themselves are checked against the signed roots.
     fn rebuild_indexes_if_missing(&mut self) -> Result<()> {
         if self.fault.is_some() {
             return Ok(());
         }
-        let have = {
+        let size = self.tree.size();
+        let intact = {
             let rtx = self.db.begin_read()?;
-            rtx.open_table(LEAVES)?.len()?
+            let entries = rtx.open_table(ENTRIES)?;
+            let leaves = rtx.open_table(LEAVES)?;
+            let jobs = rtx.open_table(JOB_ENTRIES)?;
+            let mut ok = leaves.len()? == size && jobs.len()? == size;
+            if ok {
+                for row in entries.iter()? {
+                    let (k, v) = row?;
+                    let index = k.value();
+                    let e = Entry::from_bytes(v.value())?;
+                    if leaves.get(&e.leaf_hash())?.map(|g| g.value()) != Some(index)
+                        || jobs.get((e.body().job_id.as_str(), index))?.is_none()
+                    {
+                        ok = false;
+                        break;
+                    }
+                }
+            }
+            ok
         };
-        if have == self.tree.size() {
+        if intact {
             return Ok(());
         }
         let entries = self.entries_since(0)?;
