@@ -16,11 +16,9 @@ use confide_audit::replicator::MAX_BATCH_ENTRIES;
 use confide_audit::{Entry, SignedCheckpoint};
 use confide_proto::FetchRequest;
 
+use super::replicate::CALL_TIMEOUT;
 use super::state::{AuditState, audit_client};
 use crate::base::error::{DaemonError, status_line};
-
-/// Longest wait for one member's answer.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// At the sequencer: returns once its store is not (or no longer) rebuilding, retrying
 /// every second; false if `stop` changed first.

@@ -12,8 +12,8 @@ use confide_proto::ReplicateRequest;
 use super::state::{AuditState, audit_client};
 use crate::base::error::{DaemonError, status_line};
 
-/// Longest wait for one member's answer.
-const CALL_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest wait for one member's answer (replication and the rebuild's fetches).
+pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Runs at the sequencer until `stop` changes.
 pub async fn replication_loop(a: Arc<AuditState>, mut stop: tokio::sync::watch::Receiver<bool>) {

@@ -18,6 +18,19 @@ use crate::net::FailureSignal;
 /// Finished jobs kept in memory (the rest are read from the store when listed).
 pub const KEEP_FINISHED: usize = 1_000;
 
+/// Trips an abort signal with `reason` unless it already carries one (the first reason
+/// wins); returns whether this call tripped it.
+fn trip(signal: &FailureSignal, reason: String) -> bool {
+    signal.send_if_modified(|a| {
+        if a.is_none() {
+            *a = Some(reason);
+            true
+        } else {
+            false
+        }
+    })
+}
+
 /// On a job of `who` that failed on the broken link to `who`, records `cause` (keeping the
 /// symptom); returns whether the record changed.
 fn record_restart(info: &mut JobInfo, who: &str, cause: &str) -> bool {
@@ -233,14 +246,7 @@ impl JobTable {
         {
             return Ok(false);
         }
-        Ok(rec.abort.send_if_modified(|a| {
-            if a.is_none() {
-                *a = Some(reason);
-                true
-            } else {
-                false
-            }
-        }))
+        Ok(trip(&rec.abort, reason))
     }
 
     /// Party `who` says it restarted while job `job_id` ran. A live job fails with that
@@ -271,14 +277,7 @@ impl JobTable {
         let live =
             rec.info.state == JobState::Queued as i32 || rec.info.state == JobState::Running as i32;
         if live {
-            return Ok(rec.abort.send_if_modified(|a| {
-                if a.is_none() {
-                    *a = Some(cause.clone());
-                    true
-                } else {
-                    false
-                }
-            }));
+            return Ok(trip(&rec.abort, cause));
         }
         if !record_restart(&mut rec.info, who, &cause) {
             return Ok(false);
@@ -313,14 +312,7 @@ impl JobTable {
     pub fn abort_all(&self, reason: &str) {
         if let Ok(jobs) = self.lock() {
             for r in jobs.values() {
-                r.abort.send_if_modified(|a| {
-                    if a.is_none() {
-                        *a = Some(reason.to_string());
-                        true
-                    } else {
-                        false
-                    }
-                });
+                trip(&r.abort, reason.to_string());
             }
         }
     }

@@ -361,21 +361,28 @@ async fn peer_commitments(
 
 /// Sends `Abort` to every other party of the job (best effort, 2 s each).
 pub async fn tell_peers_abort(daemon: &Daemon, spec: &JobSpec, reason: &str) {
-    let futs = spec
-        .party_names()
-        .into_iter()
-        .filter(|p| p != daemon.me())
-        .filter_map(|p| daemon.channels.client(&p).ok())
-        .map(|mut c| {
-            let req = confide_proto::AbortRequest {
-                job_id: spec.job_id.clone(),
-                reason: reason.to_string(),
-            };
-            async move {
-                let _ = tokio::time::timeout(Duration::from_secs(2), c.abort(req)).await;
-            }
-        });
+    let parties = spec.party_names();
+    let futs = parties
+        .iter()
+        .filter(|p| *p != daemon.me())
+        .map(|p| send_abort(daemon, p, &spec.job_id, reason));
     futures::future::join_all(futs).await;
+}
+
+/// One `Peer.Abort` of `job_id` to `peer` with `reason`, 2 s at most; whether it was
+/// delivered.
+pub async fn send_abort(daemon: &Daemon, peer: &str, job_id: &str, reason: &str) -> bool {
+    let Ok(mut c) = daemon.channels.client(peer) else {
+        return false;
+    };
+    let req = confide_proto::AbortRequest {
+        job_id: job_id.to_string(),
+        reason: reason.to_string(),
+    };
+    matches!(
+        tokio::time::timeout(Duration::from_secs(2), c.abort(req)).await,
+        Ok(Ok(_))
+    )
 }
 
 /// Opens (or accepts) one stream per other party of the job.

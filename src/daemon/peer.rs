@@ -251,22 +251,9 @@ pub async fn restart_notice(daemon: Arc<Daemon>) {
         .collect();
     let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
     while !due.is_empty() && tokio::time::Instant::now() < deadline {
-        let tries = due.iter().map(|(job, peer)| {
-            let daemon = &daemon;
-            async move {
-                let Ok(mut c) = daemon.channels.client(peer) else {
-                    return false;
-                };
-                let req = AbortRequest {
-                    job_id: job.clone(),
-                    reason: RESTARTED.into(),
-                };
-                matches!(
-                    tokio::time::timeout(Duration::from_secs(2), c.abort(req)).await,
-                    Ok(Ok(_))
-                )
-            }
-        });
+        let tries = due
+            .iter()
+            .map(|(job, peer)| jobs::send_abort(&daemon, peer, job, RESTARTED));
         let done = futures::future::join_all(tries).await;
         let mut it = done.into_iter();
         due.retain(|_| !it.next().unwrap_or(false));

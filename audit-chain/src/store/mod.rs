@@ -186,29 +186,49 @@ impl AuditStore {
             fault: None,
             rebuilding: None,
         };
-        store.load()?;
+        let indexes_intact = store.load()?;
         store.load_rebuild_mark()?;
-        store.rebuild_indexes_if_missing()?;
+        if !indexes_intact && store.fault.is_none() {
+            store.rewrite_indexes()?;
+        }
         Ok(store)
     }
 
-    fn load(&mut self) -> Result<()> {
+    /// Reads the entries (rebuilding the tree) and the stored state. Returns whether the
+    /// on-disk indexes match the entries: they are derived data, so each entry must have its
+    /// leaf row and its job row and there must be no other row. A store written before the
+    /// indexes existed, or an index damaged on disk (redb's checksums do not catch every
+    /// flipped byte), fails that check; the entries themselves are checked against the
+    /// signed roots below.
+    fn load(&mut self) -> Result<bool> {
         let rtx = self.db.begin_read()?;
         let entries = rtx.open_table(ENTRIES)?;
+        let leaves = rtx.open_table(LEAVES)?;
+        let jobs = rtx.open_table(JOB_ENTRIES)?;
+        let mut indexes_intact = true;
         for (i, row) in entries.iter()?.enumerate() {
             let (k, v) = row?;
-            if k.value() != i as u64 {
+            let index = i as u64;
+            if k.value() != index {
                 self.fault = Some(format!("entry {i} is missing from the store"));
                 break;
             }
             match Entry::from_bytes(v.value()) {
-                Ok(e) => self.index_entry(i as u64, &e),
+                Ok(e) => {
+                    let h = e.leaf_hash();
+                    indexes_intact = indexes_intact
+                        && leaves.get(&h)?.map(|g| g.value()) == Some(index)
+                        && jobs.get((e.body().job_id.as_str(), index))?.is_some();
+                    self.tree.push(h);
+                }
                 Err(e) => {
                     self.fault = Some(format!("stored entry {i}: {e}"));
                     break;
                 }
             }
         }
+        let size = self.tree.size();
+        indexes_intact = indexes_intact && leaves.len()? == size && jobs.len()? == size;
         let meta = rtx.open_table(META)?;
         if let Some(v) = meta.get(META_HALT)? {
             self.halt = Some(
@@ -246,10 +266,10 @@ impl AuditStore {
             }
             self.final_cp = Some(sc);
         }
-        Ok(())
+        Ok(indexes_intact)
     }
 
-    fn index_entry(&mut self, _index: u64, e: &Entry) {
+    fn push_leaf(&mut self, e: &Entry) {
         self.tree.push(e.leaf_hash());
     }
 
@@ -282,40 +302,8 @@ impl AuditStore {
         Ok(false)
     }
 
-    /// Checks the on-disk indexes against the entries at open (they are derived data: each
-    /// entry must have its leaf row and its job row, and there must be no other row) and
-    /// rewrites both from the entries if not. That covers a store written before the
-    /// indexes existed and an index damaged on disk (redb's checksums do not catch every
-    /// flipped byte); the entries themselves are checked against the signed roots.
-    fn rebuild_indexes_if_missing(&mut self) -> Result<()> {
-        if self.fault.is_some() {
-            return Ok(());
-        }
-        let size = self.tree.size();
-        let intact = {
-            let rtx = self.db.begin_read()?;
-            let entries = rtx.open_table(ENTRIES)?;
-            let leaves = rtx.open_table(LEAVES)?;
-            let jobs = rtx.open_table(JOB_ENTRIES)?;
-            let mut ok = leaves.len()? == size && jobs.len()? == size;
-            if ok {
-                for row in entries.iter()? {
-                    let (k, v) = row?;
-                    let index = k.value();
-                    let e = Entry::from_bytes(v.value())?;
-                    if leaves.get(&e.leaf_hash())?.map(|g| g.value()) != Some(index)
-                        || jobs.get((e.body().job_id.as_str(), index))?.is_none()
-                    {
-                        ok = false;
-                        break;
-                    }
-                }
-            }
-            ok
-        };
-        if intact {
-            return Ok(());
-        }
+    /// Rewrites both on-disk indexes from the entries (see [`Self::load`]).
+    fn rewrite_indexes(&mut self) -> Result<()> {
         let entries = self.entries_since(0)?;
         let txn = self.db.begin_write()?;
         {

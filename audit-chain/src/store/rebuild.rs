@@ -171,8 +171,8 @@ impl AuditStore {
         }
         Self::write_indexes(&txn, 0, entries)?;
         txn.commit()?;
-        for (i, e) in entries.iter().enumerate() {
-            self.index_entry(i as u64, e);
+        for e in entries {
+            self.push_leaf(e);
         }
         self.signed = signed.cloned();
         if let Some(sc) = signed {

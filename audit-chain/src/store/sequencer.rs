@@ -76,8 +76,8 @@ impl AuditStore {
         }
         Self::write_indexes(&txn, start, entries)?;
         txn.commit()?;
-        for (i, e) in entries.iter().enumerate() {
-            self.index_entry(start + i as u64, e);
+        for e in entries {
+            self.push_leaf(e);
         }
         let ts = now_ms();
         let (log_id, me, key) = (self.log_id, self.me.as_str(), &self.key);
