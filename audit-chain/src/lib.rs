@@ -109,6 +109,7 @@ pub mod genesis;
 pub mod merkle;
 pub mod replicator;
 pub mod store;
+pub mod view;
 
 pub use bundle::{MemberSummary, ProofBundle, VerifiedBundle, summarize, verify_bundle};
 pub use checkpoint::{
@@ -124,3 +125,4 @@ pub use replicator::{
     ReplyOutcome, handle_replicate, serve_fetch,
 };
 pub use store::{AuditStore, SetAside, Update, VerifyReport};
+pub use view::{NewView, Vote};

@@ -80,12 +80,12 @@ impl AuditStore {
             self.push_leaf(e);
         }
         let ts = now_ms();
-        let (log_id, me, key) = (self.log_id, self.me.as_str(), &self.key);
+        let (log_id, me, key, view) = (self.log_id, self.me.as_str(), &self.key, self.view);
         Ok(entries
             .par_iter()
             .enumerate()
             .map(|(i, e)| {
-                InclusionPromise::sign(start + i as u64, e.leaf_hash(), log_id, ts, me, key)
+                InclusionPromise::sign(start + i as u64, e.leaf_hash(), log_id, ts, (me, view), key)
             })
             .collect())
     }
