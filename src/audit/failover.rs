@@ -21,6 +21,8 @@ use std::time::Duration;
 use confide_audit::replicator::MAX_BATCH_ENTRIES;
 use confide_audit::{Entry, NewView, Vote};
 use confide_proto::{FetchRequest, TakeOverRequest, VoteRequest};
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
 
 use super::rebuild::fetch;
 use super::state::{AuditState, audit_client};
@@ -31,6 +33,8 @@ pub const APPEND_TIMEOUT: Duration = Duration::from_secs(3);
 /// Longest wait for a member's vote, and for the current sequencer's answer to the
 /// taker's check.
 pub const VOTE_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the stragglers' votes are awaited once a quorum has voted.
+pub const VOTE_GRACE: Duration = Duration::from_millis(300);
 /// Longest wait for the next sequencer's answer to `TakeOver` (it gathers votes first).
 pub const TAKE_OVER_TIMEOUT: Duration = Duration::from_secs(8);
 
@@ -46,7 +50,8 @@ impl AuditState {
             }
             let seq = self.genesis.sequencer_at(target).to_string();
             let r = if seq == self.me {
-                self.lead(target).await.map(|_| ())
+                // This member saw the sequencer fail itself: no second check.
+                self.lead(target, false).await.map(|_| ())
             } else {
                 match self.ask_take_over(&seq, target).await {
                     Ok(nv) => self.with(|s| s.enter_view(&nv)).map(|moved| {
@@ -83,14 +88,15 @@ impl AuditState {
     }
 
     /// Leads view `target` (this member is its sequencer): the certificate of the view it
-    /// is in when that is `target` or later already.
-    pub(crate) async fn lead(&self, target: u64) -> Result<NewView, DaemonError> {
+    /// is in when that is `target` or later already. With `check`, first makes sure the
+    /// current sequencer does not answer this member either.
+    pub(crate) async fn lead(&self, target: u64, check: bool) -> Result<NewView, DaemonError> {
         let _one_at_a_time = self.leading.lock().await;
         if let Some(nv) = self.with(|s| Ok(s.new_view().filter(|_| s.view() >= target).cloned()))? {
             return Ok(nv);
         }
         let current = self.with(|s| Ok(s.sequencer().to_string()))?;
-        if current != self.me && self.answers(&current).await {
+        if check && current != self.me && self.answers(&current).await {
             return Err(DaemonError::Protocol(format!(
                 "the sequencer `{current}` answers here; not taking over"
             )));
@@ -103,15 +109,31 @@ impl AuditState {
             .map(|m| m.name.clone())
             .filter(|m| *m != self.me)
             .collect();
-        let answers =
-            futures::future::join_all(others.iter().map(|m| self.ask_vote(m, target))).await;
+        // Every member is asked; once a quorum has voted, the others get a short grace
+        // (a longer log among them is welcome, not needed: a quorum holds every final entry).
+        let mut asks: FuturesUnordered<_> = others
+            .iter()
+            .map(|m| async move { (m, self.ask_vote(m, target).await) })
+            .collect();
         let mut votes = vec![own];
         let mut refused = Vec::new();
-        for (m, r) in others.iter().zip(answers) {
+        let mut grace: Option<tokio::time::Instant> = None;
+        loop {
+            let next = match grace {
+                Some(until) => match tokio::time::timeout_at(until, asks.next()).await {
+                    Ok(n) => n,
+                    Err(_) => break,
+                },
+                None => asks.next().await,
+            };
+            let Some((m, r)) = next else { break };
             match r {
                 Ok(v) if v.member == *m && v.view == target => votes.push(v),
                 Ok(_) => refused.push(format!("`{m}`: a vote for something else")),
                 Err(e) => refused.push(format!("`{m}`: {e}")),
+            }
+            if grace.is_none() && votes.len() >= self.genesis.quorum {
+                grace = Some(tokio::time::Instant::now() + VOTE_GRACE);
             }
         }
         if votes.len() < self.genesis.quorum {

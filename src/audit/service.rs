@@ -176,7 +176,7 @@ impl Audit for AuditService {
                 self.me
             )));
         }
-        let nv = a.lead(view).await.map_err(st)?;
+        let nv = a.lead(view, true).await.map_err(st)?;
         Ok(Response::new(TakeOverReply {
             new_view: nv.to_json().map_err(|e| st(e.into()))?,
         }))
