@@ -153,6 +153,17 @@ import json, sys
 ids = sorted(json.load(open(sys.argv[1])))
 print("\n".join(ids[i] for i in range(0, len(ids), 7)[:40]))
 PY
+# check_answer JSON: a risk answer must equal the plaintext sums.
+check_answer() {
+  python3 - "$work/expected.json" "$1" <<'PY' || fail "risk answer differs from the plaintext sums: $1"
+import json, sys
+exp = json.load(open(sys.argv[1]))
+a = json.loads(sys.argv[2])
+want = exp.get(a["id"], [0, 0, 0, 0])
+got = [a["blacklisted"], a["loans"], a["amount"], a["overdue"]]
+sys.exit(got != want)
+PY
+}
 answered=0 refused=0 t_fault="" t_back=""
 i=0
 while read -r id; do
@@ -161,14 +172,7 @@ while read -r id; do
   if out=$(run_at alice risk query --id "$id" 2>"$work/q.err"); then
     answered=$((answered + 1))
     [[ -n "$t_fault" && -z "$t_back" && $i -gt 10 ]] && t_back=$(now)
-    python3 - "$work/expected.json" "$out" <<'PY' || fail "risk answer differs from the plaintext sums: $out"
-import json, sys
-exp = json.load(open(sys.argv[1]))
-a = json.loads(sys.argv[2])
-want = exp.get(a["id"], [0, 0, 0, 0])
-got = [a["blacklisted"], a["loans"], a["amount"], a["overdue"]]
-sys.exit(got != want)
-PY
+    check_answer "$out"
   else
     refused=$((refused + 1))
     grep -q "s1" "$work/q.err" || fail "risk query failed without naming s1: $(tail -1 "$work/q.err")"
@@ -195,14 +199,7 @@ while read -r id; do
   if out=$(run_at bob risk query --id "$id" 2>"$work/q.err"); then
     b_answered=$((b_answered + 1))
     [[ -n "$t_kill" && -z "$t_first" ]] && t_first=$(now)
-    python3 - "$work/expected.json" "$out" <<'PY' || fail "risk answer differs from the plaintext sums: $out"
-import json, sys
-exp = json.load(open(sys.argv[1]))
-a = json.loads(sys.argv[2])
-want = exp.get(a["id"], [0, 0, 0, 0])
-got = [a["blacklisted"], a["loans"], a["amount"], a["overdue"]]
-sys.exit(got != want)
-PY
+    check_answer "$out"
   else
     b_failed=$((b_failed + 1))
     echo "risk query during the sequencer kill failed: $(tail -1 "$work/q.err")"
