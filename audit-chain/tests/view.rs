@@ -321,3 +321,36 @@ fn fixture_json() -> Vec<u8> {
     })
     .clone()
 }
+
+#[test]
+fn a_member_refuses_a_base_below_its_final_checkpoint() {
+    // m2 votes with a stale copy of its store (a member lying, or restored from a backup):
+    // the base then lacks entries m2 itself holds under a final checkpoint. Honest votes
+    // cannot do this (any two quorums share a member); m2's live store refuses the view.
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let mut s: Vec<AuditStore> = (0..5).map(|i| open5(d, &format!("m{i}"))).collect();
+    let (m0, rest) = s.split_first_mut().unwrap();
+    m0.append_batch(bodies("m0", 0..4)).unwrap();
+    for m in rest.iter_mut() {
+        push(m0, m);
+    }
+    std::fs::copy(d.join("m2"), d.join("m2-stale")).unwrap();
+    // Entries 4..6 final with m0, m2 and m3.
+    m0.append_batch(bodies("m0", 4..6)).unwrap();
+    push(m0, &mut rest[1]);
+    let fin = push(m0, &mut rest[2]).expect("m0, m2, m3");
+    rest[1].record_final(&fin).unwrap();
+    let mut stale = AuditStore::open(d.join("m2-stale"), five(), "m2", five_key("m2")).unwrap();
+    let (m1, others) = rest.split_first_mut().unwrap();
+    let votes = vec![
+        m1.vote(1).unwrap(),
+        others[2].vote(1).unwrap(),
+        stale.vote(1).unwrap(),
+    ];
+    let nv = m1.lead_view(votes, &[]).unwrap();
+    assert_eq!(nv.base.checkpoint.size, 4);
+    let e = others[0].enter_view(&nv).unwrap_err();
+    assert!(e.to_string().contains("final checkpoint at 6"), "{e}");
+    assert_eq!((others[0].view(), others[0].size()), (0, 6));
+}
