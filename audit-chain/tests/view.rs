@@ -77,6 +77,19 @@ fn the_next_sequencer_takes_over_with_every_final_entry() {
     );
     assert!(c.enter_view(&nv).unwrap());
     assert!(!c.is_sequencer() && c.sequencer() == "bob");
+    // An append of entry 12 retried at bob: not appended twice, promised again at 12.
+    let e12 = b.entry(12).unwrap();
+    assert!(b.append_signed(std::slice::from_ref(&e12)).is_err());
+    let again = b.promise_again(&e12).unwrap().expect("bob holds entry 12");
+    assert_eq!(
+        (again.index, again.view, again.entry_hash),
+        (12, 1, e12.leaf_hash())
+    );
+    again.verify(&genesis()).unwrap();
+    assert!(
+        c.promise_again(&e12).is_err(),
+        "only the sequencer promises"
+    );
 
     // bob's view goes on: carol cosigns, the log is final at 16.
     b.append_batch(bodies("bob", 0..2)).unwrap();

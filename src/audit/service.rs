@@ -61,11 +61,10 @@ impl Audit for AuditService {
             )));
         }
         let a2 = a.clone();
-        let promise = tokio::task::spawn_blocking(move || a2.with(|s| s.append_signed(&[entry])))
+        let promise = tokio::task::spawn_blocking(move || a2.append_or_promise(&entry))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(st)?
-            .remove(0);
+            .map_err(st)?;
         a.kick.notify_one();
         Ok(Response::new(AppendReply {
             index: promise.index,

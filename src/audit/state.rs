@@ -242,15 +242,10 @@ impl AuditState {
                 Some(e) => e,
                 None => match self.wait_final(&leaf, PER_ATTEMPT_FINAL).await? {
                     Some(index) => {
-                        let p = promise.filter(|p| p.index == index).ok_or_else(|| {
-                            DaemonError::Protocol(format!(
-                                "audit: the entry is final at {index}, but was promised elsewhere"
-                            ))
-                        });
-                        return match p {
-                            Ok(p) => Ok((entry, p)),
+                        return match promise.filter(|p| p.index == index) {
+                            Some(p) => Ok((entry, p)),
                             // Logged by an earlier sequencer: its promise was lost with it.
-                            Err(_) => self.promise_for(&entry, index).map(|p| (entry, p)),
+                            None => Err(lost_promise(&entry, index)),
                         };
                     }
                     None => DaemonError::Protocol(format!(
@@ -280,17 +275,8 @@ impl AuditState {
             .with(|s| Ok(s.sequencer().to_string()))
             .map_err(Attempt::Fatal)?;
         if seq == a.me {
-            let e = entry.clone();
-            let r = a.with(move |s| s.append_signed(&[e]));
-            return match r {
-                Ok(mut p) => {
-                    a.kick.notify_one();
-                    p.pop()
-                        .ok_or_else(|| Attempt::Fatal(DaemonError::Internal("no promise".into())))
-                }
-                Err(e) if e.to_string().contains("already in the log") => {
-                    Err(Attempt::AlreadyLogged)
-                }
+            return match a.append_or_promise(entry) {
+                Ok(p) => Ok(p),
                 // Voted for a later view: no longer the sequencer.
                 Err(e @ DaemonError::Audit(confide_audit::AuditError::WrongRole(_))) => {
                     Err(Attempt::Sequencer(e))
@@ -375,17 +361,33 @@ impl AuditState {
         }
     }
 
-    /// A promise for an entry found final at `index` whose sequencer's promise did not
-    /// reach this member (it was appended before a view change): this member's own
-    /// signature is not a sequencer's, so the entry's final checkpoint is the evidence.
-    fn promise_for(&self, entry: &Entry, index: u64) -> Result<InclusionPromise, DaemonError> {
-        Err(DaemonError::Protocol(format!(
-            "audit: entry {index} of job `{}` was logged before a view change and its \
-             sequencer's promise was lost with it; the entry is final (see `confide audit \
-             prove`), but this attempt has no promise: run it again",
-            entry.body().job_id
-        )))
+    /// At the sequencer: appends `entry`, or, if the log already holds it (an append
+    /// retried after a view change), promises it again at its index.
+    pub(crate) fn append_or_promise(&self, entry: &Entry) -> Result<InclusionPromise, DaemonError> {
+        let e = entry.clone();
+        match self.with(move |s| s.append_signed(&[e])) {
+            Ok(mut p) => {
+                self.kick.notify_one();
+                p.pop()
+                    .ok_or_else(|| DaemonError::Internal("no promise".into()))
+            }
+            Err(err) => match self.with(|s| s.promise_again(entry)) {
+                Ok(Some(p)) => Ok(p),
+                _ => Err(err),
+            },
+        }
     }
+}
+
+/// An entry found final at `index` whose promise no sequencer gave this member (the
+/// append reached a sequencer that failed before answering, and the next one could not
+/// promise it again).
+fn lost_promise(entry: &Entry, index: u64) -> DaemonError {
+    DaemonError::Protocol(format!(
+        "audit: entry {index} of job `{}` is final (see `confide audit prove`), but no \
+         sequencer's promise for it reached this member: run the job again",
+        entry.body().job_id
+    ))
 }
 
 /// How one append attempt ended.

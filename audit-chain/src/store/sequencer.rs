@@ -49,6 +49,24 @@ impl AuditStore {
         self.commit_appends(entries)
     }
 
+    /// Sequencer: a fresh promise (timed now) for an entry the log already holds, as when
+    /// an append is retried after a view change; `None` if the log does not hold it.
+    pub fn promise_again(&self, entry: &Entry) -> Result<Option<InclusionPromise>> {
+        self.require_sequencer()?;
+        self.ensure_can_sign()?;
+        let leaf = entry.leaf_hash();
+        Ok(self.index_of(&leaf)?.map(|index| {
+            InclusionPromise::sign(
+                index,
+                leaf,
+                self.log_id,
+                now_ms(),
+                (&self.me, self.view),
+                &self.key,
+            )
+        }))
+    }
+
     fn commit_appends(&mut self, entries: &[Entry]) -> Result<Vec<InclusionPromise>> {
         self.ensure_can_sign()?;
         let mut batch = HashSet::new();
