@@ -162,6 +162,12 @@ impl Replicator {
         store: &mut AuditStore,
         now: Instant,
     ) -> Result<Vec<(String, ReplicateBatch)>> {
+        // A checkpoint only when some member can take a batch now (with batches answered
+        // one by one, the log may grow many times while every member has one in flight).
+        let free = |v: &MemberView| v.in_flight.is_none() && v.retry_at.is_none_or(|t| now >= t);
+        if !self.members.is_empty() && !self.members.values().any(free) {
+            return Ok(Vec::new());
+        }
         if store.size() > 0
             && store.latest_signed().map(|c| c.checkpoint.size) != Some(store.size())
         {
