@@ -265,6 +265,10 @@ pub struct PsiArgs {
     /// --size-only) or `ecdh` (any number of parties, every output; the default otherwise).
     #[arg(long, value_enum)]
     pub protocol: Option<PsiProtocolArg>,
+    /// Continue job JOB (cut off by a failure) from the checkpoint every party kept,
+    /// instead of from zero; the other flags must be those of JOB.
+    #[arg(long, value_name = "JOB")]
+    pub resume: Option<String>,
 }
 
 /// `confide psi --protocol`.

@@ -1,0 +1,139 @@
+//! Resuming a job from its checkpoint (`confide psi --resume JOB`, `confide train --resume
+//! JOB`).
+//!
+//! A job that checkpoints keeps its checkpoint in `DATA_DIR/jobs/<job>/checkpoint/` at every
+//! party (files 0600, folder 0700). A resumed attempt is a new job (its own id, anchored on
+//! the audit chain at its start and end like any job) whose options name the original job
+//! (`"resume": "<job>"`, which the audit fingerprint commits to); every party continues from
+//! its checkpoint of the original job, after checking that it has one made with the same
+//! parties, options and input. The checkpoint is deleted when an attempt succeeds or is
+//! cancelled; it stays when an attempt fails (so it can be resumed again), and a daemon's
+//! start removes everything else a crashed job left and checkpoints older than
+//! [`CHECKPOINT_TTL`].
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::base::error::DaemonError;
+use crate::base::ids::valid_job_id;
+
+/// The folder of a job's checkpoint inside its job folder.
+pub const CHECKPOINT_DIR: &str = "checkpoint";
+
+/// How long a checkpoint is kept for a resume (from its last update): 7 days.
+pub const CHECKPOINT_TTL: Duration = Duration::from_secs(7 * 86_400);
+
+/// The checkpoint folder of job `job_id` under `data_dir`.
+pub fn checkpoint_dir(data_dir: &Path, job_id: &str) -> PathBuf {
+    data_dir.join("jobs").join(job_id).join(CHECKPOINT_DIR)
+}
+
+/// The job whose checkpoint a job works with: the one it resumes, or itself.
+pub fn anchor_job<'a>(job_id: &'a str, resume: Option<&'a str>) -> &'a str {
+    resume.unwrap_or(job_id)
+}
+
+/// Checks the job id given to `--resume`.
+pub fn check_id(id: &str) -> Result<(), DaemonError> {
+    if valid_job_id(id) {
+        Ok(())
+    } else {
+        Err(DaemonError::InvalidRequest(format!(
+            "`{id}` is not a job id (24 hex digits, as `confide jobs` lists them)"
+        )))
+    }
+}
+
+/// The refusal of a resume at party `me` for a checkpoint `problem` (the message names the
+/// job and the party; it is what the initiator prints).
+pub fn refusal(job: &str, me: &str, problem: &str, initiator: bool) -> DaemonError {
+    let m = if problem == "no checkpoint" {
+        format!("job {job} has no checkpoint at `{me}`")
+    } else {
+        format!("cannot resume job {job} at `{me}`: {problem}")
+    };
+    if initiator {
+        DaemonError::InvalidRequest(m)
+    } else {
+        DaemonError::PermissionDenied(m)
+    }
+}
+
+/// How a job ended, for what happens to its checkpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ended {
+    Succeeded,
+    Cancelled,
+    Failed,
+}
+
+/// Cleans up after a job: its folder goes, but a failed job keeps its checkpoint (or the
+/// checkpoint of the job it resumed stays); success or cancellation deletes the checkpoint
+/// it worked with.
+pub fn finish(data_dir: &Path, job_id: &str, resume: Option<&str>, ended: Ended) {
+    let work = data_dir.join("jobs").join(job_id);
+    let own_ck = checkpoint_dir(data_dir, job_id);
+    if ended == Ended::Failed && resume.is_none() && own_ck.join("state").exists() {
+        remove_all_but(&work, CHECKPOINT_DIR);
+    } else {
+        let _ = std::fs::remove_dir_all(&work);
+    }
+    if ended != Ended::Failed
+        && let Some(orig) = resume.filter(|o| valid_job_id(o))
+    {
+        let _ = std::fs::remove_dir_all(data_dir.join("jobs").join(orig));
+    }
+}
+
+/// Removes everything in `dir` but the entry `keep`.
+fn remove_all_but(dir: &Path, keep: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for e in entries.flatten() {
+        if e.file_name() == keep {
+            continue;
+        }
+        let p = e.path();
+        let _ = if p.is_dir() {
+            std::fs::remove_dir_all(&p)
+        } else {
+            std::fs::remove_file(&p)
+        };
+    }
+}
+
+/// At a daemon's start (no job runs): in each job folder left under `jobs_dir`, keeps a
+/// checkpoint updated within [`CHECKPOINT_TTL`] and removes everything else (spill files,
+/// temporaries, expired checkpoints, empty folders). Returns (folders removed, checkpoints
+/// kept).
+pub fn clean_leftovers(jobs_dir: &Path) -> (usize, usize) {
+    let Ok(entries) = std::fs::read_dir(jobs_dir) else {
+        return (0, 0);
+    };
+    let (mut removed, mut kept) = (0, 0);
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let ck = path.join(CHECKPOINT_DIR);
+        let fresh = std::fs::metadata(ck.join("state"))
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.elapsed().ok())
+            .is_some_and(|age| age < CHECKPOINT_TTL);
+        if path.is_dir() && fresh {
+            remove_all_but(&path, CHECKPOINT_DIR);
+            kept += 1;
+            continue;
+        }
+        let gone = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match gone {
+            Ok(()) => removed += 1,
+            Err(e) => tracing::warn!("cannot remove the leftover {}: {e}", path.display()),
+        }
+    }
+    (removed, kept)
+}

@@ -1,0 +1,276 @@
+//! Resume across real daemons: a PSI whose peer's daemon is killed part way continues, after
+//! the peer restarts, from the checkpoints instead of from zero, with the same result; a
+//! changed input or a missing checkpoint is refused with a message naming the party.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Small units: many checkpoints in a PSI of a few thousand IDs.
+const KNOBS: [(&str, &str); 2] = [
+    ("CONFIDE_PSI_CHUNK_POINTS", "250"),
+    ("CONFIDE_PSI_KKRT_TAGS", "256"),
+];
+
+fn serve_tuned(dir: &Path, party: &str) -> Daemon {
+    let child = cli(&["serve", "--config", path_str(&config(dir, party))])
+        .env("RUST_LOG", "warn")
+        .envs(KNOBS)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn daemon");
+    Daemon {
+        name: party.to_string(),
+        child,
+    }
+}
+
+fn write_csv(path: &Path, ids: impl Iterator<Item = usize>) {
+    let mut s = String::from("phone,x\n");
+    for i in ids {
+        s.push_str(&format!("+4470{i:08},1\n"));
+    }
+    std::fs::write(path, s).unwrap();
+}
+
+struct Setup {
+    _root: tempfile::TempDir,
+    dir: PathBuf,
+    bob_csv: PathBuf,
+    out: PathBuf,
+    expected: BTreeSet<String>,
+}
+
+fn setup(n: usize) -> Setup {
+    let (root, dir, _) = new_alliance("alice,bob");
+    let data = root.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let (a, b) = (data.join("alice.csv"), data.join("bob.csv"));
+    write_csv(&a, 0..n);
+    write_csv(&b, n / 2..n + n / 2);
+    let allow = "{ psi = [\"alice\", \"bob\"] }";
+    add_dataset(&dir, "alice", "phones", &a, "phone", allow);
+    add_dataset(&dir, "bob", "phones", &b, "phone", allow);
+    let expected = (n / 2..n).map(|i| format!("+4470{i:08}")).collect();
+    Setup {
+        out: root.path().join("matched.csv"),
+        _root: root,
+        dir,
+        bob_csv: b,
+        expected,
+    }
+}
+
+fn jobs_dir(dir: &Path, party: &str) -> PathBuf {
+    dir.join(party).join("data").join("jobs")
+}
+
+/// The ids of the jobs with a checkpoint at `party`.
+fn checkpointed(dir: &Path, party: &str) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(jobs_dir(dir, party)) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().join("checkpoint").join("state").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Size of `file` in the checkpoint of the only checkpointed job at `party` (0 if none).
+fn ck_file_len(dir: &Path, party: &str, file: &str) -> u64 {
+    checkpointed(dir, party)
+        .first()
+        .and_then(|j| {
+            std::fs::metadata(jobs_dir(dir, party).join(j).join("checkpoint").join(file)).ok()
+        })
+        .map_or(0, |m| m.len())
+}
+
+fn psi_args<'a>(s: &'a Setup, protocol: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec![
+        "psi",
+        "--config",
+        "",
+        "--dataset",
+        "phones",
+        "--peer",
+        "bob:phones",
+        "--protocol",
+        protocol,
+        "--output",
+        path_str(&s.out),
+    ];
+    args.extend_from_slice(extra);
+    args
+}
+
+fn spawn_psi(s: &Setup, protocol: &str) -> Child {
+    let cfg = config(&s.dir, "alice");
+    let mut args = psi_args(s, protocol, &[]);
+    args[2] = path_str(&cfg);
+    cli(&args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn resume(s: &Setup, protocol: &str, job: &str) -> std::process::Output {
+    let cfg = config(&s.dir, "alice");
+    let mut args = psi_args(s, protocol, &["--resume", job]);
+    args[2] = path_str(&cfg);
+    cli(&args).output().unwrap()
+}
+
+/// Runs a PSI, kills bob's daemon once `ready` holds, restarts it; returns the job id.
+fn cut_off(s: &Setup, protocol: &str, bob: &mut Daemon, ready: &dyn Fn() -> bool) -> String {
+    let job = spawn_psi(s, protocol);
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "the job never reached the cut-off point"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bob.child.kill().unwrap();
+    bob.child.wait().unwrap();
+    let out = job.wait_with_output().unwrap();
+    assert!(!out.status.success(), "the job survived bob's death");
+    assert!(!s.out.exists(), "a partial output was written");
+    let ids = checkpointed(&s.dir, "alice");
+    assert_eq!(ids.len(), 1, "alice keeps the checkpoint of the failed job");
+    *bob = serve_tuned(&s.dir, "bob");
+    wait_all_ok(&s.dir, &["alice", "bob"], Duration::from_secs(20));
+    assert_eq!(
+        checkpointed(&s.dir, "bob"),
+        ids,
+        "bob's checkpoint survives his restart"
+    );
+    ids[0].clone()
+}
+
+fn output_ids(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(str::to_string)
+        .collect()
+}
+
+/// The resumed job's summary: resumed from `job`, with items not computed again.
+fn assert_resumed(o: &std::process::Output, job: &str) -> u64 {
+    let out = ok(o, "psi --resume");
+    let tail = format!("resumed job {job} (");
+    let at = out.find(&tail).unwrap_or_else(|| panic!("{out}"));
+    let n: u64 = out[at + tail.len()..]
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(n > 0, "the resumed job computed everything again: {out}");
+    assert!(
+        stderr(o).contains("resuming"),
+        "progress does not show the resumed position: {}",
+        stderr(o)
+    );
+    n
+}
+
+fn resume_test(protocol: &str, n: usize, bob_file: &'static str, cut_at: u64, party: &str) {
+    let s = setup(n);
+    let _alice = serve_tuned(&s.dir, "alice");
+    let mut bob = serve_tuned(&s.dir, "bob");
+    wait_all_ok(&s.dir, &["alice", "bob"], Duration::from_secs(20));
+    let dir = s.dir.clone();
+    let party = party.to_string();
+    let job = cut_off(&s, protocol, &mut bob, &move || {
+        ck_file_len(&dir, &party, bob_file) >= cut_at
+    });
+    let o = resume(&s, protocol, &job);
+    let skipped = assert_resumed(&o, &job);
+    assert!(stdout(&o).contains(&format!("({protocol} PSI)")));
+    assert_eq!(output_ids(&s.out), s.expected, "resumed {skipped}");
+    // Success deletes the checkpoints at both parties.
+    assert!(checkpointed(&s.dir, "alice").is_empty());
+    let started = Instant::now();
+    while !checkpointed(&s.dir, "bob").is_empty() {
+        assert!(started.elapsed() < Duration::from_secs(10), "bob keeps it");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    // The resumed attempt is anchored like any job: it has a proof.
+    let attempt = job_id(&stdout(&o));
+    let proof = s.dir.join("proof.json");
+    ok(&audit_prove(&s.dir, "alice", &attempt, &proof), "prove");
+}
+
+#[test]
+fn an_ecdh_psi_resumes_after_the_peer_restarts() {
+    // bob holds alice's set as tags (12 bytes each): cut after 1,000 of 6,000.
+    resume_test("ecdh", 6000, "recv-1-0", 12_000, "bob");
+}
+
+#[test]
+fn a_kkrt_psi_resumes_after_the_peer_restarts() {
+    // alice records matches (12 bytes each) chunk by chunk after the OPRF.
+    resume_test("kkrt", 40_000, "kkrt-found", 1_200, "alice");
+}
+
+#[test]
+fn a_resume_with_changed_inputs_or_no_checkpoint_is_refused() {
+    let s = setup(6000);
+    let _alice = serve_tuned(&s.dir, "alice");
+    let mut bob = serve_tuned(&s.dir, "bob");
+    wait_all_ok(&s.dir, &["alice", "bob"], Duration::from_secs(20));
+    let dir = s.dir.clone();
+    let job = cut_off(&s, "ecdh", &mut bob, &move || {
+        ck_file_len(&dir, "bob", "recv-1-0") >= 12_000
+    });
+    // Another protocol is another job.
+    let o = resume(&s, "kkrt", &job);
+    assert_clean_error(
+        &o,
+        "the job's parties or options differ from the checkpoint's",
+    );
+    // bob's input changes (same length: the digest finds it when the job runs).
+    let text = std::fs::read_to_string(&s.bob_csv).unwrap();
+    std::fs::write(
+        &s.bob_csv,
+        text.replacen("+447000003000", "+447000009999", 1),
+    )
+    .unwrap();
+    let o = resume(&s, "ecdh", &job);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("inputs changed since the checkpoint") && e.contains("bob"),
+        "{e}"
+    );
+    // A longer file is refused when proposed.
+    std::fs::write(&s.bob_csv, format!("{text}+449999999999,1\n")).unwrap();
+    let o = resume(&s, "ecdh", &job);
+    assert_clean_error(
+        &o,
+        &format!("cannot resume job {job} at `bob`: inputs changed since the checkpoint"),
+    );
+    std::fs::write(&s.bob_csv, text).unwrap();
+    // bob loses his checkpoint.
+    std::fs::remove_dir_all(jobs_dir(&s.dir, "bob").join(&job)).unwrap();
+    let o = resume(&s, "ecdh", &job);
+    assert_clean_error(&o, &format!("job {job} has no checkpoint at `bob`"));
+    // A job that alice never ran.
+    let o = resume(&s, "ecdh", "0123456789abcdef01234567");
+    assert_clean_error(
+        &o,
+        "job 0123456789abcdef01234567 has no checkpoint at `alice`",
+    );
+}
