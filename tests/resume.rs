@@ -274,3 +274,185 @@ fn a_resume_with_changed_inputs_or_no_checkpoint_is_refused() {
         "job 0123456789abcdef01234567 has no checkpoint at `alice`",
     );
 }
+
+/// Training data: alice `id,label,a1,a2`, bob `id,b1,b2` (the label depends on all four).
+fn train_data(dir: &Path, rows: usize) -> (PathBuf, PathBuf) {
+    let mut a = String::from("id,label,a1,a2\n");
+    let mut b = String::from("id,b1,b2\n");
+    let mut x = 12345u64;
+    let mut r = || {
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        ((x >> 11) as f64 / (1u64 << 53) as f64) * 2.0 - 1.0
+    };
+    for i in 0..rows {
+        let v = [r(), r(), r(), r()];
+        let z = 1.5 * v[0] - v[1] + 0.8 * v[2] + 0.3 * v[3] + 0.5 * r();
+        a.push_str(&format!(
+            "c{i:05},{},{:.4},{:.4}\n",
+            (z > 0.0) as u8,
+            v[0],
+            v[1]
+        ));
+        b.push_str(&format!("c{i:05},{:.4},{:.4}\n", v[2], v[3]));
+    }
+    let (pa, pb) = (dir.join("ta.csv"), dir.join("tb.csv"));
+    std::fs::write(&pa, a).unwrap();
+    std::fs::write(&pb, b).unwrap();
+    (pa, pb)
+}
+
+fn weights(path: &Path) -> (f64, Vec<f64>, usize) {
+    let m: confide_training::Model = serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap();
+    (
+        m.intercept,
+        m.weights.values().copied().collect(),
+        m.metrics.epochs,
+    )
+}
+
+#[test]
+fn a_training_job_resumes_from_its_last_epoch_after_the_peer_restarts() {
+    let (root, dir, _) = new_alliance("alice,bob,carol");
+    let (pa, pb) = train_data(root.path(), 3000);
+    add_dataset(&dir, "alice", "credit", &pa, "id", "{ train = [\"bob\"] }");
+    add_dataset(&dir, "bob", "credit", &pb, "id", "{ train = [\"alice\"] }");
+    let _alice = serve_tuned(&dir, "alice");
+    let mut bob = serve_tuned(&dir, "bob");
+    let _carol = serve_tuned(&dir, "carol");
+    wait_all_ok(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
+    let cfg = config(&dir, "alice");
+    let args = |out: &Path, extra: &[&str]| {
+        let mut v: Vec<String> = [
+            "train",
+            "--config",
+            path_str(&cfg),
+            "--dataset",
+            "credit",
+            "--peer",
+            "bob:credit",
+            "--label",
+            "label",
+            "--epochs",
+            "10",
+            "--batch-size",
+            "32",
+            "--tolerance",
+            "0",
+            "--output",
+            path_str(out),
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    // The uninterrupted run.
+    let whole = root.path().join("whole.json");
+    let o = cli(&args(&whole, &["--seed", "77"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .output()
+    .unwrap();
+    ok(&o, "uninterrupted train");
+    let (i0, w0, e0) = weights(&whole);
+    // The same job, bob's daemon killed once both generations of his checkpoint exist
+    // (at least two epochs done).
+    let cut = root.path().join("cut.json");
+    let job = cli(&args(&cut, &["--seed", "77"])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
+    let started = Instant::now();
+    let state = |g: u32| -> bool {
+        checkpoint_files(&dir, "bob")
+            .iter()
+            .any(|f| f.ends_with(&format!("state-{g}")))
+    };
+    while !(state(0) && state(1)) {
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "no epoch checkpoint"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    bob.child.kill().unwrap();
+    bob.child.wait().unwrap();
+    let out = job.wait_with_output().unwrap();
+    assert!(!out.status.success(), "training survived bob's death");
+    assert!(!cut.exists());
+    let ids = checkpointed_train(&dir, "alice");
+    assert_eq!(ids.len(), 1, "alice keeps the training checkpoint");
+    let orig = ids[0].clone();
+    bob = serve_tuned(&dir, "bob");
+    wait_all_ok(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
+    // Resume (the seed comes from the checkpoint).
+    let o = cli(&args(&cut, &["--resume", &orig])
+        .iter()
+        .map(String::as_str)
+        .collect::<Vec<_>>())
+    .output()
+    .unwrap();
+    let line = ok(&o, "train --resume");
+    let tail = format!("resumed job {orig} after epoch ");
+    let at = line.find(&tail).unwrap_or_else(|| panic!("{line}"));
+    let from: usize = line[at + tail.len()..]
+        .trim()
+        .trim_end_matches(|c: char| !c.is_ascii_digit())
+        .parse()
+        .unwrap();
+    assert!(from >= 1, "{line}");
+    let err = stderr(&o);
+    assert!(
+        !err.contains("epoch: 1/") && err.contains(&format!("epoch: {}/", from + 1)),
+        "progress starts past epoch 0: {err}"
+    );
+    let (i1, w1, e1) = weights(&cut);
+    assert_eq!(e1, e0, "the same schedule");
+    // Fresh dealer randomness after the resume changes fixed-point roundings only.
+    eprintln!(
+        "epochs {e0}, resumed after {from}: intercept {i0} vs {i1}, weights {w0:?} vs {w1:?}"
+    );
+    for (a, b) in std::iter::once((i0, i1)).chain(w0.into_iter().zip(w1)) {
+        assert!((a - b).abs() <= 1e-3 * a.abs().max(1.0), "{a} vs {b}");
+    }
+    assert!(
+        checkpointed_train(&dir, "alice").is_empty(),
+        "deleted on success"
+    );
+    drop(bob);
+}
+
+fn checkpoint_files(dir: &Path, party: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    for j in std::fs::read_dir(jobs_dir(dir, party))
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        for f in std::fs::read_dir(j.path().join("checkpoint"))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            out.push(f.path().to_string_lossy().into_owned());
+        }
+    }
+    out
+}
+
+fn checkpointed_train(dir: &Path, party: &str) -> Vec<String> {
+    std::fs::read_dir(jobs_dir(dir, party))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| e.path().join("checkpoint").join("options.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect()
+}

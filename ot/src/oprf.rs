@@ -80,7 +80,7 @@ impl OprfSender {
 
     /// The key of [`Self::export`]; `None` if `bytes` is not a whole key.
     pub fn import(bytes: &[u8]) -> Option<Self> {
-        if bytes.len() % (16 * WB) != 0 || bytes.len() < 2 * WB * 16 {
+        if !bytes.len().is_multiple_of(16 * WB) || bytes.len() < 2 * WB * 16 {
             return None;
         }
         let mut blocks: Vec<Block> = bytes

@@ -335,7 +335,7 @@ pub(crate) async fn core<T: Transport>(
                 while pos < n_r {
                     let msg = t.recv(peer).await?;
                     let c = msg.len() / len.max(1);
-                    if msg.len() % len != 0 || c == 0 || c as u64 > n_r - pos {
+                    if !msg.len().is_multiple_of(len) || c == 0 || c as u64 > n_r - pos {
                         return Err(PsiError::malformed(peer, "KKRT: bad tag chunk"));
                     }
                     let own = mine.clone();

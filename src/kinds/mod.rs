@@ -264,6 +264,7 @@ impl JobOptions {
     pub fn resume_of(&self) -> Option<&str> {
         match self {
             JobOptions::Psi(o) => o.resume.as_deref(),
+            JobOptions::Train(o) => o.resume.as_deref(),
             _ => None,
         }
     }

@@ -73,7 +73,7 @@ pub enum Ended {
 pub fn finish(data_dir: &Path, job_id: &str, resume: Option<&str>, ended: Ended) {
     let work = data_dir.join("jobs").join(job_id);
     let own_ck = checkpoint_dir(data_dir, job_id);
-    if ended == Ended::Failed && resume.is_none() && own_ck.join("state").exists() {
+    if ended == Ended::Failed && resume.is_none() && has_checkpoint(&own_ck) {
         remove_all_but(&work, CHECKPOINT_DIR);
     } else {
         let _ = std::fs::remove_dir_all(&work);
@@ -115,11 +115,13 @@ pub fn clean_leftovers(jobs_dir: &Path) -> (usize, usize) {
     for entry in entries.flatten() {
         let path = entry.path();
         let ck = path.join(CHECKPOINT_DIR);
-        let fresh = std::fs::metadata(ck.join("state"))
-            .and_then(|m| m.modified())
-            .ok()
-            .and_then(|t| t.elapsed().ok())
-            .is_some_and(|age| age < CHECKPOINT_TTL);
+        let fresh = ["state", "state-0", "state-1"].iter().any(|f| {
+            std::fs::metadata(ck.join(f))
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age < CHECKPOINT_TTL)
+        });
         if path.is_dir() && fresh {
             remove_all_but(&path, CHECKPOINT_DIR);
             kept += 1;
@@ -136,4 +138,105 @@ pub fn clean_leftovers(jobs_dir: &Path) -> (usize, usize) {
         }
     }
     (removed, kept)
+}
+
+/// The job's options and parties, kept next to a training checkpoint (what a resume must
+/// match, and where the initiator finds the job's seed).
+pub const OPTIONS_FILE: &str = "options.json";
+
+/// Whether `dir` holds a checkpoint (PSI: `state`; training: `state-0` / `state-1`).
+pub fn has_checkpoint(dir: &Path) -> bool {
+    ["state", "state-0", "state-1"]
+        .iter()
+        .any(|f| dir.join(f).is_file())
+}
+
+/// What a training checkpoint records of its job: the parties (with datasets) and the
+/// options without `resume`.
+fn job_record(parties: &[confide_proto::DatasetRef], options: &serde_json::Value) -> String {
+    let parties: Vec<(&str, &str)> = parties
+        .iter()
+        .map(|p| (p.party.as_str(), p.dataset.as_str()))
+        .collect();
+    serde_json::json!({ "parties": parties, "options": options }).to_string()
+}
+
+/// The options of a training job as a checkpoint compares them.
+pub fn train_options_value(o: &crate::kinds::train::Opts) -> serde_json::Value {
+    let mut o = o.clone();
+    o.resume = None;
+    o.seed_from_checkpoint = false;
+    serde_json::to_value(&o).unwrap_or_default()
+}
+
+/// Records a training job's parties and options in its checkpoint folder (0600).
+pub fn save_options(
+    dir: &Path,
+    parties: &[confide_proto::DatasetRef],
+    o: &crate::kinds::train::Opts,
+) -> Result<(), DaemonError> {
+    let text = job_record(parties, &train_options_value(o));
+    crate::base::files::write_atomic(&dir.join(OPTIONS_FILE), text.as_bytes(), true)
+}
+
+/// Checks, before a resumed training job is accepted at party `me`, that it holds a
+/// checkpoint of job `orig` made with the same parties and options.
+pub fn check_train(
+    data_dir: &Path,
+    orig: &str,
+    me: &str,
+    parties: &[confide_proto::DatasetRef],
+    o: &crate::kinds::train::Opts,
+    initiator: bool,
+) -> Result<(), DaemonError> {
+    check_id(orig)?;
+    if o.gbdt.is_some() {
+        return Err(DaemonError::InvalidRequest(
+            "boosted trees do not checkpoint yet: a cut-off GBDT job runs again from the start"
+                .into(),
+        ));
+    }
+    let dir = checkpoint_dir(data_dir, orig);
+    let saved = std::fs::read_to_string(dir.join(OPTIONS_FILE));
+    let Ok(saved) = saved.map(|s| s.trim().to_string()) else {
+        return Err(refusal(orig, me, "no checkpoint", initiator));
+    };
+    if !has_checkpoint(&dir) {
+        return Err(refusal(orig, me, "no checkpoint", initiator));
+    }
+    if saved != job_record(parties, &train_options_value(o)) {
+        return Err(refusal(
+            orig,
+            me,
+            "the job's parties or options differ from the checkpoint's",
+            initiator,
+        ));
+    }
+    Ok(())
+}
+
+/// At submission: a training job resumed without `--seed` takes the seed of the job it
+/// resumes, from this party's checkpoint (before anything is proposed or anchored).
+pub fn resolve(
+    options: crate::kinds::JobOptions,
+    data_dir: &Path,
+    me: &str,
+) -> Result<crate::kinds::JobOptions, DaemonError> {
+    let crate::kinds::JobOptions::Train(mut o) = options else {
+        return Ok(options);
+    };
+    if let (Some(orig), true) = (o.resume.clone(), o.seed_from_checkpoint) {
+        check_id(&orig)?;
+        let path = checkpoint_dir(data_dir, &orig).join(OPTIONS_FILE);
+        let saved: serde_json::Value = std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .ok_or_else(|| refusal(&orig, me, "no checkpoint", true))?;
+        let seed = saved["options"]["seed"]
+            .as_u64()
+            .ok_or_else(|| refusal(&orig, me, "no checkpoint", true))?;
+        o.seed = seed;
+    }
+    o.seed_from_checkpoint = false;
+    Ok(crate::kinds::JobOptions::Train(o))
 }

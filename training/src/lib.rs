@@ -122,7 +122,8 @@ pub use options::{GbdtOptions, PREDICT_BATCH, PredictOptions, TrainOptions, chec
 pub use plain::{PlainFit, Twin, auc, batch_order, generate_credit, train_plain};
 pub use protocol::{
     EpochProgress, MIN_ROWS, Metrics, Model, PartyNames, PredictParams, Role, SharedModel,
-    SigmoidKind, TrainOutcome, TrainParams, predict_shared, train,
+    SigmoidKind, TrainCheckpoint, TrainOutcome, TrainParams, predict_shared, train,
+    train_checkpointed,
 };
 pub use store::{GBDT_FORMAT, SHARE_FORMAT, ShareMeta, StoredGbdt, StoredShare, share_path};
 pub use table::{LocalData, Standardizer, Table, load_table};

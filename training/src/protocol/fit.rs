@@ -5,11 +5,12 @@ use std::num::Wrapping;
 
 use confide_mpc::ring::ZERO;
 use confide_mpc::share::owned;
-use confide_mpc::{Engine, FixedPoint, Party, R64, Transport};
+use confide_mpc::{Engine, FixedPoint, Party, R64, SharedVec, Transport};
 use ndarray::Array1;
 
 use confide_mpc::offload::heavy;
 
+use super::checkpoint::{self, TrainCheckpoint};
 use super::handshake::{Hello, handshake, params_json};
 use super::prep::{encode_mat, input_size, prepare, seat_of};
 use super::reveal::{reveal_model, secure_auc};
@@ -29,8 +30,25 @@ pub async fn train<T: Transport>(
     params: &TrainParams,
     progress: &(dyn Fn(EpochProgress) + Send + Sync),
 ) -> Result<TrainOutcome> {
+    train_checkpointed(t, role, data, params, progress, None).await
+}
+
+/// [`train`] with a checkpoint after every epoch in `ck.dir` ([`super::checkpoint`]); with
+/// `ck.resume`, continues from the newest epoch every party's checkpoint holds. Every seat
+/// must resume, or none. The schedule (epochs, batch order, step sizes, stopping) is the
+/// uninterrupted run's; the weights equal its weights up to the fixed-point rounding of
+/// the dealer's fresh randomness after the resume (see the crate docs).
+pub async fn train_checkpointed<T: Transport>(
+    t: &T,
+    role: Role,
+    data: Option<LocalData>,
+    params: &TrainParams,
+    progress: &(dyn Fn(EpochProgress) + Send + Sync),
+    ck: Option<&TrainCheckpoint>,
+) -> Result<TrainOutcome> {
     params.validate()?;
     let params_json = params_json(params)?;
+    let ck_fp = checkpoint::fingerprint(&params_json, role as u8, data.as_ref());
     let fp = FixedPoint::new(params.frac_bits)?;
     let names = &params.parties;
     let prep = if role == Role::Dealer {
@@ -47,6 +65,24 @@ pub async fn train<T: Transport>(
     };
     let hellos = handshake(t, role, names, &params_json, mine).await?;
     let prep = prep.transpose()?;
+    // On resume: the newest epoch every party holds.
+    let resumed = match ck.filter(|c| c.resume) {
+        Some(c) => {
+            let saved = checkpoint::load(&c.dir, &ck_fp)?;
+            let me_name = t.me().to_string();
+            let others: Vec<&str> = [&names.active, &names.passive, &names.dealer]
+                .into_iter()
+                .map(String::as_str)
+                .filter(|p| *p != me_name)
+                .collect();
+            let [p, q] = others[..] else {
+                return Err(TrainError::Internal("three distinct seats expected".into()));
+            };
+            let at = checkpoint::agree(t, [p, q], &saved).await?;
+            saved.into_iter().find(|s| s.epoch == at)
+        }
+        None => None,
+    };
     let n = hellos[0].rows;
     let cols = [hellos[0].cols, hellos[1].cols];
     let d = cols[0] + cols[1];
@@ -116,6 +152,26 @@ pub async fn train<T: Transport>(
     let mut best = st.w.clone();
     let (mut losses, mut val_aucs, mut steps) = (Vec::new(), Vec::new(), 0);
     let mut epoch = 0;
+    if let Some(s) = &resumed {
+        if me.is_some() {
+            if s.shares.iter().any(|v| v.len() != d) {
+                return Err(TrainError::Checkpoint(
+                    "the training checkpoint has the wrong number of weights".into(),
+                ));
+            }
+            let v = |i: usize| checkpoint::vec_of(&s.shares[i]);
+            st = Weights::import([v(0), v(1), v(2), v(3)], s.adam_t as usize);
+            best = v(4);
+            sched = Schedule::decode(fit, n_train, &s.sched).ok_or_else(|| {
+                TrainError::Checkpoint("the training checkpoint's schedule is unreadable".into())
+            })?;
+        }
+        losses = s.losses.clone();
+        val_aucs = s.val_aucs.clone();
+        steps = s.steps as usize;
+        epoch = s.epoch as usize;
+    }
+    let resumed_epochs = epoch;
     let stop = loop {
         let rate = sched.rate;
         let order: Vec<usize> = heavy(n_train, || {
@@ -187,6 +243,34 @@ pub async fn train<T: Transport>(
                 st.restart();
             }
         }
+        if let Some(c) = ck {
+            let (parts, adam_t) = st.export();
+            let share = |v: &SharedVec| {
+                if me.is_some() {
+                    checkpoint::raw(v)
+                } else {
+                    Vec::new()
+                }
+            };
+            let saved = checkpoint::Saved {
+                fingerprint: ck_fp,
+                epoch: epoch as u64,
+                steps: steps as u64,
+                sched: sched.encode(),
+                losses: losses.clone(),
+                val_aucs: val_aucs.clone(),
+                shares: [
+                    share(parts[0]),
+                    share(parts[1]),
+                    share(parts[2]),
+                    share(parts[3]),
+                    share(&best),
+                ],
+                adam_t: adam_t as u64,
+            };
+            let dir = c.dir.clone();
+            heavy(1, move || checkpoint::save(&dir, &saved))?;
+        }
         if let Some(s) = stop {
             break s;
         }
@@ -250,6 +334,7 @@ pub async fn train<T: Transport>(
         model,
         shared,
         warnings,
+        resumed_epochs,
     })
 }
 
