@@ -129,13 +129,12 @@ fn resume(s: &Setup, protocol: &str, job: &str) -> std::process::Output {
     cli(&args).output().unwrap()
 }
 
-/// Runs a PSI, kills bob's daemon once `ready` holds, restarts it; returns the job id.
-fn cut_off(s: &Setup, protocol: &str, bob: &mut Daemon, ready: &dyn Fn() -> bool) -> String {
-    let job = spawn_psi(s, protocol);
+/// Kills `bob`'s daemon once `ready` holds (within 2 minutes); `job` must then fail.
+fn kill_when(job: Child, bob: &mut Daemon, ready: &dyn Fn() -> bool) {
     let started = Instant::now();
     while !ready() {
         assert!(
-            started.elapsed() < Duration::from_secs(60),
+            started.elapsed() < Duration::from_secs(120),
             "the job never reached the cut-off point"
         );
         std::thread::sleep(Duration::from_millis(5));
@@ -144,6 +143,12 @@ fn cut_off(s: &Setup, protocol: &str, bob: &mut Daemon, ready: &dyn Fn() -> bool
     bob.child.wait().unwrap();
     let out = job.wait_with_output().unwrap();
     assert!(!out.status.success(), "the job survived bob's death");
+}
+
+/// Runs a PSI, kills bob's daemon once `ready` holds, restarts it; returns the job id.
+fn cut_off(s: &Setup, protocol: &str, bob: &mut Daemon, ready: &dyn Fn() -> bool) -> String {
+    let job = spawn_psi(s, protocol);
+    kill_when(job, bob, ready);
     assert!(!s.out.exists(), "a partial output was written");
     let ids = checkpointed(&s.dir, "alice");
     assert_eq!(ids.len(), 1, "alice keeps the checkpoint of the failed job");
@@ -369,23 +374,12 @@ fn a_training_job_resumes_from_its_last_epoch_after_the_peer_restarts() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let started = Instant::now();
     let state = |g: u32| -> bool {
         checkpoint_files(&dir, "bob")
             .iter()
             .any(|f| f.ends_with(&format!("state-{g}")))
     };
-    while !(state(0) && state(1)) {
-        assert!(
-            started.elapsed() < Duration::from_secs(120),
-            "no epoch checkpoint"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    bob.child.kill().unwrap();
-    bob.child.wait().unwrap();
-    let out = job.wait_with_output().unwrap();
-    assert!(!out.status.success(), "training survived bob's death");
+    kill_when(job, &mut bob, &|| state(0) && state(1));
     assert!(!cut.exists());
     let ids = checkpointed_train(&dir, "alice");
     assert_eq!(ids.len(), 1, "alice keeps the training checkpoint");

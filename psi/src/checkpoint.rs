@@ -343,7 +343,7 @@ impl Checkpoint {
             meta: Mutex::new(meta),
             resumed: false,
         };
-        ck.save()?;
+        ck.save(&*ck.lock()?)?;
         Ok((ck, seed, zeroize::Zeroizing::new(*fresh_key)))
     }
 
@@ -353,19 +353,17 @@ impl Checkpoint {
             .map_err(|_| PsiError::Internal("checkpoint lock poisoned".into()))
     }
 
-    fn save(&self) -> Result<(), PsiError> {
-        let m = self.lock()?;
+    /// Writes the state; the caller holds the lock, so writers never interleave.
+    fn save(&self, m: &Meta) -> Result<(), PsiError> {
         write_atomic(&self.dir.join(STATE), &m.encode())
     }
 
     /// Updates the state with `f` and writes it.
     pub fn update(&self, f: impl FnOnce(&mut KkrtState, &mut Vec<u64>)) -> Result<(), PsiError> {
-        {
-            let mut m = self.lock()?;
-            let Meta { kkrt, sizes, .. } = &mut *m;
-            f(kkrt, sizes);
-        }
-        self.save()
+        let mut m = self.lock()?;
+        let Meta { kkrt, sizes, .. } = &mut *m;
+        f(kkrt, sizes);
+        self.save(&m)
     }
 
     /// Every party's set size as recorded (empty before the hello).
@@ -422,11 +420,9 @@ impl Checkpoint {
         f.write_all(data)
             .and_then(|()| f.sync_data())
             .map_err(|e| PsiError::io(&path, e))?;
-        {
-            let mut m = self.lock()?;
-            *m.streams.entry((round as u8, origin as u16)).or_insert(0) += items;
-        }
-        self.save()
+        let mut m = self.lock()?;
+        *m.streams.entry((round as u8, origin as u16)).or_insert(0) += items;
+        self.save(&m)
     }
 }
 

@@ -106,6 +106,15 @@
 //! buffers; points between rounds go to files under the work directory. The
 //! intersection's IDs are gathered bucket by bucket, so [`run_to_memory`] holds one input
 //! bucket and the intersection.
+//!
+//! # Resume
+//!
+//! [`run_checkpointed`] keeps a checkpoint after every completed unit (ECDH: every received
+//! chunk of every stream; KKRT: the OPRF, then every chunk of tags) and continues from it
+//! after a crash; see [`checkpoint`] for what it holds (only this party's own key, seed,
+//! input digest and what it received) and why resending is safe. Below those units nothing
+//! is checkpointed: KKRT's OT extension is one unit, and ECDH's tag delivery and
+//! combination (no curve work) run again.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 

@@ -240,3 +240,60 @@ pub fn resolve(
     o.seed_from_checkpoint = false;
     Ok(crate::kinds::JobOptions::Train(o))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job_with_checkpoint(data: &Path, id: &str) -> PathBuf {
+        let ck = checkpoint_dir(data, id);
+        std::fs::create_dir_all(&ck).unwrap();
+        std::fs::write(ck.join("state"), b"x").unwrap();
+        std::fs::write(ck.parent().unwrap().join("round-1-set-1.pts"), b"spill").unwrap();
+        ck
+    }
+
+    #[test]
+    fn a_failed_job_keeps_its_checkpoint_success_and_cancel_delete_it() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path();
+        let (orig, again) = ("0123456789abcdef01234567", "89abcdef0123456701234567");
+        let ck = job_with_checkpoint(data, orig);
+        finish(data, orig, None, Ended::Failed);
+        assert!(ck.join("state").exists(), "kept for a resume");
+        assert!(!ck.parent().unwrap().join("round-1-set-1.pts").exists());
+        // A failed resume attempt keeps the original's checkpoint, drops its own folder.
+        std::fs::create_dir_all(data.join("jobs").join(again)).unwrap();
+        finish(data, again, Some(orig), Ended::Failed);
+        assert!(ck.join("state").exists());
+        assert!(!data.join("jobs").join(again).exists());
+        // A cancelled or successful attempt deletes it.
+        finish(data, again, Some(orig), Ended::Cancelled);
+        assert!(!ck.exists());
+        let ck = job_with_checkpoint(data, orig);
+        finish(data, orig, None, Ended::Succeeded);
+        assert!(!ck.exists());
+    }
+
+    #[test]
+    fn restart_cleanup_keeps_fresh_checkpoints_and_expires_old_ones() {
+        let d = tempfile::tempdir().unwrap();
+        let data = d.path();
+        let fresh = job_with_checkpoint(data, "0123456789abcdef01234567");
+        let old = job_with_checkpoint(data, "89abcdef0123456701234567");
+        let long_ago = std::time::SystemTime::now() - CHECKPOINT_TTL - Duration::from_secs(60);
+        std::fs::File::options()
+            .write(true)
+            .open(old.join("state"))
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        let spill_only = data.join("jobs").join("aaaaaaaaaaaaaaaaaaaaaaaa");
+        std::fs::create_dir_all(&spill_only).unwrap();
+        assert_eq!(clean_leftovers(&data.join("jobs")), (2, 1));
+        assert!(fresh.join("state").exists());
+        assert!(!fresh.parent().unwrap().join("round-1-set-1.pts").exists());
+        assert!(!old.parent().unwrap().exists(), "expired");
+        assert!(!spill_only.exists());
+    }
+}

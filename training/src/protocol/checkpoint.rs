@@ -40,6 +40,28 @@ pub(super) struct Saved {
     /// w, momentum, Adam's m and v, best w (this party's shares; empty at the dealer).
     pub shares: [Vec<u64>; 5],
     pub adam_t: u64,
+    /// Why training stopped after this epoch (0: it goes on; see [`stop_code`]).
+    pub stop: u8,
+}
+
+/// The code of a stop decision in a checkpoint.
+pub(super) fn stop_code(s: Option<crate::Stop>) -> u8 {
+    match s {
+        None => 0,
+        Some(crate::Stop::Converged) => 1,
+        Some(crate::Stop::Validation) => 2,
+        Some(crate::Stop::Cap) => 3,
+    }
+}
+
+/// The stop decision of [`stop_code`] (`None`: training goes on).
+pub(super) fn stop_of(c: u8) -> Option<crate::Stop> {
+    match c {
+        1 => Some(crate::Stop::Converged),
+        2 => Some(crate::Stop::Validation),
+        3 => Some(crate::Stop::Cap),
+        _ => None,
+    }
 }
 
 impl Drop for Saved {
@@ -102,6 +124,7 @@ impl Saved {
     fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
         let mut m = zeroize::Zeroizing::new(MAGIC.to_vec());
         m.extend_from_slice(&self.fingerprint);
+        m.push(self.stop);
         for v in [self.epoch, self.steps, self.adam_t, self.sched.len() as u64] {
             m.extend_from_slice(&v.to_le_bytes());
         }
@@ -124,6 +147,7 @@ impl Saved {
             return None;
         }
         let fingerprint: [u8; 32] = r.take(32)?.try_into().ok()?;
+        let stop = r.take(1)?[0];
         let (epoch, steps, adam_t, sl) = (r.u64()?, r.u64()?, r.u64()?, r.u64()?);
         let sched = r.take(usize::try_from(sl).ok()?)?.to_vec();
         let losses = r.list()?.into_iter().map(f64::from_bits).collect();
@@ -141,6 +165,7 @@ impl Saved {
             val_aucs,
             shares,
             adam_t,
+            stop,
         })
     }
 }

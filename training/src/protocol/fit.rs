@@ -172,107 +172,114 @@ pub async fn train_checkpointed<T: Transport>(
         epoch = s.epoch as usize;
     }
     let resumed_epochs = epoch;
-    let stop = loop {
-        let rate = sched.rate;
-        let order: Vec<usize> = heavy(n_train, || {
-            batch_order(fit.seed, epoch, n_train)
-                .into_iter()
-                .map(|i| train_rows[i])
-                .collect()
-        });
-        let loss = epoch_step(
-            &mut e,
-            &inputs,
-            &mut st,
-            &order,
-            fit.batch_size,
-            rate,
-            &up,
-            &sig,
-        )
-        .await?;
-        steps += n_train.div_ceil(fit.batch_size);
-        let val = if val_rows.is_empty() {
-            None
-        } else {
-            let v = secure_auc(
+    // A job cut off after its last epoch (during the reveal) does not train again.
+    let done = resumed.as_ref().and_then(|s| checkpoint::stop_of(s.stop));
+    let stop = if let Some(s) = done {
+        s
+    } else {
+        loop {
+            let rate = sched.rate;
+            let order: Vec<usize> = heavy(n_train, || {
+                batch_order(fit.seed, epoch, n_train)
+                    .into_iter()
+                    .map(|i| train_rows[i])
+                    .collect()
+            });
+            let loss = epoch_step(
                 &mut e,
-                &m,
-                &st.w,
-                &inputs.y_int,
-                &val_rows,
-                params.auc_bins,
+                &inputs,
+                &mut st,
+                &order,
                 fit.batch_size,
-                &both,
+                rate,
+                &up,
+                &sig,
             )
             .await?;
-            Some(v.map_or(0.5, |v| v.0))
-        };
-        epoch += 1;
-        // The computing parties decide on the opened values; A tells the dealer.
-        let (decision, loss) = match loss {
-            Some(l) => {
-                losses.push(l);
-                val_aucs.extend(val);
-                let dec = sched.after_epoch(l, val);
-                if me == Some(Party::P0) {
-                    t.send(&names.dealer, vec![u8::from(dec.stop.is_some())])
-                        .await?;
-                }
-                (Some(dec), Some(l))
-            }
-            None => (None, None),
-        };
-        let stop = match &decision {
-            Some(d) => d.stop,
-            None => dealer_flag(t, &names.active, epoch, fit.epochs).await?,
-        };
-        progress(EpochProgress {
-            epoch,
-            epochs: fit.epochs,
-            loss,
-            validation_auc: val.filter(|_| me.is_some()),
-            learning_rate: me.map(|_| rate),
-            stop,
-        });
-        if let Some(dec) = decision {
-            if dec.best {
-                best = st.w.clone();
-            }
-            if dec.restart {
-                st.restart();
-            }
-        }
-        if let Some(c) = ck {
-            let (parts, adam_t) = st.export();
-            let share = |v: &SharedVec| {
-                if me.is_some() {
-                    checkpoint::raw(v)
-                } else {
-                    Vec::new()
-                }
+            steps += n_train.div_ceil(fit.batch_size);
+            let val = if val_rows.is_empty() {
+                None
+            } else {
+                let v = secure_auc(
+                    &mut e,
+                    &m,
+                    &st.w,
+                    &inputs.y_int,
+                    &val_rows,
+                    params.auc_bins,
+                    fit.batch_size,
+                    &both,
+                )
+                .await?;
+                Some(v.map_or(0.5, |v| v.0))
             };
-            let saved = checkpoint::Saved {
-                fingerprint: ck_fp,
-                epoch: epoch as u64,
-                steps: steps as u64,
-                sched: sched.encode(),
-                losses: losses.clone(),
-                val_aucs: val_aucs.clone(),
-                shares: [
-                    share(parts[0]),
-                    share(parts[1]),
-                    share(parts[2]),
-                    share(parts[3]),
-                    share(&best),
-                ],
-                adam_t: adam_t as u64,
+            epoch += 1;
+            // The computing parties decide on the opened values; A tells the dealer.
+            let (decision, loss) = match loss {
+                Some(l) => {
+                    losses.push(l);
+                    val_aucs.extend(val);
+                    let dec = sched.after_epoch(l, val);
+                    if me == Some(Party::P0) {
+                        t.send(&names.dealer, vec![u8::from(dec.stop.is_some())])
+                            .await?;
+                    }
+                    (Some(dec), Some(l))
+                }
+                None => (None, None),
             };
-            let dir = c.dir.clone();
-            heavy(1, move || checkpoint::save(&dir, &saved))?;
-        }
-        if let Some(s) = stop {
-            break s;
+            let stop = match &decision {
+                Some(d) => d.stop,
+                None => dealer_flag(t, &names.active, epoch, fit.epochs).await?,
+            };
+            progress(EpochProgress {
+                epoch,
+                epochs: fit.epochs,
+                loss,
+                validation_auc: val.filter(|_| me.is_some()),
+                learning_rate: me.map(|_| rate),
+                stop,
+            });
+            if let Some(dec) = decision {
+                if dec.best {
+                    best = st.w.clone();
+                }
+                if dec.restart {
+                    st.restart();
+                }
+            }
+            if let Some(c) = ck {
+                let (parts, adam_t) = st.export();
+                let share = |v: &SharedVec| {
+                    if me.is_some() {
+                        checkpoint::raw(v)
+                    } else {
+                        Vec::new()
+                    }
+                };
+                let saved = checkpoint::Saved {
+                    fingerprint: ck_fp,
+                    epoch: epoch as u64,
+                    steps: steps as u64,
+                    sched: sched.encode(),
+                    losses: losses.clone(),
+                    val_aucs: val_aucs.clone(),
+                    shares: [
+                        share(parts[0]),
+                        share(parts[1]),
+                        share(parts[2]),
+                        share(parts[3]),
+                        share(&best),
+                    ],
+                    adam_t: adam_t as u64,
+                    stop: checkpoint::stop_code(stop),
+                };
+                let dir = c.dir.clone();
+                heavy(1, move || checkpoint::save(&dir, &saved))?;
+            }
+            if let Some(s) = stop {
+                break s;
+            }
         }
     };
     if !val_rows.is_empty() {
