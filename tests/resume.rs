@@ -201,6 +201,17 @@ fn resume_test(protocol: &str, n: usize, bob_file: &'static str, cut_at: u64, pa
     let job = cut_off(&s, protocol, &mut bob, &move || {
         ck_file_len(&dir, &party, bob_file) >= cut_at
     });
+    // The checkpoint is private to its party: folder 0700, files 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let ck = jobs_dir(&s.dir, "bob").join(&job).join("checkpoint");
+    assert_eq!(
+        std::fs::metadata(&ck).unwrap().permissions().mode() & 0o777,
+        0o700
+    );
+    for f in std::fs::read_dir(&ck).unwrap() {
+        let m = f.unwrap().metadata().unwrap().permissions().mode();
+        assert_eq!(m & 0o777, 0o600, "{m:o}");
+    }
     let o = resume(&s, protocol, &job);
     let skipped = assert_resumed(&o, &job);
     assert!(stdout(&o).contains(&format!("({protocol} PSI)")));
@@ -386,6 +397,51 @@ fn a_training_job_resumes_from_its_last_epoch_after_the_peer_restarts() {
     let orig = ids[0].clone();
     bob = serve_tuned(&dir, "bob");
     wait_all_ok(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
+    // bob's data changed: refused (his rows' digest is in his checkpoint).
+    let text = std::fs::read_to_string(&pb).unwrap();
+    let changed: Vec<&str> = text
+        .lines()
+        .map(|l| {
+            if l.starts_with("c00007,") {
+                "c00007,0.1234,0.5678"
+            } else {
+                l
+            }
+        })
+        .collect();
+    std::fs::write(&pb, changed.join("\n") + "\n").unwrap();
+    let run = |extra: &[&str]| {
+        let v = args(&cut, extra);
+        cli(&v.iter().map(String::as_str).collect::<Vec<_>>())
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--resume", &orig]);
+    assert!(!o.status.success());
+    let e = stderr(&o);
+    assert!(
+        e.contains("inputs changed since the checkpoint") && e.contains("bob"),
+        "{e}"
+    );
+    std::fs::write(&pb, text).unwrap();
+    // bob's checkpoint holds his shares and the public schedule: none of alice's values.
+    let alice_values: Vec<[u8; 8]> = std::fs::read_to_string(&pa)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .take(50)
+        .flat_map(|l| {
+            l.split(',')
+                .skip(2)
+                .map(|v| v.parse::<f64>().unwrap().to_le_bytes())
+        })
+        .collect();
+    for f in checkpoint_files(&dir, "bob") {
+        let bytes = std::fs::read(&f).unwrap();
+        for v in &alice_values {
+            assert!(!bytes.windows(8).any(|w| w == v), "alice's value in {f}");
+        }
+    }
     // Resume (the seed comes from the checkpoint).
     let o = cli(&args(&cut, &["--resume", &orig])
         .iter()
