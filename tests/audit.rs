@@ -223,9 +223,10 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
 
 #[test]
 fn a_job_is_anchored_before_it_runs_and_does_not_run_unanchored() {
-    let (root, dir, _) = new_alliance("alice,bob,carol");
+    // Four members: a final checkpoint needs three of them.
+    let (root, dir, _) = new_alliance("alice,bob,carol,dave");
     let data = write_ids(root.path(), 300);
-    for (p, peer) in [("bob", "carol"), ("carol", "bob")] {
+    for (p, peer) in [("bob", "alice"), ("alice", "bob")] {
         add_dataset(
             &dir,
             p,
@@ -235,11 +236,15 @@ fn a_job_is_anchored_before_it_runs_and_does_not_run_unanchored() {
             &format!("{{ psi = [\"{peer}\"] }}"),
         );
     }
-    // alice is the audit sequencer (the first member).
-    let mut alice = serve(&dir, "alice");
+    let _alice = serve(&dir, "alice");
     let _bob = serve(&dir, "bob");
-    let _carol = serve(&dir, "carol");
-    wait_all_ok(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
+    let mut carol = serve(&dir, "carol");
+    let mut dave = serve(&dir, "dave");
+    wait_all_ok(
+        &dir,
+        &["alice", "bob", "carol", "dave"],
+        Duration::from_secs(20),
+    );
 
     // A job that runs: its start and its outcome are both on the chain.
     let bob_psi = |out: &Path| {
@@ -247,7 +252,7 @@ fn a_job_is_anchored_before_it_runs_and_does_not_run_unanchored() {
             &dir,
             "bob",
             "ids",
-            &["carol:ids"],
+            &["alice:ids"],
             &["--output", path_str(out)],
         )
     };
@@ -264,10 +269,13 @@ fn a_job_is_anchored_before_it_runs_and_does_not_run_unanchored() {
         "the start entry can be opened later"
     );
 
-    // With the sequencer down nothing can be anchored: the job fails before it computes,
-    // and no result file appears.
-    alice.child.kill().unwrap();
-    alice.child.wait().unwrap();
+    // With half the members down no checkpoint can be final, so nothing can be anchored
+    // (whichever member sequences): the job fails before it computes, and no result file
+    // appears.
+    for d in [&mut carol, &mut dave] {
+        d.child.kill().unwrap();
+        d.child.wait().unwrap();
+    }
     let out = root.path().join("second.csv");
     let o = bob_psi(&out);
     assert!(!o.status.success());

@@ -201,3 +201,52 @@ fn a_bare_inclusion_promise_is_refused() {
     assert!(e.contains("expected `confide-risk-evidence/v2`"), "{e}");
     check(&l, "bob", "carol", hash, &ev).unwrap();
 }
+
+#[test]
+fn a_promise_made_after_a_view_change_must_be_timed_near_the_nodes_clock() {
+    use confide::audit::evidence::{PROMISE_SKEW_MS, check_risk_evidence_at};
+    let mut l = log();
+    let hash = [5u8; 32];
+    // bob takes over as the sequencer of view 1 with carol's vote.
+    let [_, b, c] = &mut l.stores[..] else {
+        unreachable!()
+    };
+    let votes = vec![b.vote(1).unwrap(), c.vote(1).unwrap()];
+    let nv = b.lead_view(votes, &[]).unwrap();
+    assert!(c.enter_view(&nv).unwrap());
+    // carol's query, appended by bob, final with carol's cosignature.
+    let salt = new_salt();
+    let entry = c
+        .sign_entry(EntryBody {
+            timestamp_ms: 1,
+            member: "carol".into(),
+            kind: JobKind::RiskQuery,
+            job_id: format!("q-{}", hex::encode(salt)),
+            served_by: vec!["alice".into(), "bob".into()],
+            fingerprint: fingerprint(&salt, &hash, b""),
+        })
+        .unwrap();
+    let promise = b.append_signed(&[entry]).unwrap().remove(0);
+    assert_eq!((promise.view, promise.sequencer.as_str()), (1, "bob"));
+    b.checkpoint().unwrap();
+    let up = b.update_for(c.size(), 10_000).unwrap();
+    let cosig = c.apply(&up.entries, &up.checkpoint, &up.proof).unwrap();
+    let fin = b.add_cosignature(&cosig).unwrap().expect("bob and carol");
+    c.record_final(&fin).unwrap();
+    let t = promise.timestamp_ms;
+    let ev = serde_json::to_vec(&RiskEvidence {
+        format: RISK_EVIDENCE_FORMAT.into(),
+        proof: c.prove(promise.index).unwrap(),
+        promise,
+        salt_hex: hex::encode(salt),
+        blinded_hash_hex: hex::encode(hash),
+    })
+    .unwrap();
+    let at = |now| check_risk_evidence_at(&l.genesis, ("alice", "carol"), hash, &ev, now);
+    at(t).unwrap();
+    at(t + PROMISE_SKEW_MS).unwrap();
+    for off in [t + PROMISE_SKEW_MS + 1_000, t - PROMISE_SKEW_MS - 1_000] {
+        let e = at(off).unwrap_err();
+        assert!(e.contains("away from this node's clock"), "{e}");
+    }
+}

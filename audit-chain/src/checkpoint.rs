@@ -314,19 +314,30 @@ pub struct InclusionPromise {
     pub timestamp_ms: u64,
     /// Sequencer name.
     pub sequencer: String,
+    /// The view in which the sequencer appended the entry (0 before any view change).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub view: u64,
     /// Sequencer's Ed25519 signature.
     #[serde(with = "hex_array")]
     pub signature: [u8; 64],
 }
 
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
 impl InclusionPromise {
-    fn message(index: u64, entry_hash: &Hash, log_id: &Hash, ts: u64) -> Vec<u8> {
-        let mut m = Vec::with_capacity(PROMISE_CONTEXT.len() + 80);
+    fn message(index: u64, entry_hash: &Hash, log_id: &Hash, ts: u64, view: u64) -> Vec<u8> {
+        let mut m = Vec::with_capacity(PROMISE_CONTEXT.len() + 88);
         m.extend_from_slice(PROMISE_CONTEXT);
         m.extend_from_slice(log_id);
         m.extend_from_slice(&index.to_be_bytes());
         m.extend_from_slice(entry_hash);
         m.extend_from_slice(&ts.to_be_bytes());
+        // View 0 keeps the original layout, so promises made before views still verify.
+        if view > 0 {
+            m.extend_from_slice(&view.to_be_bytes());
+        }
         m
     }
 
@@ -335,11 +346,17 @@ impl InclusionPromise {
         entry_hash: Hash,
         log_id: Hash,
         timestamp_ms: u64,
-        sequencer: &str,
+        (sequencer, view): (&str, u64),
         key: &SigningKey,
     ) -> Self {
         let signature = key
-            .sign(&Self::message(index, &entry_hash, &log_id, timestamp_ms))
+            .sign(&Self::message(
+                index,
+                &entry_hash,
+                &log_id,
+                timestamp_ms,
+                view,
+            ))
             .to_bytes();
         InclusionPromise {
             index,
@@ -347,6 +364,7 @@ impl InclusionPromise {
             log_id,
             timestamp_ms,
             sequencer: sequencer.to_string(),
+            view,
             signature,
         }
     }
@@ -358,10 +376,11 @@ impl InclusionPromise {
                 "promise is for another log".into(),
             ));
         }
-        if self.sequencer != genesis.sequencer {
-            return Err(AuditError::BadSignature(
-                "promise not by the sequencer".into(),
-            ));
+        if self.sequencer != genesis.sequencer_at(self.view) {
+            return Err(AuditError::BadSignature(format!(
+                "promise not by the sequencer of view {}",
+                self.view
+            )));
         }
         let keys = genesis.keys()?;
         let key = keys
@@ -372,6 +391,7 @@ impl InclusionPromise {
             &self.entry_hash,
             &self.log_id,
             self.timestamp_ms,
+            self.view,
         );
         key.verify_strict(&m, &Signature::from_bytes(&self.signature))
             .map_err(|_| AuditError::BadSignature("inclusion promise".into()))
@@ -384,18 +404,24 @@ impl Equivocation {
     /// Check the evidence independently, with only the genesis.
     pub fn verify(&self, genesis: &Genesis) -> Result<()> {
         let keys = genesis.keys()?;
-        let seq_key = keys
-            .get(&genesis.sequencer)
-            .ok_or_else(|| AuditError::UnknownMember(genesis.sequencer.clone()))?;
         let a = SignedCheckpoint::from_note(&self.note_a)?;
         let b = SignedCheckpoint::from_note(&self.note_b)?;
+        // Both signed by the same member, as sequencer (of whichever views).
+        let seq = a
+            .signatures
+            .first()
+            .map(|s| s.name.clone())
+            .ok_or_else(|| AuditError::BadSignature("unsigned evidence".into()))?;
+        let seq_key = keys
+            .get(&seq)
+            .ok_or_else(|| AuditError::UnknownMember(seq.clone()))?;
         for c in [&a, &b] {
             if c.checkpoint.origin != genesis.origin() {
                 return Err(AuditError::BadSignature(
                     "evidence is for another log".into(),
                 ));
             }
-            c.verify_signer(&genesis.sequencer, seq_key)?;
+            c.verify_signer(&seq, seq_key)?;
         }
         let (ca, cb) = (&a.checkpoint, &b.checkpoint);
         if ca.size != self.size_a || cb.size != self.size_b || cb.size > ca.size {

@@ -63,6 +63,16 @@ pub enum AuditError {
         /// Size already accepted.
         have: u64,
     },
+    /// A message of an older view than this member's (the sender was replaced as sequencer).
+    #[error("view {got} is over: this member is at view {have} (sequencer `{sequencer}`)")]
+    OldView {
+        /// The view of the message.
+        got: u64,
+        /// This member's view.
+        have: u64,
+        /// The sequencer of this member's view.
+        sequencer: String,
+    },
     /// The operation is only for the sequencer (or only for a non-sequencer member).
     #[error("wrong role: {0}")]
     WrongRole(&'static str),

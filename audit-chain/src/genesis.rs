@@ -107,6 +107,21 @@ impl Genesis {
         Ok(())
     }
 
+    /// The sequencer of `view`: the genesis sequencer at view 0, then the next member in
+    /// genesis order at each view change (wrapping around).
+    pub fn sequencer_at(&self, view: u64) -> &str {
+        let n = self.members.len().max(1) as u64;
+        let first = self
+            .members
+            .iter()
+            .position(|m| m.name == self.sequencer)
+            .unwrap_or(0) as u64;
+        let i = ((first + view % n) % n) as usize;
+        self.members
+            .get(i)
+            .map_or(self.sequencer.as_str(), |m| m.name.as_str())
+    }
+
     /// Parse and validate genesis JSON.
     pub fn from_json(json: &str) -> Result<Self> {
         let g: Genesis =

@@ -96,6 +96,12 @@
 //! two inconsistent checkpoints is caught by any member holding the earlier one:
 //! the member stores [`Equivocation`] evidence (checkable by anyone with the
 //! genesis) and stops cosigning for good.
+//!
+//! ## Failover
+//!
+//! The sequencer can be replaced: [`view`] describes the view change (votes from a
+//! quorum, the longest voted log as the new view's base, a certificate anyone checks with
+//! the genesis). Every entry under a final checkpoint survives it.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
@@ -109,6 +115,7 @@ pub mod genesis;
 pub mod merkle;
 pub mod replicator;
 pub mod store;
+pub mod view;
 
 pub use bundle::{MemberSummary, ProofBundle, VerifiedBundle, summarize, verify_bundle};
 pub use checkpoint::{
@@ -124,3 +131,4 @@ pub use replicator::{
     ReplyOutcome, handle_replicate, serve_fetch,
 };
 pub use store::{AuditStore, SetAside, Update, VerifyReport};
+pub use view::{NewView, Vote};

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{NAMES, body, genesis, key, open};
+use common::{NAMES, body, cases, genesis, key, open};
 use confide_audit::{AuditError, Entry, Genesis, Member, verify_bundle};
 use proptest::prelude::*;
 use serde_json::Value;
@@ -169,14 +169,6 @@ fn quorum_and_genesis_are_enforced() {
     assert!(verify_bundle("{}", &g).is_err());
     assert!(verify_bundle(&bundle, "not json").is_err());
     assert!(Genesis::from_json(&g).is_ok());
-}
-
-/// 256 cases by default; `CONFIDE_FUZZ_CASES=100000` in CI's dedicated decoder step.
-fn cases() -> u32 {
-    std::env::var("CONFIDE_FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(256)
 }
 
 proptest! {

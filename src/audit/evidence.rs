@@ -239,15 +239,37 @@ pub fn risk_evidence_kind(evidence: &[u8]) -> Result<JobKind, String> {
 /// Checks risk evidence at compute node `node`: an entry signed by `querier` of kind
 /// risk-query (or risk-ingest), whose fingerprint commits to exactly `blinded_hash`, included
 /// (RFC 6962 proof) in a checkpoint cosigned by a quorum of genesis members among which at
-/// least one is neither `node` nor `querier`, and promised by the sequencer.
-/// Returns the entry's RFC 6962 leaf hash (its canonical identity, however the evidence
-/// encodes it) and the sequencer-signed time of its append.
+/// least one is neither `node` nor `querier`, and promised by the sequencer (of the view
+/// the promise names; a promise of a view after 0 must be timed within
+/// [`PROMISE_SKEW_MS`] of this node's clock, since a member that is the sequencer of some
+/// view number could time its own). Returns the entry's RFC 6962 leaf hash (its canonical
+/// identity, however the evidence encodes it) and the sequencer-signed time of its append.
 pub fn check_risk_evidence(
     genesis: &Genesis,
     node: &str,
     querier: &str,
     blinded_hash: [u8; 32],
     evidence: &[u8],
+) -> Result<([u8; 32], u64), String> {
+    check_risk_evidence_at(
+        genesis,
+        (node, querier),
+        blinded_hash,
+        evidence,
+        crate::base::ids::now_ms(),
+    )
+}
+
+/// How far from a node's clock the append time of a promise made after view 0 may be.
+pub const PROMISE_SKEW_MS: u64 = 60_000;
+
+/// [`check_risk_evidence`] with the node's clock reading `now_ms`.
+pub fn check_risk_evidence_at(
+    genesis: &Genesis,
+    (node, querier): (&str, &str),
+    blinded_hash: [u8; 32],
+    evidence: &[u8],
+    now_ms: u64,
 ) -> Result<([u8; 32], u64), String> {
     let ev = RiskEvidence::parse(evidence)?;
     let entry = &ev.proof.entry;
@@ -272,6 +294,13 @@ pub fn check_risk_evidence(
     ev.promise
         .verify(genesis)
         .map_err(|e| format!("inclusion promise: {e}"))?;
+    if ev.promise.view > 0 && ev.promise.timestamp_ms.abs_diff(now_ms) > PROMISE_SKEW_MS {
+        return Err(format!(
+            "the inclusion promise (view {}) is timed {} s away from this node's clock",
+            ev.promise.view,
+            ev.promise.timestamp_ms.abs_diff(now_ms) / 1000
+        ));
+    }
     if ev.promise.entry_hash != entry.leaf_hash() || ev.promise.index != verified.index {
         return Err("the promise is for another entry".into());
     }

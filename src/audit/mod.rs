@@ -16,6 +16,7 @@
 
 pub mod commitment;
 pub mod evidence;
+pub mod failover;
 pub mod rebuild;
 pub mod replicate;
 pub mod service;

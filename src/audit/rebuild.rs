@@ -127,7 +127,7 @@ type Fetched = (
 );
 
 /// `Audit.Fetch` at `member`: (entries, latest final checkpoint, latest cosigned one).
-async fn fetch(
+pub(super) async fn fetch(
     a: &AuditState,
     member: &str,
     from: u64,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use confide_audit::{ReplicateAck, ReplicateBatch, Replicator, ReplicatorConfig};
 use confide_proto::ReplicateRequest;
+use futures::StreamExt;
 
 use super::state::{AuditState, audit_client};
 use crate::base::error::{DaemonError, status_line};
@@ -15,23 +16,51 @@ use crate::base::error::{DaemonError, status_line};
 /// Longest wait for one member's answer (replication and the rebuild's fetches).
 pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// Runs at the sequencer until `stop` changes.
+/// Runs at every member until `stop` changes, replicating while this member is the
+/// sequencer of its view (it becomes one by a view change, and stops being one when a
+/// member answers with a later view's certificate).
 pub async fn replication_loop(a: Arc<AuditState>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    if !a.is_sequencer(&a.me) {
-        return;
+    let mut roles = a.roles.subscribe();
+    loop {
+        // A corrupt store set aside at start: adopt the members' copies before anything else.
+        if a.is_sequencer()
+            && (!super::rebuild::until_rebuilt(&a, &mut stop).await
+                || !replicate_while_sequencer(&a, &mut stop).await)
+        {
+            return;
+        }
+        tokio::select! {
+            _ = roles.changed() => {},
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {},
+            _ = stop.changed() => return,
+        }
     }
-    // A corrupt store set aside at start: adopt the members' copies before anything else.
-    if !super::rebuild::until_rebuilt(&a, &mut stop).await {
-        return;
-    }
+}
+
+/// The sequencer's loop; true when this member stopped being the sequencer, false when
+/// `stop` changed.
+async fn replicate_while_sequencer(
+    a: &Arc<AuditState>,
+    stop: &mut tokio::sync::watch::Receiver<bool>,
+) -> bool {
     let mut rep = match a.with(|s| Replicator::new(s, ReplicatorConfig::default())) {
         Ok(r) => r,
         Err(e) => {
             tracing::error!(error = %e, "audit: cannot start replication");
-            return;
+            return true;
         }
     };
+    // Each member's batch is answered on its own: a slow or frozen member does not hold
+    // back the others' cosignatures (the replicator keeps one batch per member in flight).
+    let call = |m: String, b: ReplicateBatch| async move {
+        let r = replicate(a, &m, &b).await;
+        (m, r)
+    };
+    let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
+        if !a.is_sequencer() {
+            return true;
+        }
         let batches = match a.with(|s| rep.next_batch(s, Instant::now())) {
             Ok(b) => b,
             Err(e) => {
@@ -39,43 +68,52 @@ pub async fn replication_loop(a: Arc<AuditState>, mut stop: tokio::sync::watch::
                 Vec::new()
             }
         };
-        if batches.is_empty() {
-            let wait = rep.next_wakeup().map_or(Duration::from_millis(500), |t| {
-                t.saturating_duration_since(Instant::now())
-                    .min(Duration::from_millis(500))
-            });
-            tokio::select! {
-                _ = a.kick.notified() => {},
-                _ = tokio::time::sleep(wait) => {},
-                _ = stop.changed() => return,
-            }
-            // No extra wait for more appends: those arriving while a round is in flight
-            // share the next checkpoint anyway, and a lone risk query should not idle.
-            continue;
+        for (m, b) in batches {
+            in_flight.push(call(m, b));
         }
-        let calls = batches.into_iter().map(|(m, b)| {
-            let a = &a;
-            async move {
-                let r = replicate(a, &m, &b).await;
-                (m, r)
-            }
+        let wait = rep.next_wakeup().map_or(Duration::from_millis(500), |t| {
+            t.saturating_duration_since(Instant::now())
+                .min(Duration::from_millis(500))
         });
-        for (m, r) in futures::future::join_all(calls).await {
-            let now = Instant::now();
-            match r {
-                Ok(ack) => match a.with(|s| rep.on_reply(s, &m, &ack, now)) {
-                    Ok(o) => {
-                        if let Some(f) = o.new_final {
-                            tracing::debug!(size = f.checkpoint.size, "audit: checkpoint final");
-                            a.note_finals();
-                        }
-                    }
-                    Err(e) => tracing::debug!(member = %m, error = %e, "audit: reply refused"),
-                },
+        // No extra wait for more appends: those arriving while a batch is in flight share
+        // the next checkpoint anyway, and a lone risk query should not idle.
+        let (m, r) = tokio::select! {
+            Some(done) = in_flight.next(), if !in_flight.is_empty() => done,
+            _ = a.kick.notified() => continue,
+            _ = tokio::time::sleep(wait) => continue,
+            _ = stop.changed() => return false,
+        };
+        let now = Instant::now();
+        match r {
+            Ok(ReplicateAck {
+                new_view: Some(nv), ..
+            }) => match a.with(|s| s.enter_view(&nv)) {
+                Ok(_) => {
+                    tracing::warn!(
+                        view = nv.view,
+                        member = %m,
+                        "audit: replaced as sequencer; this member follows the new view"
+                    );
+                    a.role_changed();
+                    return true;
+                }
                 Err(e) => {
-                    tracing::debug!(member = %m, error = %e, "audit: replication pending");
+                    tracing::warn!(member = %m, error = %e, "audit: refused a later view's certificate");
                     rep.on_error(&m, &e, now);
                 }
+            },
+            Ok(ack) => match a.with(|s| rep.on_reply(s, &m, &ack, now)) {
+                Ok(o) => {
+                    if let Some(f) = o.new_final {
+                        tracing::debug!(size = f.checkpoint.size, "audit: checkpoint final");
+                        a.note_finals();
+                    }
+                }
+                Err(e) => tracing::debug!(member = %m, error = %e, "audit: reply refused"),
+            },
+            Err(e) => {
+                tracing::debug!(member = %m, error = %e, "audit: replication pending");
+                rep.on_error(&m, &e, now);
             }
         }
     }
@@ -94,11 +132,17 @@ async fn replicate(
         checkpoint: b.checkpoint_note(),
         consistency_proof: b.proof_bytes(),
         final_checkpoints: b.final_notes(),
+        view: b.view,
+        new_view: b.new_view_json()?,
     };
     let r = tokio::time::timeout(CALL_TIMEOUT, c.replicate(req))
         .await
         .map_err(|_| DaemonError::Protocol(format!("audit: `{member}` did not answer within 5 s")))?
         .map_err(|s| DaemonError::Protocol(format!("audit: `{member}`: {}", status_line(&s))))?
         .into_inner();
-    Ok(ReplicateAck::from_wire(&r.cosignature, r.size)?)
+    Ok(ReplicateAck::from_wire(
+        &r.cosignature,
+        r.size,
+        &r.new_view,
+    )?)
 }

@@ -43,9 +43,12 @@ impl Audit for AuditService {
     async fn append(&self, req: Request<AppendRequest>) -> Result<Response<AppendReply>, Status> {
         let who = caller(&req)?;
         let a = self.state()?;
-        if !a.is_sequencer(&self.me) {
+        if !a.is_sequencer() {
+            let (view, seq) = a
+                .with(|s| Ok((s.view(), s.sequencer().to_string())))
+                .map_err(st)?;
             return Err(Status::failed_precondition(format!(
-                "`{}` is not the sequencer",
+                "`{}` is not the sequencer (view {view}: `{seq}`)",
                 self.me
             )));
         }
@@ -58,11 +61,10 @@ impl Audit for AuditService {
             )));
         }
         let a2 = a.clone();
-        let promise = tokio::task::spawn_blocking(move || a2.with(|s| s.append_signed(&[entry])))
+        let promise = tokio::task::spawn_blocking(move || a2.append_or_promise(&entry))
             .await
             .map_err(|e| Status::internal(e.to_string()))?
-            .map_err(st)?
-            .remove(0);
+            .map_err(st)?;
         a.kick.notify_one();
         Ok(Response::new(AppendReply {
             index: promise.index,
@@ -76,10 +78,9 @@ impl Audit for AuditService {
     ) -> Result<Response<ReplicateReply>, Status> {
         let who = caller(&req)?;
         let a = self.state()?.clone();
-        if who != a.genesis.sequencer {
+        if !a.genesis.is_member(&who) {
             return Err(Status::permission_denied(format!(
-                "only the sequencer `{}` replicates",
-                a.genesis.sequencer
+                "`{who}` is not a member"
             )));
         }
         let r = req.into_inner();
@@ -90,12 +91,19 @@ impl Audit for AuditService {
                 &r.checkpoint,
                 &r.consistency_proof,
                 &r.final_checkpoints,
+                (r.view, &r.new_view),
             )?;
-            let ack = a.with(|s| handle_replicate(s, &batch))?;
+            let view = a.with(|s| Ok(s.view()))?;
+            let ack = a.with(|s| handle_replicate(s, &who, &batch))?;
+            if a.with(|s| Ok(s.view()))? != view {
+                tracing::warn!(view = batch.view, sequencer = %who, "audit: entered a new view");
+                a.role_changed();
+            }
             a.note_finals();
             Ok(ReplicateReply {
                 cosignature: ack.cosignature_json()?,
                 size: ack.size,
+                new_view: ack.new_view_json()?,
             })
         })
         .await
@@ -127,6 +135,49 @@ impl Audit for AuditService {
                 .map(|c| c.to_note())
                 .unwrap_or_default(),
             signed_checkpoint: batch.latest_signed.map(|c| c.to_note()).unwrap_or_default(),
+        }))
+    }
+
+    async fn vote(&self, req: Request<VoteRequest>) -> Result<Response<VoteReply>, Status> {
+        let who = caller(&req)?;
+        let a = self.state()?.clone();
+        let view = req.into_inner().view;
+        if a.genesis.sequencer_at(view) != who {
+            return Err(Status::permission_denied(format!(
+                "`{who}` is not the sequencer of view {view}"
+            )));
+        }
+        let vote = tokio::task::spawn_blocking(move || a.with(|s| s.vote(view)))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?
+            .map_err(st)?;
+        tracing::warn!(view, sequencer = %who, "audit: voted for a new sequencer");
+        Ok(Response::new(VoteReply {
+            vote: vote.to_json().map_err(|e| st(e.into()))?,
+        }))
+    }
+
+    async fn take_over(
+        &self,
+        req: Request<TakeOverRequest>,
+    ) -> Result<Response<TakeOverReply>, Status> {
+        let who = caller(&req)?;
+        let a = self.state()?.clone();
+        if !a.genesis.is_member(&who) {
+            return Err(Status::permission_denied(format!(
+                "`{who}` is not a member"
+            )));
+        }
+        let view = req.into_inner().view;
+        if a.genesis.sequencer_at(view) != self.me {
+            return Err(Status::invalid_argument(format!(
+                "`{}` is not the sequencer of view {view}",
+                self.me
+            )));
+        }
+        let nv = a.lead(view, true).await.map_err(st)?;
+        Ok(Response::new(TakeOverReply {
+            new_view: nv.to_json().map_err(|e| st(e.into()))?,
         }))
     }
 

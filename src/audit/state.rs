@@ -10,6 +10,7 @@ use confide_audit::{
 use confide_proto::AppendRequest;
 use confide_proto::audit_client::AuditClient;
 
+use super::failover::APPEND_TIMEOUT;
 use crate::base::config::PartyConfig;
 use crate::base::error::{DaemonError, status_line};
 use crate::net::{MAX_MESSAGE, PeerChannels};
@@ -31,6 +32,10 @@ pub struct AuditState {
     pub(crate) set_aside: Option<SetAside>,
     /// How the rebuild of a corrupt sequencer store goes (its last attempt), or how it ended.
     pub(crate) rebuild_note: Mutex<String>,
+    /// One view change led at a time ([`super::failover`]).
+    pub(crate) leading: tokio::sync::Mutex<()>,
+    /// Counts this member's view changes (wakes the replication loop's supervisor).
+    pub(crate) roles: tokio::sync::watch::Sender<u64>,
 }
 
 impl std::fmt::Debug for AuditState {
@@ -106,6 +111,8 @@ impl AuditState {
             finals: tokio::sync::watch::Sender::new(final_size),
             set_aside,
             rebuild_note: Mutex::new(String::new()),
+            leading: tokio::sync::Mutex::new(()),
+            roles: tokio::sync::watch::Sender::new(0),
         })))
     }
 
@@ -118,6 +125,11 @@ impl AuditState {
             .lock()
             .map_err(|_| DaemonError::Internal("audit store poisoned".into()))?;
         f(&mut s).map_err(DaemonError::Audit)
+    }
+
+    /// Wakes whoever waits for this member's role to change (after a view change).
+    pub(crate) fn role_changed(&self) {
+        self.roles.send_modify(|v| *v += 1);
     }
 
     /// Publishes the size of the store's latest final checkpoint (after replication).
@@ -181,7 +193,12 @@ impl AuditState {
                 )
             } else {
                 let fin = s.latest_final().map_or(0, |f| f.checkpoint.size);
-                let mut line = format!("ok: {} entries, final at {fin}", s.size());
+                let mut line = format!(
+                    "ok: {} entries, final at {fin}; sequencer `{}` (view {})",
+                    s.size(),
+                    s.sequencer(),
+                    s.view()
+                );
                 if !note.is_empty() {
                     line.push_str(&format!("; {note}"));
                 }
@@ -194,52 +211,199 @@ impl AuditState {
         }
     }
 
-    pub fn is_sequencer(&self, me: &str) -> bool {
-        self.genesis.sequencer == me
+    /// Whether this member is the sequencer of its current view.
+    pub fn is_sequencer(&self) -> bool {
+        self.with(|s| Ok(s.is_sequencer())).unwrap_or(false)
     }
 
-    /// Appends a signed entry of this member through the sequencer; returns the promise.
+    /// Appends a signed entry of this member through the sequencer and returns once a
+    /// checkpoint cosigned by a quorum covers it (so no view change can lose it): the
+    /// entry and the sequencer's promise. When the sequencer cannot be reached, answers
+    /// that it is not the sequencer, or does not get the entry final, the next one is
+    /// asked to take over ([`super::failover`]) and the same entry is appended there
+    /// (a copy already in the log is recognised by its leaf hash).
     pub async fn append(&self, body: EntryBody) -> Result<(Entry, InclusionPromise), DaemonError> {
+        let entry = self.with(|s| s.sign_entry(body))?;
+        let leaf = entry.leaf_hash();
+        let deadline = tokio::time::Instant::now() + APPEND_DEADLINE;
+        let mut promise: Option<InclusionPromise> = None;
+        loop {
+            let view = self.with(|s| Ok(s.view()))?;
+            let failure = match self.append_once(&entry).await {
+                Ok(p) => {
+                    promise = Some(p);
+                    None
+                }
+                Err(Attempt::AlreadyLogged) => None,
+                Err(Attempt::Fatal(e)) => return Err(e),
+                Err(Attempt::Sequencer(e)) => Some(e),
+            };
+            let failure = match failure {
+                Some(e) => e,
+                None => match self.wait_final(&leaf, PER_ATTEMPT_FINAL).await? {
+                    Some(index) => {
+                        return match promise.filter(|p| p.index == index) {
+                            Some(p) => Ok((entry, p)),
+                            // Logged by an earlier sequencer: its promise was lost with it.
+                            None => Err(lost_promise(&entry, index)),
+                        };
+                    }
+                    None => DaemonError::Protocol(format!(
+                        "audit: the entry was not cosigned by a quorum within {} s",
+                        PER_ATTEMPT_FINAL.as_secs()
+                    )),
+                },
+            };
+            if tokio::time::Instant::now() >= deadline {
+                return Err(failure);
+            }
+            tracing::warn!(error = %failure, view, "audit: append failed; asking for a new sequencer");
+            if let Err(e) = self.change_view(view).await {
+                tracing::warn!(error = %e, "audit: view change failed");
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(failure);
+                }
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+        }
+    }
+
+    /// One append at the sequencer of this member's view.
+    async fn append_once(&self, entry: &Entry) -> Result<InclusionPromise, Attempt> {
         let a = self;
-        let entry = a.with(|s| s.sign_entry(body))?;
-        let promise = if a.is_sequencer(&a.me) {
-            let e = entry.clone();
-            let p = a.with(move |s| s.append_signed(&[e]))?.remove(0);
-            a.kick.notify_one();
-            p
-        } else {
-            let seq = a.genesis.sequencer.clone();
-            let mut c = audit_client(&a.channels, &seq)?;
-            let r = tokio::time::timeout(
-                Duration::from_secs(10),
-                c.append(AppendRequest {
-                    entry: entry.as_bytes().to_vec(),
-                }),
-            )
-            .await
-            .map_err(|_| {
-                a.channels
-                    .peer_error(&seq, "audit append: no answer within 10 s")
-            })?
-            .map_err(|s| {
-                a.channels
-                    .peer_error(&seq, format!("audit append: {}", status_line(&s)))
-            })?
-            .into_inner();
-            let p: InclusionPromise = serde_json::from_slice(&r.promise).map_err(|e| {
-                DaemonError::Protocol(format!("audit: bad promise from `{seq}`: {e}"))
-            })?;
-            p.verify(&a.genesis)?;
-            if p.entry_hash != entry.leaf_hash() {
-                return Err(DaemonError::Protocol(format!(
-                    "audit: `{seq}` promised another entry"
+        let seq = a
+            .with(|s| Ok(s.sequencer().to_string()))
+            .map_err(Attempt::Fatal)?;
+        if seq == a.me {
+            return match a.append_or_promise(entry) {
+                Ok(p) => Ok(p),
+                // Voted for a later view: no longer the sequencer.
+                Err(e @ DaemonError::Audit(confide_audit::AuditError::WrongRole(_))) => {
+                    Err(Attempt::Sequencer(e))
+                }
+                Err(e) => Err(Attempt::Fatal(e)),
+            };
+        }
+        let mut c = audit_client(&a.channels, &seq).map_err(Attempt::Fatal)?;
+        let r = tokio::time::timeout(
+            APPEND_TIMEOUT,
+            c.append(AppendRequest {
+                entry: entry.as_bytes().to_vec(),
+            }),
+        )
+        .await;
+        let r = match r {
+            Err(_) => {
+                return Err(Attempt::Sequencer(a.channels.peer_error(
+                    &seq,
+                    format!(
+                        "audit append: no answer within {} s",
+                        APPEND_TIMEOUT.as_secs()
+                    ),
                 )));
             }
-            p
+            Ok(Err(s)) => {
+                let e = a
+                    .channels
+                    .peer_error(&seq, format!("audit append: {}", status_line(&s)));
+                return Err(match s.code() {
+                    tonic::Code::Unavailable
+                    | tonic::Code::DeadlineExceeded
+                    | tonic::Code::Cancelled
+                    | tonic::Code::Unknown => Attempt::Sequencer(e),
+                    tonic::Code::FailedPrecondition
+                        if s.message().contains("not the sequencer") =>
+                    {
+                        Attempt::Sequencer(e)
+                    }
+                    _ if s.message().contains("already in the log") => Attempt::AlreadyLogged,
+                    _ => Attempt::Fatal(e),
+                });
+            }
+            Ok(Ok(r)) => r.into_inner(),
         };
-        Ok((entry, promise))
+        let p: InclusionPromise = serde_json::from_slice(&r.promise).map_err(|e| {
+            Attempt::Fatal(DaemonError::Protocol(format!(
+                "audit: bad promise from `{seq}`: {e}"
+            )))
+        })?;
+        p.verify(&a.genesis)
+            .map_err(|e| Attempt::Fatal(DaemonError::Audit(e)))?;
+        if p.entry_hash != entry.leaf_hash() || p.sequencer != seq {
+            return Err(Attempt::Fatal(DaemonError::Protocol(format!(
+                "audit: `{seq}` promised another entry"
+            ))));
+        }
+        Ok(p)
+    }
+
+    /// Waits (at most `within`) until this member's log holds the entry with `leaf` under a
+    /// final checkpoint; its index, or `None` on timeout.
+    async fn wait_final(
+        &self,
+        leaf: &confide_audit::Hash,
+        within: Duration,
+    ) -> Result<Option<u64>, DaemonError> {
+        let mut rx = self.finals.subscribe();
+        let until = tokio::time::Instant::now() + within;
+        loop {
+            let final_size = *rx.borrow_and_update();
+            if let Some(i) = self.with(|s| s.index_of(leaf))?
+                && i < final_size
+            {
+                return Ok(Some(i));
+            }
+            match tokio::time::timeout_at(until, rx.changed()).await {
+                Ok(Ok(())) => {}
+                Ok(Err(_)) => return Err(DaemonError::Internal("audit state closed".into())),
+                Err(_) => return Ok(None),
+            }
+        }
+    }
+
+    /// At the sequencer: appends `entry`, or, if the log already holds it (an append
+    /// retried after a view change), promises it again at its index.
+    pub(crate) fn append_or_promise(&self, entry: &Entry) -> Result<InclusionPromise, DaemonError> {
+        let e = entry.clone();
+        match self.with(move |s| s.append_signed(&[e])) {
+            Ok(mut p) => {
+                self.kick.notify_one();
+                p.pop()
+                    .ok_or_else(|| DaemonError::Internal("no promise".into()))
+            }
+            Err(err) => match self.with(|s| s.promise_again(entry)) {
+                Ok(Some(p)) => Ok(p),
+                _ => Err(err),
+            },
+        }
     }
 }
+
+/// An entry found final at `index` whose promise no sequencer gave this member (the
+/// append reached a sequencer that failed before answering, and the next one could not
+/// promise it again).
+fn lost_promise(entry: &Entry, index: u64) -> DaemonError {
+    DaemonError::Protocol(format!(
+        "audit: entry {index} of job `{}` is final (see `confide audit prove`), but no \
+         sequencer's promise for it reached this member: run the job again",
+        entry.body().job_id
+    ))
+}
+
+/// How one append attempt ended.
+enum Attempt {
+    /// The log already holds the entry (an earlier attempt got it in).
+    AlreadyLogged,
+    /// The sequencer is unreachable or not the sequencer: try the next one.
+    Sequencer(DaemonError),
+    /// Anything else: the append fails.
+    Fatal(DaemonError),
+}
+
+/// Longest time an append may take, view changes included.
+const APPEND_DEADLINE: Duration = Duration::from_secs(25);
+/// How long one attempt waits for a final checkpoint over the entry.
+const PER_ATTEMPT_FINAL: Duration = Duration::from_secs(6);
 
 pub(crate) fn audit_client(
     channels: &PeerChannels,

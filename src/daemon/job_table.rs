@@ -31,13 +31,25 @@ fn trip(signal: &FailureSignal, reason: String) -> bool {
     })
 }
 
-/// On a job of `who` that failed on the broken link to `who`, records `cause` (keeping the
-/// symptom); returns whether the record changed.
-fn record_restart(info: &mut JobInfo, who: &str, cause: &str) -> bool {
-    let named = format!("peer `{who}`");
-    if !info.parties.iter().any(|p| p == who)
+/// Whose word explains a failed job's cause at this party.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Explains {
+    /// A party that restarted explains a broken link to it.
+    Restart,
+    /// The job's initiator: every party records its cause.
+    Initiator,
+}
+
+/// On a job that already failed here, records `who`'s `cause` in front of the local error
+/// (kept as the symptom); returns whether the record changed.
+fn record_cause(info: &mut JobInfo, who: &str, cause: &str, by: Explains) -> bool {
+    let applies = match by {
+        Explains::Restart => info.error.contains(&format!("peer `{who}`")),
+        Explains::Initiator => info.initiator == who,
+    };
+    if !applies
+        || !info.parties.iter().any(|p| p == who)
         || info.state != JobState::Failed as i32
-        || !info.error.contains(&named)
         || info.error.contains(cause)
     {
         return false;
@@ -254,6 +266,29 @@ impl JobTable {
     /// (the link's symptom kept). Returns whether the job's record changed.
     pub fn peer_restarted(&self, job_id: &str, who: &str) -> Result<bool, DaemonError> {
         let cause = format!("peer `{who}` restarted during the job");
+        self.explain(job_id, who, &cause, Explains::Restart)
+    }
+
+    /// The job's initiator `who` says why the job failed. A live job fails with that cause
+    /// (as any peer's abort); a job that already failed here on its own records the
+    /// initiator's cause first (its own kept as "seen here as"), so every party of a failed
+    /// job names the same cause. Returns whether the job's record changed.
+    pub fn initiator_failed(
+        &self,
+        job_id: &str,
+        who: &str,
+        cause: &str,
+    ) -> Result<bool, DaemonError> {
+        self.explain(job_id, who, cause, Explains::Initiator)
+    }
+
+    fn explain(
+        &self,
+        job_id: &str,
+        who: &str,
+        cause: &str,
+        by: Explains,
+    ) -> Result<bool, DaemonError> {
         let mut jobs = self.lock()?;
         let Some(rec) = jobs.get_mut(job_id) else {
             // Finished long ago and no longer in memory: update the stored record.
@@ -265,7 +300,7 @@ impl JobTable {
                 return Ok(false);
             };
             drop(jobs);
-            let changed = record_restart(&mut info, who, &cause);
+            let changed = record_cause(&mut info, who, cause, by);
             if changed {
                 self.persist(&info);
             }
@@ -277,9 +312,9 @@ impl JobTable {
         let live =
             rec.info.state == JobState::Queued as i32 || rec.info.state == JobState::Running as i32;
         if live {
-            return Ok(trip(&rec.abort, cause));
+            return Ok(trip(&rec.abort, cause.to_string()));
         }
-        if !record_restart(&mut rec.info, who, &cause) {
+        if !record_cause(&mut rec.info, who, cause, by) {
             return Ok(false);
         }
         let info = rec.info.clone();
@@ -377,5 +412,32 @@ mod tests {
         assert_eq!(t.lock().unwrap().len(), 3);
         assert_eq!(t.list().len(), 9);
         assert_eq!(t.interrupted.len(), 1, "the live job was cut off");
+    }
+
+    #[test]
+    fn every_party_records_the_initiators_cause() {
+        let t = JobTable::open_keeping(&tempfile::tempdir().unwrap().path().join("j"), 10).unwrap();
+        // spec(): alice initiates, bob takes part. At bob the job failed on its own first.
+        t.register(&spec("a")).unwrap();
+        t.set_state("a", JobState::Failed, "peer `carol`: no keepalive reply");
+        let cause = "peer `alice` ended the job: peer `carol`: the connection dropped";
+        assert!(
+            !t.initiator_failed("a", "bob", cause).unwrap(),
+            "bob is not the initiator"
+        );
+        assert!(t.initiator_failed("a", "alice", cause).unwrap());
+        let a = t.list().into_iter().find(|j| j.job_id == "a").unwrap();
+        assert_eq!(
+            a.error,
+            format!("{cause} (seen here as: peer `carol`: no keepalive reply)")
+        );
+        assert!(
+            !t.initiator_failed("a", "alice", cause).unwrap(),
+            "recorded once"
+        );
+        // A live job fails with the initiator's cause.
+        let signal = t.register(&spec("b")).unwrap();
+        assert!(t.initiator_failed("b", "alice", cause).unwrap());
+        assert_eq!(signal.borrow().as_deref(), Some(cause));
     }
 }

@@ -188,7 +188,9 @@ impl Peer for PeerService {
             "peer `{who}` ended the job: {}",
             confide_mpc::clean(&r.reason)
         );
-        // Unknown jobs are ignored: the abort may overtake a proposal that was refused.
+        // Unknown jobs are ignored: the abort may overtake a proposal that was refused. The
+        // initiator's cause is recorded even when the job already failed here.
+        let _ = self.daemon.jobs.initiator_failed(&r.job_id, &who, &reason);
         let _ = self.daemon.jobs.abort(&r.job_id, Some(&who), reason);
         Ok(Response::new(AbortReply {}))
     }

@@ -302,3 +302,22 @@ pub fn write_ids(root: &Path, n: usize) -> std::path::PathBuf {
     std::fs::write(&data, s).unwrap();
     data
 }
+
+/// Waits until `party`'s `confide status` prints an audit line containing `needle`.
+pub fn wait_audit_status(dir: &Path, party: &str, needle: &str, within: Duration) -> String {
+    let started = Instant::now();
+    loop {
+        let out = stdout(&at(dir, party, &["status"]));
+        if out
+            .lines()
+            .any(|l| l.contains("audit store:") && l.contains(needle))
+        {
+            return out;
+        }
+        assert!(
+            started.elapsed() < within,
+            "{party}: no audit status with {needle:?} within {within:?}: {out}"
+        );
+        std::thread::sleep(Duration::from_millis(150));
+    }
+}

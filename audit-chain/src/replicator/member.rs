@@ -9,9 +9,13 @@ use crate::store::AuditStore;
 
 use super::MAX_BATCH_ENTRIES;
 
-/// Member: handle one replicate batch from the sequencer (the caller has
-/// checked that the sender is the genesis sequencer).
+/// Member: handle one replicate batch from `from`, which must be the sequencer of the
+/// batch's view.
 ///
+/// * A batch of an older view than this member's is answered with the current view's
+///   certificate and nothing else (the sender learns it was replaced); a batch of a later
+///   view must carry that view's certificate, and the member enters the view first
+///   ([`AuditStore::enter_view`]).
 /// * A checkpoint beyond the local log, with entries starting at the local
 ///   size: [`AuditStore::apply`] (signatures, root, consistency proof, durable
 ///   commit), then cosign.
@@ -23,7 +27,36 @@ use super::MAX_BATCH_ENTRIES;
 ///   same size is cosigned again (an idempotent retry), a smaller consistent
 ///   one is a harmless replay answered with the size only.
 /// * Then every final checkpoint the member holds the entries of is recorded.
-pub fn handle_replicate(store: &mut AuditStore, batch: &ReplicateBatch) -> Result<ReplicateAck> {
+pub fn handle_replicate(
+    store: &mut AuditStore,
+    from: &str,
+    batch: &ReplicateBatch,
+) -> Result<ReplicateAck> {
+    if batch.view < store.view() {
+        return Ok(ReplicateAck {
+            size: store.size(),
+            cosignature: None,
+            new_view: store.new_view().cloned(),
+        });
+    }
+    if batch.view > store.view() {
+        match &batch.new_view {
+            Some(nv) if nv.view == batch.view => {
+                store.enter_view(nv)?;
+            }
+            _ => {
+                return Err(AuditError::malformed(
+                    "replicate batch",
+                    "a later view without its certificate",
+                ));
+            }
+        }
+    }
+    if from != store.sequencer() {
+        return Err(AuditError::WrongRole(
+            "replicate batches come from the sequencer of the view",
+        ));
+    }
     if store.is_sequencer() {
         return Err(AuditError::WrongRole(
             "the sequencer does not take replicate batches",
@@ -50,6 +83,7 @@ pub fn handle_replicate(store: &mut AuditStore, batch: &ReplicateBatch) -> Resul
     Ok(ReplicateAck {
         size: store.size(),
         cosignature,
+        new_view: None,
     })
 }
 

@@ -170,13 +170,18 @@ impl Replicator {
         let latest = store.latest_signed().map_or(0, |c| c.checkpoint.size);
         let fin = store.latest_final();
         let final_size = fin.map_or(0, |f| f.checkpoint.size);
+        let base = ReplicateBatch {
+            view: store.view(),
+            new_view: store.new_view().cloned(),
+            ..ReplicateBatch::default()
+        };
         let mut out = Vec::new();
         for (name, v) in &self.members {
             if v.in_flight.is_some() || v.retry_at.is_some_and(|t| now < t) {
                 continue;
             }
             let Some(size) = v.acked else {
-                out.push((name.clone(), Sent::probe(), ReplicateBatch::default()));
+                out.push((name.clone(), Sent::probe(), base.clone()));
                 continue;
             };
             // Only finals the member holds the entries of: it records them as is.
@@ -184,7 +189,7 @@ impl Replicator {
             let mut batch = ReplicateBatch {
                 first_index: size,
                 final_checkpoints: fin.cloned().into_iter().collect(),
-                ..ReplicateBatch::default()
+                ..base.clone()
             };
             // Behind, or holding the latest checkpoint without its cosignature
             // recorded here (a lost answer) while that one still needs it.

@@ -118,13 +118,15 @@ impl Net {
                 &b.checkpoint_note(),
                 &b.proof_bytes(),
                 &b.final_notes(),
+                (b.view, &b.new_view_json().unwrap()),
             )
             .unwrap();
             let store = self.members.get_mut(&m).unwrap();
-            match handle_replicate(store, &b) {
+            match handle_replicate(store, "m0", &b) {
                 Ok(ack) => {
                     let wire = ack.cosignature_json().unwrap();
-                    let ack = ReplicateAck::from_wire(&wire, ack.size).unwrap();
+                    let nv = ack.new_view_json().unwrap();
+                    let ack = ReplicateAck::from_wire(&wire, ack.size, &nv).unwrap();
                     match self.rep.on_reply(&mut self.seq, &m, &ack, self.now) {
                         Ok(out) => self.finals.extend(out.new_final),
                         Err(e) => self.errors.push((m, e)),
@@ -292,12 +294,12 @@ fn member_rejects_an_inconsistent_checkpoint_and_halts_on_equivocation() {
     let probe = frep.next_batch(&mut fork, net.now).unwrap();
     let (_, b) = probe.iter().find(|(m, _)| m == "m1").unwrap();
     assert!(b.is_probe());
-    let ack = handle_replicate(m1, b).unwrap();
+    let ack = handle_replicate(m1, "m0", b).unwrap();
     frep.on_reply(&mut fork, "m1", &ack, net.now).unwrap();
     let up = frep.next_batch(&mut fork, net.now).unwrap();
     let (_, b) = up.iter().find(|(m, _)| m == "m1").unwrap();
     assert_eq!((b.first_index, b.entries.len()), (6, 2));
-    let err = handle_replicate(m1, b).unwrap_err();
+    let err = handle_replicate(m1, "m0", b).unwrap_err();
     assert!(matches!(err, AuditError::RootMismatch { .. }), "{err}");
     frep.on_error("m1", &err, net.now);
     assert!(frep.view("m1").unwrap().last_error.is_some());
@@ -311,9 +313,9 @@ fn member_rejects_an_inconsistent_checkpoint_and_halts_on_equivocation() {
         entries: stale.entries,
         checkpoint: Some(stale.checkpoint),
         consistency_proof: stale.proof,
-        final_checkpoints: vec![],
+        ..ReplicateBatch::default()
     };
-    let AuditError::Equivocation(ev) = handle_replicate(m1, &b).unwrap_err() else {
+    let AuditError::Equivocation(ev) = handle_replicate(m1, "m0", &b).unwrap_err() else {
         panic!("not equivocation")
     };
     ev.verify(&genesis(3)).unwrap();

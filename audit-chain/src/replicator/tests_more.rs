@@ -17,7 +17,11 @@ fn due(net: &mut Net) -> BTreeMap<String, ReplicateBatch> {
 
 /// `m` answers `size` and `cosignature` to its batch in flight; the refusal.
 fn refused(net: &mut Net, m: &str, size: u64, cosignature: Option<Cosignature>) -> AuditError {
-    let ack = ReplicateAck { size, cosignature };
+    let ack = ReplicateAck {
+        size,
+        cosignature,
+        new_view: None,
+    };
     net.rep
         .on_reply(&mut net.seq, m, &ack, net.now)
         .unwrap_err()
@@ -36,6 +40,7 @@ fn refused_replies_count_as_failures() {
     let stray = ReplicateAck {
         size: 0,
         cosignature: None,
+        new_view: None,
     };
     assert!(matches!(
         net.rep.on_reply(&mut net.seq, "m1", &stray, net.now),
@@ -51,8 +56,8 @@ fn refused_replies_count_as_failures() {
     let b1 = batches.remove("m1").unwrap();
     let b2 = batches.remove("m2").unwrap();
     assert!(due(&mut net).is_empty(), "one batch in flight per member");
-    let ack1 = handle_replicate(net.members.get_mut("m1").unwrap(), &b1).unwrap();
-    let ack2 = handle_replicate(net.members.get_mut("m2").unwrap(), &b2).unwrap();
+    let ack1 = handle_replicate(net.members.get_mut("m1").unwrap(), "m0", &b1).unwrap();
+    let ack2 = handle_replicate(net.members.get_mut("m2").unwrap(), "m0", &b2).unwrap();
     // m1 answers with m2's cosignature: refused, m1 backs off, nothing final.
     let err = refused(&mut net, "m1", 2, ack2.cosignature.clone());
     assert!(err.to_string().contains("cosignature by \"m2\""), "{err}");
@@ -112,7 +117,7 @@ fn lost_answers_are_asked_again() {
     net.step(); // probes
     // Both members apply and cosign, but their answers never arrive.
     for (m, b) in due(&mut net) {
-        handle_replicate(net.members.get_mut(&m).unwrap(), &b).unwrap();
+        handle_replicate(net.members.get_mut(&m).unwrap(), "m0", &b).unwrap();
         net.rep.on_error(&m, "timed out", net.now);
     }
     assert_eq!(net.member("m1").size(), 2);
@@ -170,13 +175,13 @@ fn wire_forms_roundtrip_and_refuse_garbage() {
     assert!(!b.is_probe() && b.checkpoint.is_some() && !b.consistency_proof.is_empty());
     let (e, c, p) = (b.entry_bytes(), b.checkpoint_note(), b.proof_bytes());
     let finals = vec![net.seq.latest_final().unwrap().to_note()];
-    let back = ReplicateBatch::from_wire(b.first_index, &e, &c, &p, &finals).unwrap();
+    let back = ReplicateBatch::from_wire(b.first_index, &e, &c, &p, &finals, (0, &[])).unwrap();
     assert_eq!(back.entries, b.entries);
     assert_eq!(back.checkpoint, b.checkpoint);
     assert_eq!(back.consistency_proof, b.consistency_proof);
     assert_eq!(back.final_checkpoints.len(), 1);
     assert!(
-        ReplicateBatch::from_wire(0, &[], "", &[], &[])
+        ReplicateBatch::from_wire(0, &[], "", &[], &[], (0, &[]))
             .unwrap()
             .is_probe()
     );
@@ -184,20 +189,23 @@ fn wire_forms_roundtrip_and_refuse_garbage() {
     let long = vec![vec![0u8; 32]; MAX_PROOF_HASHES + 1];
     let many = vec![finals[0].clone(); MAX_FINALS_PER_BATCH + 1];
     for bad in [
-        ReplicateBatch::from_wire(3, &[vec![1, 2, 3]], &c, &p, &[]),
-        ReplicateBatch::from_wire(3, &e, "not a note", &p, &[]),
-        ReplicateBatch::from_wire(3, &e, &c, &short, &[]),
-        ReplicateBatch::from_wire(3, &e, &c, &long, &[]),
-        ReplicateBatch::from_wire(3, &e, &c, &p, &["x".into()]),
-        ReplicateBatch::from_wire(3, &e, &c, &p, &many),
+        ReplicateBatch::from_wire(3, &[vec![1, 2, 3]], &c, &p, &[], (0, &[])),
+        ReplicateBatch::from_wire(3, &e, "not a note", &p, &[], (0, &[])),
+        ReplicateBatch::from_wire(3, &e, &c, &short, &[], (0, &[])),
+        ReplicateBatch::from_wire(3, &e, &c, &long, &[], (0, &[])),
+        ReplicateBatch::from_wire(3, &e, &c, &p, &["x".into()], (0, &[])),
+        ReplicateBatch::from_wire(3, &e, &c, &p, &many, (0, &[])),
     ] {
         assert!(bad.is_err());
     }
-    let ack = handle_replicate(net.members.get_mut("m1").unwrap(), &b).unwrap();
+    let ack = handle_replicate(net.members.get_mut("m1").unwrap(), "m0", &b).unwrap();
     let json = ack.cosignature_json().unwrap();
-    assert_eq!(ReplicateAck::from_wire(&json, ack.size).unwrap(), ack);
-    assert_eq!(ReplicateAck::from_wire("", 7).unwrap().cosignature, None);
-    assert!(ReplicateAck::from_wire("{", 7).is_err());
+    assert_eq!(ReplicateAck::from_wire(&json, ack.size, &[]).unwrap(), ack);
+    assert_eq!(
+        ReplicateAck::from_wire("", 7, &[]).unwrap().cosignature,
+        None
+    );
+    assert!(ReplicateAck::from_wire("{", 7, &[]).is_err());
 }
 
 #[test]
@@ -216,7 +224,7 @@ fn member_asks_to_resume_from_its_size() {
             first_index,
             ..b.clone()
         };
-        let ack = handle_replicate(m1, &off).unwrap();
+        let ack = handle_replicate(m1, "m0", &off).unwrap();
         assert_eq!((ack.size, ack.cosignature.is_none()), (4, true));
     }
     let err = refused(&mut net, "m1", 4, None);
@@ -233,21 +241,26 @@ fn member_asks_to_resume_from_its_size() {
     // cosigned again. The sequencer itself takes no batches.
     let m1 = net.members.get_mut("m1").unwrap();
     let cp4 = m1.latest_signed().unwrap().clone();
-    let ack = handle_replicate(m1, &again).unwrap();
+    let ack = handle_replicate(m1, "m0", &again).unwrap();
     assert_eq!(ack.cosignature.as_ref().map(|c| c.size), Some(8));
     let replay = ReplicateBatch {
         checkpoint: Some(cp4),
         ..ReplicateBatch::default()
     };
-    let ack = handle_replicate(m1, &replay).unwrap();
+    let ack = handle_replicate(m1, "m0", &replay).unwrap();
     assert_eq!((ack.size, ack.cosignature), (8, None));
     let same = ReplicateBatch {
         checkpoint: again.checkpoint.clone(),
         ..ReplicateBatch::default()
     };
-    assert!(handle_replicate(m1, &same).unwrap().cosignature.is_some());
+    assert!(
+        handle_replicate(m1, "m0", &same)
+            .unwrap()
+            .cosignature
+            .is_some()
+    );
     assert!(matches!(
-        handle_replicate(&mut net.seq, &same),
+        handle_replicate(&mut net.seq, "m0", &same),
         Err(AuditError::WrongRole(_))
     ));
 }

@@ -6,6 +6,7 @@ use crate::checkpoint::{Cosignature, FinalCheckpoint, SignedCheckpoint};
 use crate::entry::Entry;
 use crate::error::{AuditError, Result};
 use crate::merkle::Hash;
+use crate::view::NewView;
 
 /// Most hashes accepted in a consistency proof (a proof has at most ~2·log2(size)).
 pub const MAX_PROOF_HASHES: usize = 128;
@@ -30,6 +31,10 @@ pub struct ReplicateBatch {
     pub consistency_proof: Vec<Hash>,
     /// Final (quorum-signed) checkpoints for the member to record.
     pub final_checkpoints: Vec<FinalCheckpoint>,
+    /// The sequencer's view.
+    pub view: u64,
+    /// The certificate of that view (after a view change), for members not in it yet.
+    pub new_view: Option<NewView>,
 }
 
 impl ReplicateBatch {
@@ -39,13 +44,15 @@ impl ReplicateBatch {
     }
 
     /// Parse the wire fields (as in `ReplicateRequest`): entry bytes, the
-    /// checkpoint note (empty: none), proof hashes, final notes.
+    /// checkpoint note (empty: none), proof hashes, final notes, the view and its
+    /// certificate (JSON, empty: none).
     pub fn from_wire(
         first_index: u64,
         entries: &[Vec<u8>],
         checkpoint: &str,
         consistency_proof: &[Vec<u8>],
         final_checkpoints: &[String],
+        (view, new_view): (u64, &[u8]),
     ) -> Result<Self> {
         if consistency_proof.len() > MAX_PROOF_HASHES {
             return Err(AuditError::malformed("replicate batch", "proof too long"));
@@ -78,7 +85,16 @@ impl ReplicateBatch {
                 .iter()
                 .map(|n| SignedCheckpoint::from_note(n))
                 .collect::<Result<_>>()?,
+            view,
+            new_view: new_view_of(new_view)?,
         })
+    }
+
+    /// The view certificate as JSON, empty when there is none.
+    pub fn new_view_json(&self) -> Result<Vec<u8>> {
+        self.new_view
+            .as_ref()
+            .map_or(Ok(Vec::new()), NewView::to_json)
     }
 
     /// The entries' bytes (`ReplicateRequest.entries`).
@@ -118,11 +134,23 @@ pub struct ReplicateAck {
     pub size: u64,
     /// Its cosignature on the batch's checkpoint, if it cosigned.
     pub cosignature: Option<Cosignature>,
+    /// The certificate of a later view the member is in: the sender is no longer the
+    /// sequencer.
+    pub new_view: Option<NewView>,
+}
+
+fn new_view_of(json: &[u8]) -> Result<Option<NewView>> {
+    if json.is_empty() {
+        Ok(None)
+    } else {
+        NewView::from_json(json).map(Some)
+    }
 }
 
 impl ReplicateAck {
-    /// Parse the wire fields (`ReplicateReply`): cosignature JSON (empty: none) and size.
-    pub fn from_wire(cosignature_json: &str, size: u64) -> Result<Self> {
+    /// Parse the wire fields (`ReplicateReply`): cosignature JSON (empty: none), size, and
+    /// a later view's certificate (JSON, empty: none).
+    pub fn from_wire(cosignature_json: &str, size: u64, new_view: &[u8]) -> Result<Self> {
         let cosignature = match cosignature_json {
             "" => None,
             json => Some(
@@ -130,7 +158,18 @@ impl ReplicateAck {
                     .map_err(|e| AuditError::malformed("cosignature", e.to_string()))?,
             ),
         };
-        Ok(ReplicateAck { size, cosignature })
+        Ok(ReplicateAck {
+            size,
+            cosignature,
+            new_view: new_view_of(new_view)?,
+        })
+    }
+
+    /// The view certificate as JSON, empty when there is none (`ReplicateReply.new_view`).
+    pub fn new_view_json(&self) -> Result<Vec<u8>> {
+        self.new_view
+            .as_ref()
+            .map_or(Ok(Vec::new()), NewView::to_json)
     }
 
     /// The cosignature as JSON, empty when there is none (`ReplicateReply.cosignature`).

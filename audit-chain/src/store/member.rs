@@ -35,7 +35,10 @@ impl AuditStore {
                 "checkpoint is for another log".into(),
             ));
         }
-        let seq = self.genesis.sequencer.clone();
+        if self.promised > self.view {
+            return Err(self.old_view(self.view));
+        }
+        let seq = self.sequencer().to_string();
         checkpoint.verify_signer(&seq, self.key_of(&seq)?)?;
         let have = self.tree.size();
         if cp.size <= have {
@@ -129,6 +132,15 @@ impl AuditStore {
                 why: "sequencer-signed root differs from the empty log".into(),
             });
         };
+        let signer = |c: &SignedCheckpoint| c.signatures.first().map(|s| s.name.clone());
+        if signer(&prev) != signer(checkpoint) {
+            // Two sequencers of different views disagree: not one member's equivocation
+            // (a view's base decides; see `enter_view`).
+            return Err(AuditError::RootMismatch {
+                size: cp.size,
+                why: "the checkpoint contradicts the local log signed in another view".into(),
+            });
+        }
         let ev = Equivocation {
             note_a: prev.to_note(),
             size_a: prev.checkpoint.size,
@@ -167,12 +179,7 @@ impl AuditStore {
             )));
         }
         if self.tree.root_at(cp.size) != Some(cp.root) {
-            if !self.is_sequencer()
-                && fin
-                    .signatures
-                    .iter()
-                    .any(|s| s.name == self.genesis.sequencer)
-            {
+            if !self.is_sequencer() && fin.signatures.iter().any(|s| s.name == self.sequencer()) {
                 self.check_not_equivocating(fin)?;
             }
             return Err(AuditError::RootMismatch {

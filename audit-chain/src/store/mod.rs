@@ -29,6 +29,7 @@ use crate::merkle::{Hash, MerkleTree};
 mod member;
 mod rebuild;
 mod sequencer;
+mod view;
 
 pub use rebuild::SetAside;
 
@@ -95,6 +96,11 @@ pub struct AuditStore {
     halt: Option<Equivocation>,
     fault: Option<String>,
     rebuilding: Option<String>,
+    /// The current view ([`crate::view`]), the highest view voted for, and the current
+    /// view's certificate.
+    view: u64,
+    promised: u64,
+    new_view: Option<crate::view::NewView>,
 }
 
 impl fmt::Debug for AuditStore {
@@ -107,6 +113,7 @@ impl fmt::Debug for AuditStore {
             .field("halted", &self.halt.is_some())
             .field("fault", &self.fault)
             .field("rebuilding", &self.rebuilding)
+            .field("view", &self.view)
             .finish_non_exhaustive()
     }
 }
@@ -185,7 +192,11 @@ impl AuditStore {
             halt: None,
             fault: None,
             rebuilding: None,
+            view: 0,
+            promised: 0,
+            new_view: None,
         };
+        store.load_view()?;
         let indexes_intact = store.load()?;
         store.load_rebuild_mark()?;
         if !indexes_intact && store.fault.is_none() {
@@ -331,9 +342,10 @@ impl AuditStore {
     pub fn log_id(&self) -> Hash {
         self.log_id
     }
-    /// Whether this member is the sequencer.
+    /// Whether this member is the sequencer of the current view (and has not voted to
+    /// leave it).
     pub fn is_sequencer(&self) -> bool {
-        self.genesis.sequencer == self.me
+        self.sequencer() == self.me && self.promised <= self.view
     }
     /// Number of entries held.
     pub fn size(&self) -> u64 {
@@ -476,9 +488,13 @@ impl AuditStore {
                 });
             }
         }
-        let seq = &self.genesis.sequencer;
         if let Some(sc) = &self.signed {
-            sc.verify_signer(seq, self.key_of(seq)?)?;
+            let seq = sc
+                .signatures
+                .first()
+                .map(|s| s.name.clone())
+                .ok_or_else(|| AuditError::BadSignature("unsigned checkpoint".into()))?;
+            sc.verify_signer(&seq, self.key_of(&seq)?)?;
         }
         if let Some(f) = &self.final_cp {
             f.verify_quorum(&self.genesis, &self.keys)?;

@@ -49,6 +49,24 @@ impl AuditStore {
         self.commit_appends(entries)
     }
 
+    /// Sequencer: a fresh promise (timed now) for an entry the log already holds, as when
+    /// an append is retried after a view change; `None` if the log does not hold it.
+    pub fn promise_again(&self, entry: &Entry) -> Result<Option<InclusionPromise>> {
+        self.require_sequencer()?;
+        self.ensure_can_sign()?;
+        let leaf = entry.leaf_hash();
+        Ok(self.index_of(&leaf)?.map(|index| {
+            InclusionPromise::sign(
+                index,
+                leaf,
+                self.log_id,
+                now_ms(),
+                (&self.me, self.view),
+                &self.key,
+            )
+        }))
+    }
+
     fn commit_appends(&mut self, entries: &[Entry]) -> Result<Vec<InclusionPromise>> {
         self.ensure_can_sign()?;
         let mut batch = HashSet::new();
@@ -80,12 +98,12 @@ impl AuditStore {
             self.push_leaf(e);
         }
         let ts = now_ms();
-        let (log_id, me, key) = (self.log_id, self.me.as_str(), &self.key);
+        let (log_id, me, key, view) = (self.log_id, self.me.as_str(), &self.key, self.view);
         Ok(entries
             .par_iter()
             .enumerate()
             .map(|(i, e)| {
-                InclusionPromise::sign(start + i as u64, e.leaf_hash(), log_id, ts, me, key)
+                InclusionPromise::sign(start + i as u64, e.leaf_hash(), log_id, ts, (me, view), key)
             })
             .collect())
     }

@@ -43,3 +43,12 @@ pub fn body(member: &str, i: u64) -> EntryBody {
 pub fn open(dir: &Path, name: &str) -> AuditStore {
     AuditStore::open(dir.join(format!("{name}.redb")), genesis(), name, key(name)).unwrap()
 }
+
+/// Cases per decoder property test: 256 by default; `CONFIDE_FUZZ_CASES=100000` in CI's
+/// dedicated decoder step.
+pub fn cases() -> u32 {
+    std::env::var("CONFIDE_FUZZ_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(256)
+}
