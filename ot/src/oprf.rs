@@ -43,6 +43,7 @@ impl Code {
 /// and any `x`.
 pub struct OprfSender {
     s: [Block; WB],
+    code_keys: [Block; WB],
     code: Code,
     q: Vec<Block>,
 }
@@ -50,6 +51,7 @@ pub struct OprfSender {
 impl Drop for OprfSender {
     fn drop(&mut self) {
         self.s.zeroize();
+        self.code_keys.zeroize();
         self.q.zeroize();
     }
 }
@@ -64,6 +66,45 @@ impl OprfSender {
     /// Number of OPRF instances.
     pub fn instances(&self) -> usize {
         self.q.len() / WB
+    }
+
+    /// The key as bytes (`s`, the code keys, the matrix), for a checkpoint that lets a job
+    /// resume without running the extension again. Secret: the caller zeroizes it.
+    pub fn export(&self) -> zeroize::Zeroizing<Vec<u8>> {
+        let mut out = zeroize::Zeroizing::new(Vec::with_capacity((2 * WB + self.q.len()) * 16));
+        for b in self.s.iter().chain(&self.code_keys).chain(&self.q) {
+            out.extend_from_slice(&b.to_le_bytes());
+        }
+        out
+    }
+
+    /// The key of [`Self::export`]; `None` if `bytes` is not a whole key.
+    pub fn import(bytes: &[u8]) -> Option<Self> {
+        if !bytes.len().is_multiple_of(16 * WB) || bytes.len() < 2 * WB * 16 {
+            return None;
+        }
+        let mut blocks: Vec<Block> = bytes
+            .chunks_exact(16)
+            .map(|c| {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(c);
+                let v = u128::from_le_bytes(a);
+                a.zeroize();
+                v
+            })
+            .collect();
+        let mut s = [0u128; WB];
+        let mut code_keys = [0u128; WB];
+        s.copy_from_slice(&blocks[..WB]);
+        code_keys.copy_from_slice(&blocks[WB..2 * WB]);
+        let q = blocks[2 * WB..].to_vec();
+        blocks.zeroize();
+        Some(Self {
+            s,
+            code: Code::new(&code_keys),
+            code_keys,
+            q,
+        })
     }
 
     /// `F_j(x)` for every `(j, x)` in `queries`; `None` if some `j` is out of range.
@@ -105,9 +146,12 @@ pub async fn send<T: Transport>(t: &T, peer: &str, m: usize) -> Result<OprfSende
         q[j * WB..(j + 1) * WB].copy_from_slice(row);
     })
     .await?;
+    let mut ck = [0u128; WB];
+    ck.copy_from_slice(&code_keys);
     Ok(OprfSender {
         s,
         code: Code::new(&code_keys),
+        code_keys: ck,
         q,
     })
 }

@@ -82,6 +82,19 @@ impl JobKey {
         Self { half }
     }
 
+    /// The key's bytes (for a checkpoint: a resumed job must mask with the same key).
+    /// Secret: zeroized when dropped.
+    pub(crate) fn to_bytes(&self) -> zeroize::Zeroizing<[u8; 32]> {
+        zeroize::Zeroizing::new(self.half.to_bytes())
+    }
+
+    /// The key of [`Self::to_bytes`]; `None` if the bytes are not a canonical non-zero
+    /// scalar.
+    pub(crate) fn from_bytes(bytes: &[u8; 32]) -> Option<Self> {
+        let half = Option::<Scalar>::from(Scalar::from_canonical_bytes(*bytes))?;
+        (half != Scalar::ZERO).then_some(Self { half })
+    }
+
     /// `k·P` of each point, compressed.
     fn mask_points(&self, points: &[RistrettoPoint]) -> Vec<CompressedRistretto> {
         let halves: Vec<RistrettoPoint> = points.iter().map(|p| p * self.half).collect();

@@ -51,6 +51,9 @@ pub enum PsiError {
         /// What was wrong.
         reason: String,
     },
+    /// A checkpoint is missing, unreadable, or belongs to other inputs or another job.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A background computation died (a bug, not an input problem).
     #[error("internal error: {0}")]
     Internal(String),
@@ -79,6 +82,8 @@ impl PsiError {
             PsiError::Malformed { peer, .. } => {
                 format!("malformed message from peer `{}`", confide_mpc::clean(peer))
             }
+            PsiError::Checkpoint(m) if !m.contains('/') => format!("checkpoint: {m}"),
+            PsiError::Checkpoint(_) => "checkpoint: unusable at this party".into(),
             PsiError::Internal(_) => "internal error".into(),
         }
     }

@@ -5,20 +5,25 @@
 //! skipped and counted as malformed; repeated IDs are counted and kept once.
 //!
 //! An input larger than [`Tuning::bucket_bytes`] is split into buckets on disk by a keyed
-//! hash of the ID (SipHash under a random local key that never leaves the process), so
+//! hash of the ID (SHA-256 under a secret per-job seed that never leaves the party), so
 //! that de-duplication holds only one bucket in memory at a time. Each bucket is then
 //! de-duplicated and shuffled with a CSPRNG: the concatenation of the buckets is the
 //! order in which this party sends its masked set. Bucket membership is a pseudorandom
 //! function of the ID under a secret key and each bucket is uniformly shuffled, so the
-//! order a peer sees is unrelated to the input order and to the IDs.
+//! order a peer sees is unrelated to the input order and to the IDs. Both the bucket key
+//! and the shuffles derive from the job's secret [`StoreSeed`]: the same seed on the same
+//! file gives the same order, which is what lets a job resume from a checkpoint.
 
 use std::collections::HashSet;
 use std::fs::File;
-use std::hash::{BuildHasher, RandomState};
 use std::io::{BufReader, BufWriter, Read, Write};
 use std::path::{Path, PathBuf};
 
 use rand::seq::SliceRandom;
+use rand_chacha::ChaCha20Rng;
+use rand_core::SeedableRng;
+use sha2::{Digest, Sha256};
+use zeroize::{Zeroize, ZeroizeOnDrop};
 
 use crate::error::PsiError;
 
@@ -34,6 +39,8 @@ pub struct Tuning {
     pub chunk_points: usize,
     /// Tags per message.
     pub chunk_tags: usize,
+    /// Tags per message of a KKRT responder (a checkpoint unit of KKRT).
+    pub kkrt_tags: usize,
 }
 
 impl Default for Tuning {
@@ -42,7 +49,47 @@ impl Default for Tuning {
             bucket_bytes: 32 << 20,
             chunk_points: 8192,
             chunk_tags: 32768,
+            kkrt_tags: 1 << 16,
         }
+    }
+}
+
+/// The secret seed of a job's input order (bucket key and shuffles). Never leaves the
+/// party; zeroized on drop, redacted in `Debug`.
+#[derive(Clone, Zeroize, ZeroizeOnDrop)]
+pub struct StoreSeed(pub(crate) [u8; 32]);
+
+impl std::fmt::Debug for StoreSeed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("StoreSeed(<redacted>)")
+    }
+}
+
+impl StoreSeed {
+    /// A fresh seed from the thread's CSPRNG.
+    pub fn random() -> Self {
+        Self(rand::random())
+    }
+
+    fn derive(&self, what: &[u8], i: u64) -> [u8; 32] {
+        Sha256::new()
+            .chain_update(b"confide-psi/store/v1")
+            .chain_update(self.0)
+            .chain_update(what)
+            .chain_update(i.to_le_bytes())
+            .finalize()
+            .into()
+    }
+
+    fn bucket_of(&self, id: &str, nb: u64) -> usize {
+        let d = Sha256::new()
+            .chain_update(b"confide-psi/bucket/v1")
+            .chain_update(self.0)
+            .chain_update(id.as_bytes())
+            .finalize();
+        let mut a = [0u8; 8];
+        a.copy_from_slice(&d[..8]);
+        (u64::from_le_bytes(a) % nb) as usize
     }
 }
 
@@ -119,6 +166,7 @@ enum Bucket {
 #[derive(Debug)]
 pub struct IdStore {
     buckets: Vec<Bucket>,
+    lens: Vec<u64>,
     len: u64,
 }
 
@@ -136,6 +184,11 @@ impl IdStore {
     /// Number of buckets.
     pub fn bucket_count(&self) -> usize {
         self.buckets.len()
+    }
+
+    /// Number of IDs in bucket `i`.
+    pub fn bucket_len(&self, i: usize) -> u64 {
+        self.lens.get(i).copied().unwrap_or(0)
     }
 
     /// Loads bucket `i` (in send order).
@@ -189,6 +242,19 @@ pub fn prepare(
     tuning: &Tuning,
     progress: &dyn Fn(u64, u64),
 ) -> Result<(IdStore, InputStats), PsiError> {
+    prepare_seeded(path, id_column, dir, tuning, &StoreSeed::random(), progress)
+}
+
+/// [`prepare`] with the order drawn from `seed`: the same seed on the same file and tuning
+/// gives the same store.
+pub fn prepare_seeded(
+    path: &Path,
+    id_column: &str,
+    dir: &Path,
+    tuning: &Tuning,
+    seed: &StoreSeed,
+    progress: &dyn Fn(u64, u64),
+) -> Result<(IdStore, InputStats), PsiError> {
     let file_len = std::fs::metadata(path)
         .map_err(|e| PsiError::io(path, e))?
         .len();
@@ -212,7 +278,6 @@ pub fn prepare(
         }
         Sink::Files(files)
     };
-    let keyed = RandomState::new();
 
     let mut stats = InputStats::default();
     let mut valid = 0u64;
@@ -251,16 +316,17 @@ pub fn prepare(
         match &mut sink {
             Sink::Memory(b) => b[0].push(id.to_string()),
             Sink::Files(files) => {
-                let (p, w) = &mut files[(keyed.hash_one(id) % nb as u64) as usize];
+                let (p, w) = &mut files[seed.bucket_of(id, nb as u64)];
                 write_id(w, id, p)?;
             }
         }
     }
 
-    let mut rng = rand::rng();
     // De-duplication keeps the input order (first occurrences), so that the CSPRNG
-    // shuffle below is the only thing that decides the send order.
-    let mut dedup = |ids: Vec<String>| -> Vec<String> {
+    // shuffle below (seeded per bucket from the job's secret seed) is the only thing that
+    // decides the send order.
+    let dedup = |ids: Vec<String>, bucket: usize| -> Vec<String> {
+        let mut rng = ChaCha20Rng::from_seed(seed.derive(b"shuffle", bucket as u64));
         let mut seen: HashSet<&str> = HashSet::with_capacity(ids.len());
         let first: Vec<bool> = ids.iter().map(|id| seen.insert(id.as_str())).collect();
         drop(seen);
@@ -272,18 +338,20 @@ pub fn prepare(
         v.shuffle(&mut rng);
         v
     };
+    let mut bucket_lens = Vec::new();
     let buckets = match sink {
-        Sink::Memory(mut b) => vec![Bucket::Memory(dedup(b.pop().unwrap_or_default()))],
+        Sink::Memory(mut b) => vec![Bucket::Memory(dedup(b.pop().unwrap_or_default(), 0))],
         Sink::Files(files) => {
             let mut out = Vec::with_capacity(files.len());
             for (i, (raw, mut w)) in files.into_iter().enumerate() {
                 w.flush().map_err(|e| PsiError::io(&raw, e))?;
                 drop(w);
-                let ids = dedup(read_ids(&raw)?);
+                let ids = dedup(read_ids(&raw)?, i);
                 std::fs::remove_file(&raw).map_err(|e| PsiError::io(&raw, e))?;
                 let p = dir.join(format!("input-{i}.ids"));
                 write_ids(&p, &ids)?;
                 stats.distinct += ids.len() as u64;
+                bucket_lens.push(ids.len() as u64);
                 out.push(Bucket::File(p));
             }
             out
@@ -291,12 +359,22 @@ pub fn prepare(
     };
     if let [Bucket::Memory(ids)] = &buckets[..] {
         stats.distinct = ids.len() as u64;
+        bucket_lens.push(stats.distinct);
     }
     stats.duplicates = valid - stats.distinct;
     progress(stats.rows, stats.rows);
+    let lens = buckets
+        .iter()
+        .zip(&bucket_lens)
+        .map(|(b, &l)| match b {
+            Bucket::Memory(ids) => ids.len() as u64,
+            Bucket::File(_) => l,
+        })
+        .collect();
     Ok((
         IdStore {
             buckets,
+            lens,
             len: stats.distinct,
         },
         stats,

@@ -53,12 +53,11 @@ use confide_ot::oprf;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::{Checkpoint, KkrtState};
 use crate::exec::cpu;
-use crate::{OutputMode, Progress, PsiError};
+use crate::{OutputMode, Progress, PsiError, Tuning};
 
 const ID_DST: &[u8] = b"confide-psi/kkrt/id/v1";
-/// Tags per message.
-const TAG_CHUNK: usize = 1 << 16;
 /// Responder items evaluated at a time.
 const EVAL_CHUNK: usize = 1 << 16;
 /// Evictions before a cuckoo insertion fails.
@@ -194,7 +193,7 @@ pub async fn run<T: Transport>(
 ) -> Result<Option<Vec<String>>, PsiError> {
     let ids = clean_ids(ids);
     let xs: Vec<Block> = ids.par_iter().map(|s| digest(s)).collect();
-    let (_, hits) = core(t, peer, role, mode, xs, &|_| {}).await?;
+    let (_, hits, _) = core(t, peer, role, mode, xs, &|_| {}, &Tuning::default(), None).await?;
     // `ids` is sorted, so the matches come out sorted.
     Ok(hits.map(|h| {
         ids.iter()
@@ -213,7 +212,10 @@ fn size_only_refused() -> PsiError {
 }
 
 /// The protocol on this party's distinct digests `xs` (see [`digest`]). Returns the
-/// peer's set size and, if this party learns the intersection, one flag per item of `xs`.
+/// peer's set size, if this party learns the intersection one flag per item of `xs`, and
+/// the items a resumed run did not compute again. With a checkpoint, the OPRF and every
+/// chunk of tags are units ([`crate::kkrt_resume`]).
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn core<T: Transport>(
     t: &T,
     peer: &str,
@@ -221,21 +223,40 @@ pub(crate) async fn core<T: Transport>(
     mode: OutputMode,
     xs: Vec<Block>,
     progress: &(dyn Fn(Progress) + Send + Sync),
-) -> Result<(u64, Option<Vec<bool>>), PsiError> {
+    tuning: &Tuning,
+    ck: Option<&Checkpoint>,
+) -> Result<(u64, Option<Vec<bool>>, u64), PsiError> {
     if mode == OutputMode::SizeOnly {
         return Err(size_only_refused());
     }
     let xs = Arc::new(xs);
     let n = xs.len();
     let stage = |stage, done, total| progress(Progress { stage, done, total });
+    let resumed = ck.is_some_and(|c| c.resumed);
+    let saved = match ck {
+        Some(c) => c.kkrt()?,
+        None => KkrtState::default(),
+    };
     match role {
         Role::Initiator => {
-            let fp = fingerprint(mode, t.me(), peer);
-            let seed: Block = rand::random();
-            t.send(peer, hello(mode, t.me(), peer, n as u64, seed))
-                .await?;
+            let fp = resume_fp(fingerprint(mode, t.me(), peer), resumed);
+            let seed: Block = if resumed && saved.seed != 0 {
+                saved.seed
+            } else {
+                rand::random()
+            };
+            if let Some(c) = ck {
+                c.update(|k, _| k.seed = seed)?;
+            }
+            let mut msg = hello(mode, t.me(), peer, n as u64, seed);
+            msg[..32].copy_from_slice(&fp);
+            if resumed {
+                msg.push(saved.have_oprf as u8);
+                msg.extend_from_slice(&saved.tags_done.to_le_bytes());
+            }
+            t.send(peer, msg).await?;
             let msg = t.recv(peer).await?;
-            if msg.len() != REPLY_LEN {
+            if msg.len() != REPLY_LEN + resumed as usize {
                 return Err(PsiError::malformed(peer, "KKRT: bad reply to the hello"));
             }
             if msg[..32] != fp {
@@ -243,29 +264,41 @@ pub(crate) async fn core<T: Transport>(
             }
             let n_r = u64_at(peer, &msg, 32)?;
             check_size(peer, n_r)?;
+            let reuse = resumed && saved.have_oprf && msg[REPLY_LEN] == 1;
+            if reuse && saved.peer_size != n_r {
+                return Err(peer_changed());
+            }
             let nb = bins(n);
-            let x = xs.clone();
-            let table = cpu(move || {
-                let hasher = Hasher {
-                    aes: FixedAes::new(seed),
-                    bins: nb as u64,
-                };
-                cuckoo(&hasher.bins_of(&x), nb)
-            })
-            .await??;
-            let x = xs.clone();
-            let inputs: Vec<Block> = table
-                .iter()
-                .map(|slot| match slot {
-                    Some((i, k)) => x[*i as usize] | *k as u128,
-                    None => rand::random(),
+            let (outs, table) = if reuse {
+                let c = ck.ok_or_else(|| PsiError::Internal("no checkpoint".into()))?;
+                crate::kkrt_resume::load_initiator(c, nb, n)?
+            } else {
+                let x = xs.clone();
+                let table = cpu(move || {
+                    let hasher = Hasher {
+                        aes: FixedAes::new(seed),
+                        bins: nb as u64,
+                    };
+                    cuckoo(&hasher.bins_of(&x), nb)
                 })
-                .collect();
-            stage("oprf", 0, nb as u64);
-            let outs = oprf::receive(t, peer, &inputs)
-                .await
-                .map_err(PsiError::from)?;
-            drop(inputs);
+                .await??;
+                let inputs: Vec<Block> = table
+                    .iter()
+                    .map(|slot| match slot {
+                        Some((i, k)) => xs[*i as usize] | *k as u128,
+                        None => rand::random(),
+                    })
+                    .collect();
+                stage("oprf", 0, nb as u64);
+                let outs = oprf::receive(t, peer, &inputs)
+                    .await
+                    .map_err(PsiError::from)?;
+                drop(inputs);
+                if let Some(c) = ck {
+                    crate::kkrt_resume::save_initiator(c, &outs, &table, n_r)?;
+                }
+                (outs, table)
+            };
             stage("oprf", nb as u64, nb as u64);
             let len = tag_bytes(n as u64, n_r);
             let mine: Arc<[HashMap<Block, u32>; 3]> = Arc::new(
@@ -283,13 +316,26 @@ pub(crate) async fn core<T: Transport>(
             let mut hits = vec![false; n];
             let mut positions: Vec<u64> = Vec::new();
             let total = 3 * n_r;
+            let done0 = if reuse { saved.tags_done.min(total) } else { 0 };
+            if let (true, Some(c)) = (reuse, ck) {
+                for (i, p) in crate::kkrt_resume::load_found(c, saved.found)? {
+                    *hits.get_mut(i as usize).ok_or_else(|| {
+                        PsiError::Checkpoint("the KKRT matches are out of range".into())
+                    })? = true;
+                    positions.push(p);
+                }
+                stage("resuming", done0, total);
+            }
             for k in 0..3usize {
-                let mut pos = 0u64;
-                let mut left = n_r as usize;
-                while left > 0 {
-                    let c = left.min(TAG_CHUNK);
+                let mut pos = if n_r == 0 {
+                    0
+                } else {
+                    done0.saturating_sub(k as u64 * n_r).min(n_r)
+                };
+                while pos < n_r {
                     let msg = t.recv(peer).await?;
-                    if msg.len() != c * len {
+                    let c = msg.len() / len.max(1);
+                    if !msg.len().is_multiple_of(len) || c == 0 || c as u64 > n_r - pos {
                         return Err(PsiError::malformed(peer, "KKRT: bad tag chunk"));
                     }
                     let own = mine.clone();
@@ -310,12 +356,18 @@ pub(crate) async fn core<T: Transport>(
                             .collect()
                     })
                     .await?;
-                    for (i, j) in found {
+                    let found: Vec<(u32, u64)> = found
+                        .into_iter()
+                        .map(|(i, j)| (i, (pos + j) | (k as u64) << 62))
+                        .collect();
+                    if let Some(ck) = ck {
+                        crate::kkrt_resume::record_chunk(ck, &found, c as u64)?;
+                    }
+                    for (i, p) in found {
                         hits[i as usize] = true;
-                        positions.push((pos + j) | (k as u64) << 62);
+                        positions.push(p);
                     }
                     pos += c as u64;
-                    left -= c;
                     stage("matching", k as u64 * n_r + pos, total);
                 }
             }
@@ -324,12 +376,13 @@ pub(crate) async fn core<T: Transport>(
                 let msg: Vec<u8> = positions.iter().flat_map(|p| p.to_le_bytes()).collect();
                 t.send(peer, msg).await?;
             }
-            Ok((n_r, Some(hits)))
+            let skipped = if reuse { nb as u64 + done0 } else { 0 };
+            Ok((n_r, Some(hits), skipped))
         }
         Role::Responder => {
-            let fp = fingerprint(mode, peer, t.me());
+            let fp = resume_fp(fingerprint(mode, peer, t.me()), resumed);
             let hello = t.recv(peer).await?;
-            if hello.len() != HELLO_LEN {
+            if hello.len() != HELLO_LEN + 9 * resumed as usize {
                 return Err(PsiError::malformed(peer, "KKRT: bad hello"));
             }
             if hello[..32] != fp {
@@ -340,12 +393,46 @@ pub(crate) async fn core<T: Transport>(
             sb.copy_from_slice(&hello[40..56]);
             let seed = u128::from_le_bytes(sb);
             check_size(peer, n_i)?;
+            let have = resumed && saved.have_oprf && saved.seed == seed;
+            let reuse = have && hello[HELLO_LEN] == 1;
+            if reuse && saved.peer_size != n_i {
+                return Err(peer_changed());
+            }
+            let done0 = if reuse {
+                u64_at(peer, &hello, HELLO_LEN + 1)?
+            } else {
+                0
+            };
+            if done0 > 3 * n as u64 {
+                return Err(PsiError::malformed(
+                    peer,
+                    "KKRT: resume position out of range",
+                ));
+            }
+            if let (false, Some(c)) = (reuse, ck) {
+                c.update(|k, _| {
+                    k.seed = seed;
+                    k.have_oprf = false;
+                })?;
+            }
             let mut reply = fp.to_vec();
             reply.extend_from_slice(&(n as u64).to_le_bytes());
+            if resumed {
+                reply.push(have as u8);
+            }
             t.send(peer, reply).await?;
             let nb = bins(n_i as usize);
-            stage("oprf", 0, nb as u64);
-            let key = Arc::new(oprf::send(t, peer, nb).await.map_err(PsiError::from)?);
+            let key = if reuse {
+                let c = ck.ok_or_else(|| PsiError::Internal("no checkpoint".into()))?;
+                Arc::new(crate::kkrt_resume::load_responder(c, nb)?)
+            } else {
+                stage("oprf", 0, nb as u64);
+                let key = oprf::send(t, peer, nb).await.map_err(PsiError::from)?;
+                if let Some(c) = ck {
+                    crate::kkrt_resume::save_responder(c, &key, n_i)?;
+                }
+                Arc::new(key)
+            };
             stage("oprf", nb as u64, nb as u64);
             let hasher = Arc::new(Hasher {
                 aes: FixedAes::new(seed),
@@ -356,9 +443,15 @@ pub(crate) async fn core<T: Transport>(
                 // Unreachable: both sets are at most MAX_ITEMS (checked above).
                 return Err(PsiError::Internal("KKRT tags longer than 96 bits".into()));
             }
+            let chunk = tuning.kkrt_tags.max(1);
             // For output `All`: per hash function, the item behind each sent position.
             let mut order: Vec<Vec<u32>> = Vec::with_capacity(3);
             for k in 0..3usize {
+                let from = done0.saturating_sub((k * n) as u64).min(n as u64) as usize;
+                if from == n && mode != OutputMode::All {
+                    // Every tag of this list reached the initiator before the restart.
+                    continue;
+                }
                 let (x, key, h) = (xs.clone(), key.clone(), hasher.clone());
                 // One list per hash function: (tag << 32) | item, sorted, so the tags go
                 // out in value order and the item behind each position stays here. 16
@@ -385,24 +478,23 @@ pub(crate) async fn core<T: Transport>(
                 })
                 .await?
                 .ok_or_else(|| PsiError::Internal("bin out of range".into()))?;
-                for (ci, chunk) in list.chunks(TAG_CHUNK).enumerate() {
-                    let mut msg = Vec::with_capacity(chunk.len() * len);
-                    for p in chunk {
+                let mut sent = from;
+                for part in list[from..].chunks(chunk) {
+                    let mut msg = Vec::with_capacity(part.len() * len);
+                    for p in part {
                         msg.extend_from_slice(&(p >> 32).to_le_bytes()[..len]);
                     }
                     t.send(peer, msg).await?;
-                    stage(
-                        "sending tags",
-                        k as u64 * n as u64 + (ci * TAG_CHUNK + chunk.len()) as u64,
-                        3 * n as u64,
-                    );
+                    sent += part.len();
+                    stage("sending tags", (k * n + sent) as u64, 3 * n as u64);
                 }
                 if mode == OutputMode::All {
                     order.push(list.iter().map(|&p| p as u32).collect());
                 }
             }
+            let skipped = if reuse { nb as u64 + done0 } else { 0 };
             if mode != OutputMode::All {
-                return Ok((n_i, None));
+                return Ok((n_i, None, skipped));
             }
             let msg = t.recv(peer).await?;
             if msg.len() % 8 != 0 {
@@ -418,9 +510,27 @@ pub(crate) async fn core<T: Transport>(
                     .ok_or_else(|| PsiError::malformed(peer, "KKRT: result out of range"))?;
                 hits[*i as usize] = true;
             }
-            Ok((n_i, Some(hits)))
+            Ok((n_i, Some(hits), skipped))
         }
     }
+}
+
+/// A resumed party's hello differs from a fresh one's: the two never run together.
+fn resume_fp(fp: [u8; 32], resumed: bool) -> [u8; 32] {
+    if !resumed {
+        return fp;
+    }
+    Sha256::new()
+        .chain_update(b"confide-psi/kkrt/resume")
+        .chain_update(fp)
+        .finalize()
+        .into()
+}
+
+fn peer_changed() -> PsiError {
+    PsiError::Checkpoint(
+        "the peer's input changed since the checkpoint (its set size differs)".into(),
+    )
 }
 
 fn job_differs(peer: &str) -> PsiError {

@@ -106,14 +106,25 @@
 //! buffers; points between rounds go to files under the work directory. The
 //! intersection's IDs are gathered bucket by bucket, so [`run_to_memory`] holds one input
 //! bucket and the intersection.
+//!
+//! # Resume
+//!
+//! [`run_checkpointed`] keeps a checkpoint after every completed unit (ECDH: every received
+//! chunk of every stream; KKRT: the OPRF, then every chunk of tags) and continues from it
+//! after a crash; see [`checkpoint`] for what it holds (only this party's own key, seed,
+//! input digest and what it received) and why resending is safe. Below those units nothing
+//! is checkpointed: KKRT's OT extension is one unit, and ECDH's tag delivery and
+//! combination (no curve work) run again.
 #![forbid(unsafe_code)]
 #![cfg_attr(not(test), warn(clippy::unwrap_used))]
 
+pub mod checkpoint;
 pub mod crypto;
 mod error;
 mod exec;
 pub mod input;
 pub mod kkrt;
+mod kkrt_resume;
 mod leakage;
 mod protocol;
 mod route;
@@ -125,6 +136,7 @@ use std::time::Duration;
 
 use confide_mpc::transport::Transport;
 
+pub use crate::checkpoint::CheckpointSpec;
 pub use crate::error::PsiError;
 pub use crate::input::{InputStats, Tuning};
 pub use crate::leakage::{Learns, disclosures, learners};
@@ -249,6 +261,10 @@ pub struct PsiReport {
     pub bytes_sent: u64,
     /// Bytes this party received.
     pub bytes_received: u64,
+    /// Items a resumed run did not compute again (0 for a run that did not resume): for
+    /// ECDH, points of every stream already held or already received by the peer; for
+    /// KKRT, the OPRF instances when the OPRF is reused plus the tags already matched.
+    pub resumed_items: u64,
 }
 
 /// Fast check, before a job starts, that `path` is a CSV with the column `id_column`.
@@ -277,7 +293,28 @@ pub async fn run_tuned<T: Transport>(
     tuning: Tuning,
 ) -> Result<PsiReport, PsiError> {
     let key = crypto::JobKey::random();
-    Ok(protocol::run(t, job, progress, key, tuning, false).await?.0)
+    Ok(protocol::run(t, job, progress, key, tuning, false, None)
+        .await?
+        .0)
+}
+
+/// [`run_tuned`] with a checkpoint in `ck.dir` after every completed unit (see
+/// [`checkpoint`]); with `ck.resume`, continues from the checkpoint there. Every party of
+/// the job must resume, or none. The result is the one the interrupted run would have
+/// given: the same intersection, written in the same order.
+pub async fn run_checkpointed<T: Transport>(
+    t: &T,
+    job: &PsiJob,
+    progress: &(dyn Fn(Progress) + Send + Sync),
+    tuning: Tuning,
+    ck: &CheckpointSpec,
+) -> Result<PsiReport, PsiError> {
+    let key = crypto::JobKey::random();
+    Ok(
+        protocol::run(t, job, progress, key, tuning, false, Some(ck))
+            .await?
+            .0,
+    )
 }
 
 /// [`run`], also returning the intersection's IDs in memory, sorted, if this party learns
@@ -291,7 +328,7 @@ pub async fn run_to_memory<T: Transport>(
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<(PsiReport, Option<Vec<String>>), PsiError> {
     let key = crypto::JobKey::random();
-    protocol::run(t, job, progress, key, Tuning::default(), true).await
+    protocol::run(t, job, progress, key, Tuning::default(), true, None).await
 }
 
 #[cfg(test)]
@@ -301,7 +338,9 @@ pub(crate) async fn run_with_key<T: Transport>(
     key: crypto::JobKey,
     tuning: Tuning,
 ) -> Result<PsiReport, PsiError> {
-    Ok(protocol::run(t, job, &|_| {}, key, tuning, false).await?.0)
+    Ok(protocol::run(t, job, &|_| {}, key, tuning, false, None)
+        .await?
+        .0)
 }
 
 #[cfg(test)]

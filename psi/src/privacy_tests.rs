@@ -151,6 +151,7 @@ async fn two_party_wire_carries_no_ids_and_shuffled_sets() {
         bucket_bytes: 4096,
         chunk_points: 100,
         chunk_tags: 150,
+        ..Tuning::default()
     };
     let (ra, rb) = tokio::join!(
         crate::run_with_key(&a, &ja, JobKey::from_scalar(ka), Tuning::default()),
@@ -200,6 +201,7 @@ async fn three_party_wire_carries_no_ids_and_shuffled_sets() {
         bucket_bytes: 4096,
         chunk_points: 64,
         chunk_tags: 100,
+        ..Tuning::default()
     };
     let (r0, r1, r2) = tokio::join!(
         crate::run_with_key(&ts[0], &jobs[0], JobKey::from_scalar(keys[0]), tuning),

@@ -386,6 +386,7 @@ async fn run(
             bucket_bytes: 2048,
             chunk_points: 90,
             chunk_tags: 70,
+            ..Tuning::default()
         };
         tasks.push(tokio::spawn(async move {
             crate::run_with_key(&t, &job, JobKey::from_scalar(key), tuning).await

@@ -165,6 +165,7 @@ fn tuning_strategy() -> impl Strategy<Value = Tuning> {
             bucket_bytes: b,
             chunk_points: p,
             chunk_tags: t,
+            ..Tuning::default()
         }),
     ]
 }

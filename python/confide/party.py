@@ -137,12 +137,15 @@ class Party:
         size_only: bool = False,
         to_all: bool = False,
         protocol: Optional[str] = None,
+        resume: Optional[str] = None,
     ) -> PsiResult:
         """Private set intersection of this party's ``dataset`` with ``peers``
         (``"PARTY:DATASET"``). Without ``output`` the intersection goes to a file under
         the data directory; ``size_only`` learns only its size. ``protocol`` is
         ``"kkrt"`` (the default for two parties unless ``size_only``) or ``"ecdh"``
-        (any number of parties); ``result.result["protocol"]`` names the one used."""
+        (any number of parties); ``result.result["protocol"]`` names the one used.
+        ``resume`` is the id of a job cut off by a failure: the job continues from the
+        checkpoints its parties kept (the other arguments must be that job's)."""
         args = ["psi", "--dataset", dataset]
         for p in peers:
             args += ["--peer", p]
@@ -156,6 +159,8 @@ class Party:
             args += ["--to-all"]
         if protocol is not None:
             args += ["--protocol", protocol]
+        if resume is not None:
+            args += ["--resume", resume]
         job, r, summary = self._submit("psi", args)
         written = r.get("output")
         ids = pd.read_csv(written, dtype=str) if written else None

@@ -265,6 +265,10 @@ pub struct PsiArgs {
     /// --size-only) or `ecdh` (any number of parties, every output; the default otherwise).
     #[arg(long, value_enum)]
     pub protocol: Option<PsiProtocolArg>,
+    /// Continue job JOB (cut off by a failure) from the checkpoint every party kept,
+    /// instead of from zero; the other flags must be those of JOB.
+    #[arg(long, value_name = "JOB")]
+    pub resume: Option<String>,
 }
 
 /// `confide psi --protocol`.
@@ -298,6 +302,11 @@ pub struct TrainArgs {
     /// Every party sees it, so it must not be a secret.
     #[arg(long)]
     pub seed: Option<u64>,
+    /// Continue job JOB (cut off by a failure) from the checkpoint of its last completed
+    /// epoch at every party, instead of from zero; the other flags must be those of JOB
+    /// (its seed is taken from JOB unless --seed is given). Logistic regression only.
+    #[arg(long, value_name = "JOB")]
+    pub resume: Option<String>,
     #[command(flatten)]
     pub fit: FitArgs,
     #[command(flatten)]

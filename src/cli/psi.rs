@@ -42,7 +42,11 @@ pub fn psi_request(a: &PsiArgs) -> Result<SubmitRequest, CliError> {
         PsiProtocolArg::Ecdh => psi::Protocol::Ecdh,
         PsiProtocolArg::Kkrt => psi::Protocol::Kkrt,
     });
-    let options = JobOptions::Psi(psi::Opts { mode, protocol });
+    let options = JobOptions::Psi(psi::Opts {
+        mode,
+        protocol,
+        resume: a.resume.clone(),
+    });
     Ok(request(&options, &a.dataset, peers, output.as_deref()))
 }
 
@@ -79,6 +83,12 @@ pub fn psi_summary(job: &str, me: &str, r: &serde_json::Value) -> String {
     s.push_str(&format!(" in {:.2} s", n("elapsed_ms") as f64 / 1000.0));
     if let Some(p) = r.get("protocol").and_then(|v| v.as_str()) {
         s.push_str(&format!(" ({p} PSI)"));
+    }
+    if let Some(orig) = r.get("resumed_from").and_then(|v| v.as_str()) {
+        s.push_str(&format!(
+            "; resumed job {orig} ({} items not computed again)",
+            n("resumed_items")
+        ));
     }
     s
 }

@@ -82,6 +82,8 @@ fn train_options(a: &TrainArgs, dealer: String) -> Result<kinds::train::Opts, Cl
     o.tolerance = f.tolerance;
     o.validation = f.validation;
     o.keep_shared = a.keep_shared;
+    o.resume = a.resume.clone();
+    o.seed_from_checkpoint = a.resume.is_some() && a.seed.is_none();
     o.gbdt = (a.model == ModelKind::Gbdt).then_some(GbdtOptions {
         trees: a.gbdt.trees as usize,
         depth: a.gbdt.depth as usize,
@@ -157,6 +159,12 @@ pub fn train_summary(job: &str, r: &serde_json::Value) -> String {
         (None, None) => s.push_str("; model not revealed to this party"),
     }
     s.push_str(&format!(" in {:.2} s", n("elapsed_ms") as f64 / 1000.0));
+    if let Some(orig) = r.get("resumed_from").and_then(|v| v.as_str()) {
+        s.push_str(&format!(
+            "; resumed job {orig} after epoch {}",
+            n("resumed_epochs")
+        ));
+    }
     s
 }
 

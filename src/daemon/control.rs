@@ -256,6 +256,7 @@ async fn prepare(
     r: SubmitRequest,
 ) -> Result<(JobSpec, JobOptions, FailureSignal), DaemonError> {
     let options = JobOptions::parse(&r.kind, &r.options_json)?;
+    let options = crate::kinds::resume::resolve(options, &d.cfg.party.data_dir, d.me())?;
     let mut parties = vec![DatasetRef {
         party: d.me().to_string(),
         dataset: r.dataset.clone(),

@@ -17,6 +17,7 @@ use crate::base::config::PartyConfig;
 use crate::base::error::{DaemonError, printable, status_line};
 use crate::base::job::JobSpec;
 use crate::base::kind::JobKind;
+use crate::kinds::resume::{self, Ended};
 use crate::kinds::{Env, JobOptions};
 use crate::net::FailureSignal;
 use crate::net::links::open_stream;
@@ -141,6 +142,9 @@ pub async fn run(
     tracing::info!(job = %job_id, kind = %kind, parties = ?spec.party_names(), "job started");
     let started = Instant::now();
     let work_dir = daemon.cfg.party.data_dir.join("jobs").join(&job_id);
+    if let Some(orig) = options.resume_of() {
+        env_progress_resume(&events, &job_id, orig);
+    }
     let deadline = spec.deadline;
     let mut abort_rx = abort.subscribe();
     let env = DaemonEnv {
@@ -226,7 +230,6 @@ pub async fn run(
         }
         r => r,
     };
-    let _ = std::fs::remove_dir_all(&work_dir);
     // The initiator anchors every job with peers (succeeded or not) on the audit chain;
     // risk jobs anchored each evaluation before it happened.
     let result = if spec.initiator() == daemon.me() && options.with_peers() {
@@ -241,6 +244,19 @@ pub async fn run(
         }
         Err(_) => (JobState::Failed, "failed"),
     };
+    // The job folder goes; a checkpoint stays for a resume unless the job succeeded or
+    // was cancelled.
+    let ended = match state {
+        JobState::Succeeded => Ended::Succeeded,
+        JobState::Cancelled => Ended::Cancelled,
+        _ => Ended::Failed,
+    };
+    resume::finish(
+        &daemon.cfg.party.data_dir,
+        &job_id,
+        options.resume_of(),
+        ended,
+    );
     let err = result
         .as_ref()
         .err()
@@ -277,6 +293,19 @@ pub async fn run(
     // Only now close the job's streams: a peer hears why before it sees them end.
     drop(links);
     result
+}
+
+/// Tells the submitter that the job resumes `orig` (before anything runs).
+fn env_progress_resume(events: &Option<mpsc::Sender<JobEvent>>, job_id: &str, orig: &str) {
+    if let Some(tx) = events {
+        let _ = tx.try_send(JobEvent {
+            job_id: job_id.to_string(),
+            state: JobState::Queued as i32,
+            stage: "resume".into(),
+            message: format!("a new attempt resuming job {orig} from its checkpoint"),
+            ..Default::default()
+        });
+    }
 }
 
 /// Anchors a finished job on the audit chain; the index goes into the summary.

@@ -143,31 +143,21 @@ pub async fn bind(cfg: &PartyConfig) -> Result<TcpListener, DaemonError> {
         })
 }
 
-/// Runs the daemon on `listener` until `shutdown` resolves.
-/// Removes the job folders (spill files of PSI rounds, training temporaries) that jobs cut
-/// off by a crash or a kill left under `jobs_dir`: no job runs before the daemon starts.
+/// Removes what jobs cut off by a crash or a kill left under `jobs_dir` (spill files of PSI
+/// rounds, training temporaries, empty folders), keeping their checkpoints for a resume
+/// until they expire ([`crate::kinds::resume::clean_leftovers`]): no job runs before the
+/// daemon starts.
 fn remove_leftover_work(jobs_dir: &std::path::Path) {
-    let Ok(entries) = std::fs::read_dir(jobs_dir) else {
-        return;
-    };
-    let mut removed = 0;
-    for entry in entries.flatten() {
-        let path = entry.path();
-        let gone = if path.is_dir() {
-            std::fs::remove_dir_all(&path)
-        } else {
-            std::fs::remove_file(&path)
-        };
-        match gone {
-            Ok(()) => removed += 1,
-            Err(e) => tracing::warn!("cannot remove the leftover {}: {e}", path.display()),
-        }
-    }
+    let (removed, kept) = crate::kinds::resume::clean_leftovers(jobs_dir);
     if removed > 0 {
         tracing::info!("removed {removed} job folder(s) left by an earlier run");
     }
+    if kept > 0 {
+        tracing::info!("kept the checkpoints of {kept} job(s) for a resume (`--resume JOB`)");
+    }
 }
 
+/// Runs the daemon on `listener` until `shutdown` resolves.
 pub async fn serve(
     listener: TcpListener,
     cfg: PartyConfig,

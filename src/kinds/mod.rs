@@ -33,6 +33,7 @@ use crate::base::kind::{JobKind, PolicyKind};
 pub mod netcheck;
 pub mod predict;
 pub mod psi;
+pub mod resume;
 mod risk_common;
 pub mod risk_ingest;
 pub mod risk_query;
@@ -257,6 +258,15 @@ impl JobOptions {
     pub fn to_json(&self) -> String {
         let v = each_kind!(self, o, _K => serde_json::to_string(o));
         v.unwrap_or_default()
+    }
+
+    /// The job whose checkpoint this job resumes from, if it resumes.
+    pub fn resume_of(&self) -> Option<&str> {
+        match self {
+            JobOptions::Psi(o) => o.resume.as_deref(),
+            JobOptions::Train(o) => o.resume.as_deref(),
+            _ => None,
+        }
     }
 
     pub fn with_peers(&self) -> bool {

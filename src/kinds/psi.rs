@@ -4,13 +4,21 @@
 //! (both parties of a two-party job learn it) or `size-only`; `protocol` = `ecdh` or
 //! `kkrt`. Without a protocol every party resolves the same default from the job it was
 //! proposed: KKRT for two parties unless the job is size-only, ECDH otherwise
-//! ([`confide_psi::Protocol::default_for`]).
+//! ([`confide_psi::Protocol::default_for`]). `resume` = the id of an earlier job of the
+//! same parties and options whose checkpoint every party continues from
+//! ([`super::resume`]).
+//!
+//! Every PSI job checkpoints (ECDH: per received chunk of points; KKRT: after the OPRF and
+//! per chunk of tags). Size knobs for operators and tests: `CONFIDE_PSI_CHUNK_POINTS`
+//! (points per message, the ECDH unit), `CONFIDE_PSI_KKRT_TAGS` (tags per message of a
+//! KKRT responder, the KKRT unit) and `CONFIDE_PSI_BUCKET_BYTES` (input bytes per
+//! on-disk bucket; a resumed job must use the value of its first run).
 
 use confide_mpc::ChannelTransport;
-use confide_psi::{OutputMode, Protocol as PsiProtocol, PsiJob};
+use confide_psi::{CheckpointSpec, OutputMode, Protocol as PsiProtocol, PsiJob, Tuning};
 use serde::{Deserialize, Serialize};
 
-use super::{Env, Kind, Plan};
+use super::{Env, Kind, Plan, resume};
 use crate::base::config::PartyConfig;
 use crate::base::error::DaemonError;
 use crate::base::kind::{JobKind, PolicyKind};
@@ -69,6 +77,40 @@ pub struct Opts {
     /// `None`: the default for the job's party count and mode.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub protocol: Option<Protocol>,
+    /// The job whose checkpoint this one continues from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+}
+
+/// The PSI size knobs from the environment (defaults otherwise).
+pub fn tuning() -> Tuning {
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<u64>().ok());
+    let mut t = Tuning::default();
+    if let Some(v) = env("CONFIDE_PSI_CHUNK_POINTS") {
+        t.chunk_points = v.clamp(1, 1 << 20) as usize;
+    }
+    if let Some(v) = env("CONFIDE_PSI_KKRT_TAGS") {
+        t.kkrt_tags = v.clamp(1, 1 << 20) as usize;
+    }
+    if let Some(v) = env("CONFIDE_PSI_BUCKET_BYTES") {
+        t.bucket_bytes = v.max(1);
+    }
+    t
+}
+
+/// The PSI job of this party (without output; the checkpoint checks compare this).
+fn psi_job(plan: &Plan<'_>, o: &Opts, input: &std::path::Path, id_column: &str) -> PsiJob {
+    let parties: Vec<String> = plan.parties.iter().map(|p| p.party.clone()).collect();
+    PsiJob {
+        initiator: plan.initiator.to_string(),
+        protocol: o.protocol(parties.len()),
+        parties,
+        mode: o.mode.into(),
+        input: input.to_path_buf(),
+        id_column: id_column.to_string(),
+        output: None,
+        work_dir: std::path::PathBuf::new(),
+    }
 }
 
 impl Opts {
@@ -98,6 +140,18 @@ fn check(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError
         let at = format!("dataset `{}` of `{}`", plan.my_dataset(), plan.me);
         DaemonError::local(format!("{at}: {e}"), format!("{at}: {}", e.public()))
     })?;
+    if let Some(orig) = &o.resume {
+        resume::check_id(orig)?;
+        let dir = resume::checkpoint_dir(&cfg.party.data_dir, orig);
+        let job = psi_job(plan, o, &ds.path, &ds.id_column);
+        confide_psi::checkpoint::check(&dir, &job, &tuning()).map_err(|e| {
+            let problem = match &e {
+                confide_psi::PsiError::Checkpoint(m) => m.clone(),
+                other => other.public(),
+            };
+            resume::refusal(orig, plan.me, &problem, plan.is_initiator())
+        })?;
+    }
     // Consent of every participant: this party's policy must allow psi for every party
     // that learns anything derived from its data in this job (with this protocol: every
     // other party learns at least its set size).
@@ -178,8 +232,31 @@ impl Kind for Psi {
             output,
             work_dir: env.work_dir().to_path_buf(),
         };
-        let progress = |p: confide_psi::Progress| env.progress(p.stage, p.done, p.total, "");
-        let report = confide_psi::run(t, &job, &progress).await?;
+        let message = match &o.resume {
+            Some(orig) => format!("resuming job {orig} from its checkpoint"),
+            None => String::new(),
+        };
+        let progress = |p: confide_psi::Progress| {
+            let m = if p.stage == "resuming" { &message } else { "" };
+            env.progress(p.stage, p.done, p.total, m)
+        };
+        let ck = CheckpointSpec {
+            dir: resume::checkpoint_dir(
+                &env.config().party.data_dir,
+                resume::anchor_job(&spec.job_id, o.resume.as_deref()),
+            ),
+            resume: o.resume.is_some(),
+        };
+        let report = confide_psi::run_checkpointed(t, &job, &progress, tuning(), &ck)
+            .await
+            .map_err(|e| match (&o.resume, e) {
+                (Some(orig), confide_psi::PsiError::Checkpoint(m)) => {
+                    let me = env.me();
+                    let m = resume::refusal(orig, me, &m, true).to_string();
+                    DaemonError::local(m.clone(), confide_mpc::clean(&m))
+                }
+                (_, e) => e.into(),
+            })?;
         Ok(serde_json::json!({
             "kind": "psi",
             "job_id": spec.job_id,
@@ -199,6 +276,8 @@ impl Kind for Psi {
             "elapsed_ms": report.elapsed.as_millis() as u64,
             "bytes_sent": report.bytes_sent,
             "bytes_received": report.bytes_received,
+            "resumed_from": o.resume,
+            "resumed_items": report.resumed_items,
         }))
     }
 }

@@ -30,7 +30,7 @@ use super::train_common::{
     align_rows, bad, bytes_received, bytes_sent, check_dealer, check_named_dealer, check_peers,
     checked_dataset, models_dir, role_name, three, train_err,
 };
-use super::{Env, Kind, Plan};
+use super::{Env, Kind, Plan, resume};
 use crate::base::config::PartyConfig;
 use crate::base::error::DaemonError;
 use crate::base::files::write_atomic;
@@ -51,6 +51,7 @@ impl Kind for Train {
     fn check_local(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
         o.validate().map_err(train_err)?;
         check_peers(cfg, &plan.parties[1..], &o.dealer)?;
+        check_resume(cfg, plan, o)?;
         let (ds, header) = checked_dataset(cfg, plan)?;
         if o.label == ds.id_column {
             return Err(bad(format!(
@@ -80,6 +81,7 @@ impl Kind for Train {
 
     fn check_peer(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
         o.validate().map_err(train_err)?;
+        check_resume(cfg, plan, o)?;
         if plan.my_dataset().is_empty() {
             return check_dealer(cfg, &o.dealer);
         }
@@ -93,6 +95,22 @@ impl Kind for Train {
         t: &ChannelTransport,
     ) -> Result<serde_json::Value, DaemonError> {
         run_train(env, o, t).await
+    }
+}
+
+/// A resumed job: this party must hold a checkpoint of the job it resumes, made with the
+/// same parties and options.
+fn check_resume(cfg: &PartyConfig, plan: &Plan<'_>, o: &Opts) -> Result<(), DaemonError> {
+    match &o.resume {
+        Some(orig) => resume::check_train(
+            &cfg.party.data_dir,
+            orig,
+            plan.me,
+            plan.parties,
+            o,
+            plan.is_initiator(),
+        ),
+        None => Ok(()),
     }
 }
 
@@ -186,9 +204,36 @@ async fn run_train(
             v.push(p);
         }
     };
-    let outcome = confide_training::train(t, role, data, &params, &progress)
-        .await
-        .map_err(train_err)?;
+    // Every epoch is checkpointed; a resumed job continues from the job it names.
+    let spec = env.spec();
+    let ck_dir = resume::checkpoint_dir(
+        &env.config().party.data_dir,
+        resume::anchor_job(&spec.job_id, o.resume.as_deref()),
+    );
+    if o.resume.is_none() {
+        resume::save_options(&ck_dir, &spec.parties, o)?;
+    } else if let Some(orig) = &o.resume {
+        env.progress(
+            "resuming",
+            0,
+            o.epochs as u64,
+            &format!("resuming job {orig} from its last checkpointed epoch"),
+        );
+    }
+    let ck = confide_training::TrainCheckpoint {
+        dir: ck_dir,
+        resume: o.resume.is_some(),
+    };
+    let outcome =
+        confide_training::train_checkpointed(t, role, data, &params, &progress, Some(&ck))
+            .await
+            .map_err(|e| match (&o.resume, e) {
+                (Some(orig), confide_training::TrainError::Checkpoint(m)) => {
+                    let m = resume::refusal(orig, env.me(), &m, true).to_string();
+                    DaemonError::local(m.clone(), confide_mpc::clean(&m))
+                }
+                (_, e) => train_err(e),
+            })?;
     let train_ms = train_started.elapsed().as_millis() as u64;
     for w in &outcome.warnings {
         env.progress("warning", 0, 0, w);
@@ -268,6 +313,8 @@ async fn run_train(
         "validation": o.validation,
         "validation_rows": metrics.map(|m| m.validation_rows),
         "seed": o.seed,
+        "resumed_from": o.resume,
+        "resumed_epochs": outcome.resumed_epochs,
         "label": o.label,
         "loss_per_epoch": known.then_some(&losses),
         "final_loss": losses.last(),

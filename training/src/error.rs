@@ -78,6 +78,9 @@ pub enum TrainError {
         #[source]
         source: std::io::Error,
     },
+    /// A training checkpoint is missing, unusable, or belongs to other inputs or options.
+    #[error("checkpoint: {0}")]
+    Checkpoint(String),
     /// A background computation died (a bug, not an input problem).
     #[error("internal error: {0}")]
     Internal(String),
@@ -162,6 +165,8 @@ impl TrainError {
             }
             TrainError::ShareFile { .. } => "a stored model share is not usable".into(),
             TrainError::Io { .. } => "input/output error on a file of this party".into(),
+            TrainError::Checkpoint(m) if !m.contains('/') => format!("checkpoint: {}", clean(m)),
+            TrainError::Checkpoint(_) => "checkpoint: unusable at this party".into(),
             TrainError::Internal(_) => "internal error".into(),
             TrainError::Local { public, .. } => public.clone(),
         }

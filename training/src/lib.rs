@@ -16,6 +16,14 @@
 //! multi-threaded tokio runtime, the blocking pool and rayon for the PSI), so a daemon
 //! awaits them directly on its runtime, over its own transport.
 //!
+//! # Resume
+//! [`train_checkpointed`] writes a checkpoint after every epoch (each computing party's
+//! own shares of the weights, momentum, Adam's moments and best weights, plus the public
+//! schedule; the dealer its epoch count) and, on resume, continues from the newest epoch
+//! every party holds. The schedule is the uninterrupted run's; the weights match it up to
+//! the fixed-point rounding of the dealer's fresh randomness after the resume.
+//! Boosted trees do not checkpoint.
+//!
 //! # Protocol
 //! 1. Handshake: row and column counts, feature names (between A and B only) and the job
 //!    parameters are exchanged and checked; every seat fails on any seat's input error.
@@ -122,7 +130,8 @@ pub use options::{GbdtOptions, PREDICT_BATCH, PredictOptions, TrainOptions, chec
 pub use plain::{PlainFit, Twin, auc, batch_order, generate_credit, train_plain};
 pub use protocol::{
     EpochProgress, MIN_ROWS, Metrics, Model, PartyNames, PredictParams, Role, SharedModel,
-    SigmoidKind, TrainOutcome, TrainParams, predict_shared, train,
+    SigmoidKind, TrainCheckpoint, TrainOutcome, TrainParams, predict_shared, train,
+    train_checkpointed,
 };
 pub use store::{GBDT_FORMAT, SHARE_FORMAT, ShareMeta, StoredGbdt, StoredShare, share_path};
 pub use table::{LocalData, Standardizer, Table, load_table};

@@ -367,6 +367,59 @@ impl Schedule {
         }
     }
 
+    /// The schedule's state after some epochs, for a checkpoint.
+    pub(crate) fn encode(&self) -> Vec<u8> {
+        let opt = |v: Option<f64>| v.map_or(u64::MAX, f64::to_bits);
+        [
+            self.rate.to_bits(),
+            self.epoch as u64,
+            self.prev.is_some() as u64,
+            opt(self.prev),
+            self.plateaus as u64,
+            self.best_val.is_some() as u64,
+            opt(self.best_val),
+            self.best_epoch.map_or(u64::MAX, |e| e as u64),
+            self.stall as u64,
+        ]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect()
+    }
+
+    /// The schedule of `fit` on `n` rows in the state of [`Self::encode`].
+    pub(crate) fn decode(fit: &Fit, n: usize, b: &[u8]) -> Option<Self> {
+        if b.len() != 72 {
+            return None;
+        }
+        let v: Vec<u64> = b
+            .chunks_exact(8)
+            .map(|c| u64::from_le_bytes(c.try_into().unwrap_or_default()))
+            .collect();
+        let [
+            rate,
+            epoch,
+            has_prev,
+            prev,
+            plateaus,
+            has_val,
+            val,
+            best_epoch,
+            stall,
+        ] = v[..]
+        else {
+            return None;
+        };
+        let mut s = Self::new(fit, n);
+        s.rate = f64::from_bits(rate);
+        s.epoch = epoch as usize;
+        s.prev = (has_prev == 1).then(|| f64::from_bits(prev));
+        s.plateaus = plateaus as usize;
+        s.best_val = (has_val == 1).then(|| f64::from_bits(val));
+        s.best_epoch = (best_epoch != u64::MAX).then_some(best_epoch as usize);
+        s.stall = stall as usize;
+        Some(s)
+    }
+
     /// The 1-based epoch with the best validation AUC so far.
     pub fn best_epoch(&self) -> Option<usize> {
         self.best_epoch

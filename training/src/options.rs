@@ -152,6 +152,13 @@ pub struct TrainOptions {
     /// `None` (the default) trains logistic regression.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gbdt: Option<GbdtOptions>,
+    /// The job (of the same parties and options) whose checkpoint this one continues from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resume: Option<String>,
+    /// With `resume`, at submission only: take `seed` from the resumed job (the initiator's
+    /// daemon replaces it before the job is proposed or anchored).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub seed_from_checkpoint: bool,
 }
 
 /// The boosting options of a `train` job with `model = gbdt` (the learning rate is
@@ -249,6 +256,8 @@ impl TrainOptions {
             seed,
             dealer: dealer.into(),
             gbdt: None,
+            resume: None,
+            seed_from_checkpoint: false,
         }
     }
 
@@ -282,6 +291,8 @@ impl TrainOptions {
             keep_shared,
             seed: raw.num("seed", None)?,
             dealer: raw.text("dealer")?,
+            resume: None,
+            seed_from_checkpoint: false,
             gbdt: match raw.0.get("model").map(String::as_str) {
                 None | Some("lr") => None,
                 Some("gbdt") => {

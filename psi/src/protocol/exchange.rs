@@ -5,16 +5,16 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::future::Future;
-use std::io::{BufReader, BufWriter, Read, Write};
+use std::io::{BufReader, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use confide_mpc::transport::Transport;
 
-use super::{Ctx, Net, TaskError, bad_point, reserve};
+use super::{Ctx, Net, bad_point, reserve};
 use crate::Progress;
-use crate::crypto::{POINT_LEN, Tag};
+use crate::crypto::{POINT_LEN, TAG_LEN, Tag};
 use crate::error::PsiError;
 use crate::exec::{blocking, cpu};
 use crate::input::IdStore;
@@ -40,19 +40,36 @@ async fn maybe<R>(
     }
 }
 
-/// Runs the masking rounds; returns the tags of every set this party finishes, by origin.
+/// Runs the masking rounds; returns the tags of every set this party finishes, by origin,
+/// and the items a resumed run did not compute again.
 pub(super) async fn exchange<T: Transport>(
     net: &Net<'_, T>,
     ctx: &Ctx<'_>,
     store: &Arc<IdStore>,
     sizes: &[u64],
-) -> Result<BTreeMap<usize, Vec<Tag>>, PsiError> {
+) -> Result<(BTreeMap<usize, Vec<Tag>>, u64), PsiError> {
     let (n, me, route) = (ctx.n, ctx.me, ctx.route);
     let total: u64 = (1..n)
         .flat_map(|r| route.sends(me, r).into_iter().chain(route.receives(me, r)))
         .map(|(o, _)| sizes[o])
         .sum();
-    let done = AtomicU64::new(0);
+    // On resume: what the receivers of this party's streams hold and what it holds itself.
+    let mut skipped: u64 = ctx.skip.values().sum();
+    if let Some(ck) = &ctx.ck {
+        for r in 1..n {
+            for (o, _) in route.receives(me, r) {
+                skipped += ck.received(r, o)?;
+            }
+        }
+    }
+    if skipped > 0 {
+        (ctx.progress)(Progress {
+            stage: "resuming",
+            done: skipped,
+            total,
+        });
+    }
+    let done = AtomicU64::new(skipped);
     let tick = |items: usize| {
         let d = done.fetch_add(items as u64, Ordering::Relaxed) + items as u64;
         (ctx.progress)(Progress {
@@ -116,7 +133,7 @@ pub(super) async fn exchange<T: Transport>(
     if !pending.is_empty() {
         return Err(PsiError::Internal("a set was not forwarded".into()));
     }
-    Ok(finished)
+    Ok((finished, skipped))
 }
 
 /// Sends set `origin` to `to` in round `r`: this party's own set, masked (round 1), or
@@ -134,14 +151,23 @@ async fn send_stream<T: Transport>(
     tick: Tick<'_>,
 ) -> Result<(), PsiError> {
     let stream = r as u8;
-    let mut sent = 0u64;
+    // Items the receiver already holds (resume): not masked or sent again.
+    let skip = ctx.skip.get(&(r, origin)).copied().unwrap_or(0);
+    let mut sent = skip;
     let to = ctx.name(to);
     match from_file {
         None if origin == ctx.me => {
+            let mut before = 0u64;
             for b in 0..store.bucket_count() {
+                let len = store.bucket_len(b);
+                if before + len <= skip {
+                    before += len;
+                    continue;
+                }
                 let s = store.clone();
                 let ids = Arc::new(blocking(move || s.load(b)).await?);
-                let mut at = 0;
+                let mut at = skip.saturating_sub(before) as usize;
+                before += len;
                 while at < ids.len() {
                     let end = (at + ctx.tuning.chunk_points).min(ids.len());
                     let (key, chunk) = (ctx.key.clone(), ids.clone());
@@ -157,7 +183,10 @@ async fn send_stream<T: Transport>(
         None => return Err(PsiError::Internal("nothing to forward".into())),
         Some(path) => {
             let p = path.to_path_buf();
-            let mut reader = BufReader::new(File::open(&p).map_err(|e| PsiError::io(&p, e))?);
+            let mut file = File::open(&p).map_err(|e| PsiError::io(&p, e))?;
+            file.seek(SeekFrom::Start(skip * POINT_LEN as u64))
+                .map_err(|e| PsiError::io(&p, e))?;
+            let mut reader = BufReader::new(file);
             loop {
                 let want = ctx.tuning.chunk_points.max(1) * POINT_LEN;
                 let p = path.to_path_buf();
@@ -179,7 +208,10 @@ async fn send_stream<T: Transport>(
                 tick(data.len() / POINT_LEN);
                 sent += (data.len() / POINT_LEN) as u64;
             }
-            std::fs::remove_file(path).map_err(|e| PsiError::io(path, e))?;
+            // A checkpoint keeps it: a receiver that restarts may need its tail again.
+            if ctx.ck.is_none() {
+                std::fs::remove_file(path).map_err(|e| PsiError::io(path, e))?;
+            }
         }
     }
     if sent != sizes[origin] {
@@ -189,7 +221,9 @@ async fn send_stream<T: Transport>(
 }
 
 /// Receives set `origin` from `from` in round `r` and raises it to this party's key: to a
-/// file for the next round, or, on the set's last hop, to tags.
+/// file for the next round, or, on the set's last hop, to tags. With a checkpoint, each
+/// chunk's result is appended to the checkpoint's file of the stream and counted there;
+/// a resumed stream starts after what that file holds.
 async fn recv_stream<T: Transport>(
     net: &Net<'_, T>,
     ctx: &Ctx<'_>,
@@ -202,16 +236,37 @@ async fn recv_stream<T: Transport>(
     let stream = r as u8;
     let from = ctx.name(from);
     let last = r == ctx.n - 1;
-    let path = ctx.dir.join(format!("round-{r}-set-{origin}.pts"));
-    let mut writer = if last {
-        None
-    } else {
-        Some(BufWriter::new(
-            File::create(&path).map_err(|e| PsiError::io(&path, e))?,
-        ))
-    };
+    let item_len = if last { TAG_LEN } else { POINT_LEN } as u64;
     let mut tags: Vec<Tag> = Vec::with_capacity(if last { reserve(announced) } else { 0 });
     let mut got = 0u64;
+    let (mut file, path) = match &ctx.ck {
+        Some(ck) => {
+            let (ck, want) = (ck.clone(), last);
+            let (f, path, existing) =
+                blocking(move || ck.open_stream(r, origin, item_len as usize, want)).await?;
+            got = std::fs::metadata(&path)
+                .map_err(|e| PsiError::io(&path, e))?
+                .len()
+                / item_len;
+            tags.extend(existing.chunks_exact(TAG_LEN).map(|c| {
+                let mut t = [0u8; TAG_LEN];
+                t.copy_from_slice(c);
+                t
+            }));
+            (Some(f), path)
+        }
+        None if last => (None, ctx.dir.join("unused")),
+        None => {
+            let path = ctx.dir.join(format!("round-{r}-set-{origin}.pts"));
+            let f = File::create(&path).map_err(|e| PsiError::io(&path, e))?;
+            (Some(f), path)
+        }
+    };
+    if got > announced {
+        return Err(PsiError::Checkpoint(
+            "the checkpoint holds more items than the stream has".into(),
+        ));
+    }
     loop {
         let m = net.recv(from).await?;
         let context = format!("in round {r}");
@@ -222,26 +277,33 @@ async fn recv_stream<T: Transport>(
                     return Err(PsiError::malformed(from, "more points than announced"));
                 }
                 let (key, data) = (ctx.key.clone(), data.to_vec());
-                match writer.take() {
-                    Some(mut w) => {
-                        let p = path.clone();
-                        let (w, res) = cpu(move || {
-                            let res = match key.remask(&data) {
-                                Ok(out) => w
-                                    .write_all(&out)
-                                    .map_err(|e| TaskError::Other(PsiError::io(&p, e))),
-                                Err(e) => Err(TaskError::Point(e, got)),
-                            };
-                            (w, res)
-                        })
-                        .await?;
-                        res.map_err(|e| e.into_error(from))?;
-                        writer = Some(w);
-                    }
-                    None => {
-                        let t = cpu(move || key.remask_to_tags(&data)).await?;
-                        tags.extend(t.map_err(|e| bad_point(from, e, got))?);
-                    }
+                let out: Vec<u8> = if last {
+                    let t = cpu(move || key.remask_to_tags(&data))
+                        .await?
+                        .map_err(|e| bad_point(from, e, got))?;
+                    let bytes = if file.is_some() {
+                        t.concat()
+                    } else {
+                        Vec::new()
+                    };
+                    tags.extend(t);
+                    bytes
+                } else {
+                    cpu(move || key.remask(&data))
+                        .await?
+                        .map_err(|e| bad_point(from, e, got))?
+                };
+                if let Some(mut f) = file.take() {
+                    let (ck, p) = (ctx.ck.clone(), path.clone());
+                    let f = blocking(move || {
+                        match ck {
+                            Some(ck) => ck.append(&mut f, r, origin, &out, count)?,
+                            None => f.write_all(&out).map_err(|e| PsiError::io(&p, e))?,
+                        }
+                        Ok(f)
+                    })
+                    .await?;
+                    file = Some(f);
                 }
                 got += count;
                 tick(count as usize);
@@ -259,11 +321,11 @@ async fn recv_stream<T: Transport>(
             }
         }
     }
-    match writer {
-        Some(mut w) => {
-            w.flush().map_err(|e| PsiError::io(&path, e))?;
-            Ok(Received::Forward(path))
-        }
-        None => Ok(Received::Tags(tags)),
+    if last {
+        return Ok(Received::Tags(tags));
     }
+    if let Some(f) = file {
+        f.sync_data().map_err(|e| PsiError::io(&path, e))?;
+    }
+    Ok(Received::Forward(path))
 }

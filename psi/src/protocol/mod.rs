@@ -16,10 +16,11 @@ use rand::seq::SliceRandom;
 use rayon::prelude::*;
 use sha2::{Digest, Sha256};
 
+use crate::checkpoint::{Checkpoint, CheckpointSpec, decode_held, encode_held};
 use crate::crypto::{BadPoint, JobKey, TAG_LEN, Tag};
 use crate::error::PsiError;
 use crate::exec::{blocking, cpu};
-use crate::input::{self, IdStore, InputStats, Tuning};
+use crate::input::{self, IdStore, InputStats, StoreSeed, Tuning};
 use crate::route::{Route, check_parties};
 use crate::wire::{self, Chunk, Items, Msg};
 use crate::{OutputMode, Progress, Protocol, PsiJob, PsiReport, kkrt};
@@ -88,6 +89,11 @@ struct Ctx<'a> {
     key: Arc<JobKey>,
     dir: PathBuf,
     progress: &'a (dyn Fn(Progress) + Send + Sync),
+    /// The job's checkpoint, if it keeps one.
+    ck: Option<Arc<Checkpoint>>,
+    /// On resume: items of each stream this party sends, by (round, origin), that its
+    /// receiver already holds.
+    skip: BTreeMap<(usize, usize), u64>,
 }
 
 impl Ctx<'_> {
@@ -148,22 +154,36 @@ pub(crate) async fn run<T: Transport>(
     key: JobKey,
     tuning: Tuning,
     collect: bool,
+    ck: Option<&CheckpointSpec>,
 ) -> Result<(PsiReport, Option<Vec<String>>), PsiError> {
     let start = Instant::now();
     let (me, initiator) = validate(t, job)?;
     input::check_input(&job.input, &job.id_column)?;
+    let (key, seed, ck) = match ck {
+        Some(spec) => {
+            let (spec, j, fresh) = (spec.clone(), job.clone(), key.to_bytes());
+            let (ck, seed, kb) =
+                blocking(move || Checkpoint::open(&spec, &j, &tuning, &fresh)).await?;
+            let key = JobKey::from_bytes(&kb)
+                .ok_or_else(|| PsiError::Checkpoint("the checkpoint's key is invalid".into()))?;
+            (key, seed, Some(Arc::new(ck)))
+        }
+        None => (key, StoreSeed::random(), None),
+    };
     std::fs::create_dir_all(&job.work_dir).map_err(|e| PsiError::io(&job.work_dir, e))?;
     let dir = tempfile::Builder::new()
         .prefix("psi-")
         .tempdir_in(&job.work_dir)
         .map_err(|e| PsiError::io(&job.work_dir, e))?;
-    let (store, stats) = read_input(job, dir.path(), tuning, progress).await?;
+    let (store, stats) = read_input(job, dir.path(), tuning, &seed, progress).await?;
+    drop(seed);
     let net = Net {
         t,
         sent: AtomicU64::new(0),
         received: AtomicU64::new(0),
     };
     let store = Arc::new(store);
+    let resumed_items: u64;
     // Each protocol ends with: every peer's set size, the intersection's size and, where
     // this party learns it, one flag per ID of the store.
     let (peer_set_sizes, size, hits) = if job.protocol == Protocol::Kkrt {
@@ -175,14 +195,25 @@ pub(crate) async fn run<T: Transport>(
         };
         let s = store.clone();
         let xs = blocking(move || digests(&s)).await?;
-        let (peer_size, hits) = kkrt::core(&net, &peer, role, job.mode, xs, progress).await?;
+        let (peer_size, hits, skipped) = kkrt::core(
+            &net,
+            &peer,
+            role,
+            job.mode,
+            xs,
+            progress,
+            &tuning,
+            ck.as_deref(),
+        )
+        .await?;
+        resumed_items = skipped;
         let size = hits
             .as_ref()
             .map(|h| h.iter().filter(|x| **x).count() as u64);
         (BTreeMap::from([(peer, peer_size)]), size, hits)
     } else {
         let n = job.parties.len();
-        let ctx = Ctx {
+        let mut ctx = Ctx {
             names: &job.parties,
             n,
             me,
@@ -193,9 +224,15 @@ pub(crate) async fn run<T: Transport>(
             key: Arc::new(key),
             dir: dir.path().to_path_buf(),
             progress,
+            ck: ck.clone(),
+            skip: BTreeMap::new(),
         };
         let sizes = hello(&net, &ctx, job, store.len()).await?;
-        let finished = exchange::exchange(&net, &ctx, &store, &sizes).await?;
+        if let Some(ck) = &ctx.ck {
+            ctx.skip = resume_streams(&net, &ctx, ck, &sizes).await?;
+        }
+        let (finished, skipped) = exchange::exchange(&net, &ctx, &store, &sizes).await?;
+        resumed_items = skipped;
         let outcome = if n == 2 {
             deliver::two_party(&net, &ctx, &sizes, finished).await?
         } else {
@@ -233,6 +270,7 @@ pub(crate) async fn run<T: Transport>(
         elapsed: start.elapsed(),
         bytes_sent: net.sent.load(Ordering::Relaxed),
         bytes_received: net.received.load(Ordering::Relaxed),
+        resumed_items,
     };
     Ok((report, ids))
 }
@@ -241,13 +279,15 @@ async fn read_input(
     job: &PsiJob,
     dir: &Path,
     tuning: Tuning,
+    seed: &StoreSeed,
     progress: &(dyn Fn(Progress) + Send + Sync),
 ) -> Result<(IdStore, InputStats), PsiError> {
     let (path, column, dir) = (job.input.clone(), job.id_column.clone(), dir.to_path_buf());
+    let seed = seed.clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<u64>();
     let mut task = tokio::task::spawn_blocking(move || {
         // One message per 65536 rows: the channel stays small.
-        input::prepare(&path, &column, &dir, &tuning, &|done, _| {
+        input::prepare_seeded(&path, &column, &dir, &tuning, &seed, &|done, _| {
             let _ = tx.send(done);
         })
     });
@@ -277,7 +317,15 @@ async fn hello<T: Transport>(
     job: &PsiJob,
     my_size: u64,
 ) -> Result<Vec<u64>, PsiError> {
-    let fp = fingerprint(job);
+    let mut fp = fingerprint(job);
+    if ctx.ck.as_ref().is_some_and(|c| c.resumed) {
+        // A resumed party and a fresh one must not run together: they would mix keys.
+        fp = Sha256::new()
+            .chain_update(b"confide-psi resume")
+            .chain_update(fp)
+            .finalize()
+            .into();
+    }
     let msg = wire::hello(job.mode.byte(), ctx.n as u8, &fp, my_size);
     let peers: Vec<usize> = (0..ctx.n).filter(|&i| i != ctx.me).collect();
     // One small message per link: it fits the link's buffer, so sending all first is safe.
@@ -312,7 +360,7 @@ async fn hello<T: Transport>(
                 if mode != job.mode.byte() || parties as usize != ctx.n || fingerprint != fp {
                     return Err(PsiError::malformed(
                         peer,
-                        "the peer's job (parties, initiator or output mode) differs from ours",
+                        "the peer's job (parties, initiator, output mode, or whether it resumes) differs from ours",
                     ));
                 }
                 sizes[p] = set_size;
@@ -333,6 +381,61 @@ fn bad_point(peer: &str, e: BadPoint, offset: u64) -> PsiError {
     )
 }
 
+/// Records every party's set size in the checkpoint (a resumed job checks they are the
+/// recorded ones) and, on resume, tells each peer which items of its streams this party
+/// holds and learns the same of the streams it sends; returns the items to skip.
+async fn resume_streams<T: Transport>(
+    net: &Net<'_, T>,
+    ctx: &Ctx<'_>,
+    ck: &Arc<Checkpoint>,
+    sizes: &[u64],
+) -> Result<BTreeMap<(usize, usize), u64>, PsiError> {
+    let recorded = ck.sizes()?;
+    if !ck.resumed {
+        let s = sizes.to_vec();
+        let c = ck.clone();
+        blocking(move || c.update(|_, sz| *sz = s)).await?;
+        return Ok(BTreeMap::new());
+    }
+    if !recorded.is_empty() && recorded != sizes {
+        return Err(PsiError::Checkpoint(
+            "a party's input changed since the checkpoint (its set size differs)".into(),
+        ));
+    }
+    if recorded.is_empty() {
+        let s = sizes.to_vec();
+        let c = ck.clone();
+        blocking(move || c.update(|_, sz| *sz = s)).await?;
+    }
+    let peers: Vec<usize> = (0..ctx.n).filter(|&i| i != ctx.me).collect();
+    for &p in &peers {
+        let mut held = Vec::new();
+        for r in 1..ctx.n {
+            for (o, from) in ctx.route.receives(ctx.me, r) {
+                if from == p {
+                    held.push((r, o, ck.received(r, o)?));
+                }
+            }
+        }
+        net.send(ctx.name(p), encode_held(&held)).await?;
+    }
+    let mut skip = BTreeMap::new();
+    for &p in &peers {
+        let peer = ctx.name(p);
+        let m = net.recv(peer).await?;
+        let held = decode_held(&m)
+            .ok_or_else(|| PsiError::malformed(peer, "expected the resume message"))?;
+        for (r, o, c) in held {
+            let mine = (1..ctx.n).contains(&r) && ctx.route.sends(ctx.me, r).contains(&(o, p));
+            if !mine || c > sizes[o] {
+                return Err(PsiError::malformed(peer, "resume message out of range"));
+            }
+            skip.insert((r, o), c);
+        }
+    }
+    Ok(skip)
+}
+
 /// Capacity to reserve for `announced` items: the peer's announced size, capped so that a
 /// wrong announcement cannot make us allocate more than ~200 MB up front.
 /// Largest set a peer may announce (2^36 IDs: far beyond any real alliance, small enough
@@ -341,21 +444,6 @@ pub const MAX_SET_SIZE: u64 = 1 << 36;
 
 fn reserve(announced: u64) -> usize {
     announced.min(1 << 24) as usize
-}
-
-/// An error raised inside a rayon task, before the peer's name is attached.
-enum TaskError {
-    Point(BadPoint, u64),
-    Other(PsiError),
-}
-
-impl TaskError {
-    fn into_error(self, peer: &str) -> PsiError {
-        match self {
-            Self::Point(e, offset) => bad_point(peer, e, offset),
-            Self::Other(e) => e,
-        }
-    }
 }
 
 async fn send_tags<T: Transport>(

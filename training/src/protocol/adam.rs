@@ -30,6 +30,16 @@ pub(super) struct Adam {
 }
 
 impl Adam {
+    /// The moments (this party's shares) and the step count, for a checkpoint.
+    pub(super) fn parts(&self) -> (&SharedVec, &SharedVec, usize) {
+        (&self.m, &self.v, self.t)
+    }
+
+    /// Adam from [`Self::parts`].
+    pub(super) fn from_parts(m: SharedVec, v: SharedVec, t: usize) -> Self {
+        Self { m, v, t }
+    }
+
     pub(super) fn zeros(d: usize) -> Self {
         Self {
             m: SharedVec::zeros(Ix1(d)),

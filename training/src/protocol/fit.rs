@@ -5,11 +5,12 @@ use std::num::Wrapping;
 
 use confide_mpc::ring::ZERO;
 use confide_mpc::share::owned;
-use confide_mpc::{Engine, FixedPoint, Party, R64, Transport};
+use confide_mpc::{Engine, FixedPoint, Party, R64, SharedVec, Transport};
 use ndarray::Array1;
 
 use confide_mpc::offload::heavy;
 
+use super::checkpoint::{self, TrainCheckpoint};
 use super::handshake::{Hello, handshake, params_json};
 use super::prep::{encode_mat, input_size, prepare, seat_of};
 use super::reveal::{reveal_model, secure_auc};
@@ -29,8 +30,25 @@ pub async fn train<T: Transport>(
     params: &TrainParams,
     progress: &(dyn Fn(EpochProgress) + Send + Sync),
 ) -> Result<TrainOutcome> {
+    train_checkpointed(t, role, data, params, progress, None).await
+}
+
+/// [`train`] with a checkpoint after every epoch in `ck.dir` ([`super::checkpoint`]); with
+/// `ck.resume`, continues from the newest epoch every party's checkpoint holds. Every seat
+/// must resume, or none. The schedule (epochs, batch order, step sizes, stopping) is the
+/// uninterrupted run's; the weights equal its weights up to the fixed-point rounding of
+/// the dealer's fresh randomness after the resume (see the crate docs).
+pub async fn train_checkpointed<T: Transport>(
+    t: &T,
+    role: Role,
+    data: Option<LocalData>,
+    params: &TrainParams,
+    progress: &(dyn Fn(EpochProgress) + Send + Sync),
+    ck: Option<&TrainCheckpoint>,
+) -> Result<TrainOutcome> {
     params.validate()?;
     let params_json = params_json(params)?;
+    let ck_fp = checkpoint::fingerprint(&params_json, role as u8, data.as_ref());
     let fp = FixedPoint::new(params.frac_bits)?;
     let names = &params.parties;
     let prep = if role == Role::Dealer {
@@ -47,6 +65,24 @@ pub async fn train<T: Transport>(
     };
     let hellos = handshake(t, role, names, &params_json, mine).await?;
     let prep = prep.transpose()?;
+    // On resume: the newest epoch every party holds.
+    let resumed = match ck.filter(|c| c.resume) {
+        Some(c) => {
+            let saved = checkpoint::load(&c.dir, &ck_fp)?;
+            let me_name = t.me().to_string();
+            let others: Vec<&str> = [&names.active, &names.passive, &names.dealer]
+                .into_iter()
+                .map(String::as_str)
+                .filter(|p| *p != me_name)
+                .collect();
+            let [p, q] = others[..] else {
+                return Err(TrainError::Internal("three distinct seats expected".into()));
+            };
+            let at = checkpoint::agree(t, [p, q], &saved).await?;
+            saved.into_iter().find(|s| s.epoch == at)
+        }
+        None => None,
+    };
     let n = hellos[0].rows;
     let cols = [hellos[0].cols, hellos[1].cols];
     let d = cols[0] + cols[1];
@@ -116,79 +152,134 @@ pub async fn train<T: Transport>(
     let mut best = st.w.clone();
     let (mut losses, mut val_aucs, mut steps) = (Vec::new(), Vec::new(), 0);
     let mut epoch = 0;
-    let stop = loop {
-        let rate = sched.rate;
-        let order: Vec<usize> = heavy(n_train, || {
-            batch_order(fit.seed, epoch, n_train)
-                .into_iter()
-                .map(|i| train_rows[i])
-                .collect()
-        });
-        let loss = epoch_step(
-            &mut e,
-            &inputs,
-            &mut st,
-            &order,
-            fit.batch_size,
-            rate,
-            &up,
-            &sig,
-        )
-        .await?;
-        steps += n_train.div_ceil(fit.batch_size);
-        let val = if val_rows.is_empty() {
-            None
-        } else {
-            let v = secure_auc(
+    if let Some(s) = &resumed {
+        if me.is_some() {
+            if s.shares.iter().any(|v| v.len() != d) {
+                return Err(TrainError::Checkpoint(
+                    "the training checkpoint has the wrong number of weights".into(),
+                ));
+            }
+            let v = |i: usize| checkpoint::vec_of(&s.shares[i]);
+            st = Weights::import([v(0), v(1), v(2), v(3)], s.adam_t as usize);
+            best = v(4);
+            sched = Schedule::decode(fit, n_train, &s.sched).ok_or_else(|| {
+                TrainError::Checkpoint("the training checkpoint's schedule is unreadable".into())
+            })?;
+        }
+        losses = s.losses.clone();
+        val_aucs = s.val_aucs.clone();
+        steps = s.steps as usize;
+        epoch = s.epoch as usize;
+    }
+    let resumed_epochs = epoch;
+    // A job cut off after its last epoch (during the reveal) does not train again.
+    let done = resumed.as_ref().and_then(|s| checkpoint::stop_of(s.stop));
+    let stop = if let Some(s) = done {
+        s
+    } else {
+        loop {
+            let rate = sched.rate;
+            let order: Vec<usize> = heavy(n_train, || {
+                batch_order(fit.seed, epoch, n_train)
+                    .into_iter()
+                    .map(|i| train_rows[i])
+                    .collect()
+            });
+            let loss = epoch_step(
                 &mut e,
-                &m,
-                &st.w,
-                &inputs.y_int,
-                &val_rows,
-                params.auc_bins,
+                &inputs,
+                &mut st,
+                &order,
                 fit.batch_size,
-                &both,
+                rate,
+                &up,
+                &sig,
             )
             .await?;
-            Some(v.map_or(0.5, |v| v.0))
-        };
-        epoch += 1;
-        // The computing parties decide on the opened values; A tells the dealer.
-        let (decision, loss) = match loss {
-            Some(l) => {
-                losses.push(l);
-                val_aucs.extend(val);
-                let dec = sched.after_epoch(l, val);
-                if me == Some(Party::P0) {
-                    t.send(&names.dealer, vec![u8::from(dec.stop.is_some())])
-                        .await?;
+            steps += n_train.div_ceil(fit.batch_size);
+            let val = if val_rows.is_empty() {
+                None
+            } else {
+                let v = secure_auc(
+                    &mut e,
+                    &m,
+                    &st.w,
+                    &inputs.y_int,
+                    &val_rows,
+                    params.auc_bins,
+                    fit.batch_size,
+                    &both,
+                )
+                .await?;
+                Some(v.map_or(0.5, |v| v.0))
+            };
+            epoch += 1;
+            // The computing parties decide on the opened values; A tells the dealer.
+            let (decision, loss) = match loss {
+                Some(l) => {
+                    losses.push(l);
+                    val_aucs.extend(val);
+                    let dec = sched.after_epoch(l, val);
+                    if me == Some(Party::P0) {
+                        t.send(&names.dealer, vec![u8::from(dec.stop.is_some())])
+                            .await?;
+                    }
+                    (Some(dec), Some(l))
                 }
-                (Some(dec), Some(l))
+                None => (None, None),
+            };
+            let stop = match &decision {
+                Some(d) => d.stop,
+                None => dealer_flag(t, &names.active, epoch, fit.epochs).await?,
+            };
+            progress(EpochProgress {
+                epoch,
+                epochs: fit.epochs,
+                loss,
+                validation_auc: val.filter(|_| me.is_some()),
+                learning_rate: me.map(|_| rate),
+                stop,
+            });
+            if let Some(dec) = decision {
+                if dec.best {
+                    best = st.w.clone();
+                }
+                if dec.restart {
+                    st.restart();
+                }
             }
-            None => (None, None),
-        };
-        let stop = match &decision {
-            Some(d) => d.stop,
-            None => dealer_flag(t, &names.active, epoch, fit.epochs).await?,
-        };
-        progress(EpochProgress {
-            epoch,
-            epochs: fit.epochs,
-            loss,
-            validation_auc: val.filter(|_| me.is_some()),
-            learning_rate: me.map(|_| rate),
-            stop,
-        });
-        if let Some(dec) = decision {
-            if dec.best {
-                best = st.w.clone();
+            if let Some(c) = ck {
+                let (parts, adam_t) = st.export();
+                let share = |v: &SharedVec| {
+                    if me.is_some() {
+                        checkpoint::raw(v)
+                    } else {
+                        Vec::new()
+                    }
+                };
+                let saved = checkpoint::Saved {
+                    fingerprint: ck_fp,
+                    epoch: epoch as u64,
+                    steps: steps as u64,
+                    sched: sched.encode(),
+                    losses: losses.clone(),
+                    val_aucs: val_aucs.clone(),
+                    shares: [
+                        share(parts[0]),
+                        share(parts[1]),
+                        share(parts[2]),
+                        share(parts[3]),
+                        share(&best),
+                    ],
+                    adam_t: adam_t as u64,
+                    stop: checkpoint::stop_code(stop),
+                };
+                let dir = c.dir.clone();
+                heavy(1, move || checkpoint::save(&dir, &saved))?;
             }
-            if dec.restart {
-                st.restart();
+            if let Some(s) = stop {
+                break s;
             }
-        }
-        if let Some(s) = stop {
-            break s;
         }
     };
     if !val_rows.is_empty() {
@@ -250,6 +341,7 @@ pub async fn train<T: Transport>(
         model,
         shared,
         warnings,
+        resumed_epochs,
     })
 }
 

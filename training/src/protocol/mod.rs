@@ -20,6 +20,7 @@ use crate::optim::{Fit, Stop};
 use crate::table::Standardizer;
 
 mod adam;
+mod checkpoint;
 mod fit;
 pub(crate) mod handshake;
 mod prep;
@@ -28,7 +29,8 @@ mod rsqrt;
 mod score;
 mod step;
 
-pub use fit::train;
+pub use checkpoint::TrainCheckpoint;
+pub use fit::{train, train_checkpointed};
 pub use score::predict_shared;
 
 /// Fewest common rows a job accepts.
@@ -262,6 +264,8 @@ pub struct TrainOutcome {
     pub shared: Option<SharedModel>,
     /// Warnings (dropped constant columns, …).
     pub warnings: Vec<String>,
+    /// The epochs a resumed run took from its checkpoint (0 for a fresh run).
+    pub resumed_epochs: usize,
 }
 
 /// Parameters of [`predict_shared`]; identical at all three seats.

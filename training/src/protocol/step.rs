@@ -43,6 +43,23 @@ impl Weights {
         }
     }
 
+    /// This party's shares of the model and the optimizer state (w, momentum, Adam's
+    /// moments) and Adam's step count, for a checkpoint.
+    pub(super) fn export(&self) -> ([&SharedVec; 4], usize) {
+        let (m, v, t) = self.adam.parts();
+        ([&self.w, &self.v, m, v], t)
+    }
+
+    /// The state of [`Self::export`].
+    pub(super) fn import(parts: [SharedVec; 4], t: usize) -> Self {
+        let [w, v, m, av] = parts;
+        Self {
+            w,
+            v,
+            adam: Adam::from_parts(m, av, t),
+        }
+    }
+
     /// Restarts the optimizer state (momentum, Adam's moments and step count) from zero.
     pub(super) fn restart(&mut self) {
         let d = self.w.len();
