@@ -17,8 +17,8 @@
 //!    [`confide_mpc::Engine::masked_tmul_all`]); a right sibling's sums are its parent's
 //!    minus the left sibling's.
 //! 4. Per candidate `score = G_L·w_L + G_R·w_R` with `w = G/(H + λ)` from a secure
-//!    reciprocal (secure comparisons against powers of two give a shared power-of-two
-//!    scale, then three Newton steps); candidates with a child below `min_child_weight`
+//!    reciprocal (the comparisons with every power of two, from one bit decomposition of
+//!    `H + λ`, give a shared power-of-two scale, then three Newton steps); candidates with a child below `min_child_weight`
 //!    score `−2^40`. With column subsampling (`colsample_bytree < 1`) each tree draws
 //!    `max(1, ⌊F · columns⌋)` of all columns (both parties') from the public job seed, and
 //!    the owner of each candidate of an undrawn column subtracts `2^41` from its own share
@@ -85,6 +85,7 @@ mod fit;
 mod grow;
 mod ops;
 pub mod plain;
+pub mod profile;
 
 pub use early::{Stopper, VALIDATION_BINS, plain_validation_auc};
 pub use fit::{predict_gbdt, train_gbdt};
