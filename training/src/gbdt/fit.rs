@@ -3,13 +3,13 @@
 use confide_mpc::engine::Seat;
 use confide_mpc::offload::heavy;
 use confide_mpc::share::owned;
-use confide_mpc::{Engine, FixedPoint, Party, R64, SharedVec, Spline, Transport};
+use confide_mpc::{Engine, FixedPoint, Party, R64, SharedVec, Transport};
 use ndarray::{Array1, Array2};
 
 use super::bins::{Binned, goes_left};
 use super::early::{Stopper, dealer_flag, secure_validation_auc};
 use super::grow::{Grower, leaf_scores, root, route};
-use super::ops::{int, me};
+use super::ops::{int, me, sigmoid};
 use super::profile::{report, span};
 use super::{
     GbdtOutcome, GbdtParams, GbdtPredictParams, GbdtProgress, GbdtShare, MAX_ROWS, NodeShare,
@@ -193,17 +193,12 @@ pub async fn train_gbdt<T: Transport>(
         own: prep.as_ref().map(|p| (&p.binned, p.names.as_slice())),
         p: params,
     };
-    let sig = Spline::sigmoid7();
     let mut f = SharedVec::zeros(ndarray::Ix1(n));
     let mut trees = Vec::with_capacity(params.trees);
     for tree in 0..params.trees {
         let _tree_span = span(&seat, "tree");
         let sig_span = span(&seat, "sigmoid, g, h");
-        let prob = e.splines(&f, &[&sig]).await?;
-        let prob = prob
-            .into_iter()
-            .next()
-            .ok_or_else(|| TrainError::Internal("no sigmoid".into()))?;
+        let prob = sigmoid(&mut e, &f).await?;
         let mut g = prob.sub(&y)?;
         let one_minus = prob.mul_public(int(-1)).add_scalar(me, fp.encode(1.0)?);
         let mut h = e.mul_fixed(&prob, &one_minus).await?;

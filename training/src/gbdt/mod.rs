@@ -9,7 +9,8 @@
 //!    `C_p[i, c] = [bin ≤ k]` over its split candidates `c = (column, k)`. `[C₀ | C₁]` is
 //!    masked once with the engine's Beaver cache ([`confide_mpc::Engine::mask_matrix`]),
 //!    like the logistic-regression path's `X`.
-//! 2. Gradients: `p = σ̂(F)` (7-piece sigmoid spline on shares), `g = p − y`,
+//! 2. Gradients: `p = σ̂(F)` (the 7-piece sigmoid spline, evaluated on `|F|` and mirrored:
+//!    four secure comparisons per row), `g = p − y`,
 //!    `h = p(1 − p)`; the label enters as A's trivially shared input.
 //! 3. Each node has a secret-shared 0/1 membership vector `m` (root: all ones).
 //!    Left sums for every candidate at once: `G_L = Cᵀ(g ⊙ m)`, `H_L = Cᵀ(h ⊙ m)` (Beaver

@@ -2,7 +2,7 @@
 
 use std::num::Wrapping;
 
-use confide_mpc::{Engine, Party, R64, SharedVec, Transport};
+use confide_mpc::{Engine, Party, R64, SharedVec, Spline, Transport};
 
 use crate::error::{Result, TrainError};
 
@@ -83,6 +83,58 @@ pub(super) async fn reciprocal<T: Transport>(
         y = e.mul_fixed(&y, &corr).await?;
     }
     Ok((y, s))
+}
+
+/// The symmetric 7-piece sigmoid spline ([`plain_sigmoid`]) on shares: `s = [x ≥ 0]`,
+/// `|x| = x·(2s − 1)`, the spline's half for `x ≥ 0` (thresholds 1, 2.5, 5) on `|x|`, and
+/// `σ̂(x) = 1 − v + s·(2v − 1)` for `v = σ̂(|x|)`: four comparisons per value instead of
+/// six (`s` and `2s − 1` are integers: no truncation in either product).
+pub(super) async fn sigmoid<T: Transport>(
+    e: &mut Engine<'_, T>,
+    x: &SharedVec,
+) -> Result<SharedVec> {
+    let fp = e.fixed();
+    let me = me(e);
+    let half = half_sigmoid();
+    let s = e
+        .ge_public(x, &[0.0])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| TrainError::Internal("no comparison".into()))?;
+    let sign = s.mul_public(int(2)).add_scalar(me, int(-1));
+    let ax = e.mul(x, &sign).await?;
+    let v = e
+        .splines(&ax, &[&half])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| TrainError::Internal("no spline".into()))?;
+    let one = fp.encode(1.0)?;
+    let twice = v.mul_public(int(2)).add_scalar(me, -one);
+    let moved = e.mul(&s, &twice).await?;
+    Ok(moved.sub(&v)?.add_scalar(me, one))
+}
+
+/// The boosted trees' sigmoid in plain arithmetic (the twin's): [`Spline::sigmoid7`] for
+/// `x ≥ 0` and `1 − σ̂(−x)` below. It equals the spline everywhere except at `x = −5`
+/// exactly, where the spline's jump to its constant outer piece falls on the other side.
+pub(super) fn plain_sigmoid(x: f64) -> f64 {
+    let half = half_sigmoid();
+    if x >= 0.0 {
+        half.eval(x)
+    } else {
+        1.0 - half.eval(-x)
+    }
+}
+
+/// The pieces of [`Spline::sigmoid7`] on `x ≥ 0` (its thresholds are symmetric about 0).
+pub(super) fn half_sigmoid() -> Spline {
+    let full = Spline::sigmoid7();
+    let at = full.thresholds().partition_point(|&t| t < 0.0);
+    let thresholds = full.thresholds()[at..].to_vec();
+    let pieces = full.pieces()[at..].to_vec();
+    Spline::new(thresholds, pieces).unwrap_or(full)
 }
 
 /// For `segs` segments of `len` shared fixed-point values each (back to back): each
@@ -253,6 +305,25 @@ mod tests {
                 y * s
             );
             assert!((one - 1.0).abs() < 1e-3, "x·(1/x) = {one} for {x}");
+        }
+    }
+
+    #[test]
+    fn symmetric_sigmoid_matches_the_spline() {
+        let sp = Spline::sigmoid7();
+        let xs: Vec<f64> = (-64..=64).map(|i| f64::from(i) / 8.0).collect();
+        for &x in &xs {
+            // The spline itself, but for its jump at −5.
+            if x != -5.0 {
+                assert!((plain_sigmoid(x) - sp.eval(x)).abs() < 1e-12, "{x}");
+            }
+        }
+        let out = run(&xs, |e, x| {
+            Box::pin(async move { vec![sigmoid(e, &x).await.unwrap()] })
+        });
+        for (x, got) in xs.iter().zip(&out[0]) {
+            let want = plain_sigmoid(*x);
+            assert!((got - want).abs() < 1e-4, "σ̂({x}) = {got}, want {want}");
         }
     }
 
