@@ -6,7 +6,8 @@
 //!
 //! `cargo bench --bench gbdt_e2e` runs 100,000 rows × (25 + 25) features, 20 trees of depth
 //! 5, 32 bins. `GBDT_E2E="ROWS,FEATURES_A,FEATURES_B,TREES,DEPTH,BINS"` picks another size,
-//! e.g. `GBDT_E2E=10000,25,25,2,5,32`.
+//! e.g. `GBDT_E2E=10000,25,25,2,5,32`. With `CONFIDE_GBDT_PROFILE=1` the daemons time each
+//! training phase and the bench prints their tables.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
@@ -159,5 +160,18 @@ fn main() {
         );
     }
     drop(daemons);
+    // With CONFIDE_GBDT_PROFILE set, each daemon printed its per-phase profile on stderr.
+    if std::env::var_os("CONFIDE_GBDT_PROFILE").is_some() {
+        println!("\nper-phase profile (seconds include waiting for the other seats):");
+        for p in PARTIES {
+            let text = std::fs::read_to_string(log(p)).unwrap_or_default();
+            for l in text
+                .lines()
+                .filter(|l| l.starts_with(p) && l.contains('\t'))
+            {
+                println!("{l}");
+            }
+        }
+    }
     let _ = std::fs::remove_dir_all(&root);
 }

@@ -23,7 +23,7 @@ pub mod share;
 pub mod sigmoid;
 pub mod transport;
 
-pub use engine::{Engine, MaskedMatrix, Names, Seat};
+pub use engine::{Engine, MaskedMatrix, Names, OwnProduct, OwnRows, Seat};
 pub use error::{MpcError, Result};
 pub use ring::{FixedPoint, R64};
 pub use share::{BoolShares, Party, Shared, SharedMat, SharedVec};

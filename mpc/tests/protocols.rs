@@ -166,6 +166,68 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(24))]
+
+    /// Bit decomposition: every bit of every 64-bit secret, including edge words.
+    #[test]
+    fn bit_decomposition_is_exact(
+        xs in proptest::collection::vec(any::<u64>(), 1..16), seed in any::<u64>()
+    ) {
+        let mut xs = xs;
+        xs.extend([0, 1, u64::MAX, 1 << 63, (1 << 63) - 1]);
+        let secret: Array1<R64> = xs.iter().map(|&x| Wrapping(x)).collect();
+        let sh = split(&secret, seed);
+        let out = rt().block_on(run3(|mut e, i| {
+            let x = sh[i].clone();
+            async move { e.bit_decompose(&x).await.unwrap() }
+        }));
+        let words = confide_mpc::BoolShares::reconstruct(&out[0], &out[1]).unwrap();
+        prop_assert_eq!(words, xs);
+    }
+
+    /// Comparisons with powers of two: `[x ≥ 2^k]` for unsigned x, at every position,
+    /// around the powers themselves and for fixed-point values of every magnitude.
+    #[test]
+    fn powers_of_two_ladder_is_exact(
+        shifts in proptest::collection::vec((0u32..64, -2i64..=2), 1..12),
+        wide in proptest::collection::vec(any::<u64>(), 0..6),
+        seed in any::<u64>()
+    ) {
+        let mut xs: Vec<u64> = shifts
+            .iter()
+            .map(|&(k, d)| (1u64 << k).wrapping_add(d as u64))
+            .collect();
+        xs.extend(wide);
+        xs.extend([0, 1, u64::MAX]);
+        let ks: Vec<u32> = vec![0, 1, 5, 17, 18, 19, 32, 40, 62, 63];
+        let secret: Array1<R64> = xs.iter().map(|&x| Wrapping(x)).collect();
+        let sh = split(&secret, seed);
+        let out = rt().block_on(run3(|mut e, i| {
+            let x = sh[i].clone();
+            let ks = ks.clone();
+            async move { e.ge_powers_of_two(&x, &ks).await.unwrap() }
+        }));
+        prop_assert_eq!(out[0].len(), ks.len());
+        for (j, k) in ks.iter().enumerate() {
+            let bits = confide_mpc::Shared::reconstruct(&out[0][j], &out[1][j]).unwrap();
+            for (x, b) in xs.iter().zip(bits.iter()) {
+                prop_assert_eq!(b.0, u64::from(*x >= 1u64 << k), "x={:#x} k={}", x, k);
+            }
+        }
+    }
+}
+
+#[test]
+fn powers_of_two_ladder_rejects_positions_past_the_word() {
+    let sh = split(&enc(&[1.0]), 1);
+    let out = rt().block_on(run3(|mut e, i| {
+        let x = sh[i].clone();
+        async move { e.ge_powers_of_two(&x, &[64]).await.is_err() }
+    }));
+    assert!(out.iter().all(|&err| err));
+}
+
 #[test]
 fn msb_edge_cases() {
     let xs: Vec<u64> = vec![
@@ -264,6 +326,72 @@ fn masked_matrix_products_are_exact() {
             assert_eq!(got, xb.t().dot(&ev));
         }
     }
+}
+
+/// `Xᵀ·B` when each owner multiplies by its own columns in the clear: exact, with the
+/// whole masked matrix and with the streamed one that keeps only the other's columns.
+#[test]
+fn owned_products_are_exact() {
+    let (rows, cols) = (70usize, [3usize, 2usize]);
+    let mut rng = ChaCha12Rng::seed_from_u64(12);
+    let x = Array2::from_shape_fn((rows, 5), |_| Wrapping(rng.next_u64() & 1));
+    let es: Vec<Array1<R64>> = (0..3)
+        .map(|_| (0..rows).map(|_| Wrapping(rng.next_u64())).collect())
+        .collect();
+    let shares: Vec<[SharedVec; 3]> = es
+        .iter()
+        .enumerate()
+        .map(|(j, e)| split(e, 20 + j as u64))
+        .collect();
+    let out = rt().block_on(run3(|mut e, i| {
+        let x = x.clone();
+        let mine: Vec<SharedVec> = shares.iter().map(|s| s[i].clone()).collect();
+        async move {
+            let (from, c) = if i == 0 { (0, 3) } else { (3, 2) };
+            let own_x = x
+                .slice_axis(ndarray::Axis(1), ndarray::Slice::from(from..from + c))
+                .to_owned();
+            // X_pᵀ·B, densely, as the caller's own product.
+            let product = |b: &[R64], l: usize| {
+                let b = Array2::from_shape_vec((rows, l), b.to_vec()).unwrap();
+                own_x.t().dot(&b).iter().copied().collect::<Vec<R64>>()
+            };
+            let row = |r: usize, out: &mut [R64]| {
+                out.iter_mut().zip(own_x.row(r)).for_each(|(o, v)| *o = *v);
+            };
+            let refs: Vec<&SharedVec> = mine.iter().collect();
+            let full = e
+                .mask_matrix((i < 2).then_some(&own_x), rows, cols)
+                .await
+                .unwrap();
+            let a = e.masked_tmul_owned(&full, &refs, &product).await.unwrap();
+            let rows_fn: confide_mpc::OwnRows<'_> = &row;
+            let lite = e
+                .mask_matrix_owned((i < 2).then_some(rows_fn), rows, cols)
+                .await
+                .unwrap();
+            let b = e.masked_tmul_owned(&lite, &refs, &product).await.unwrap();
+            // The streamed matrix serves the owned product only.
+            let refused = i < 2 && e.masked_tmul_all(&lite, &refs).await.is_err();
+            (a, b, refused)
+        }
+    }));
+    for (j, ev) in es.iter().enumerate() {
+        let want = x.t().dot(ev);
+        for got in [&out[0].0[j], &out[0].1[j]] {
+            let other = if std::ptr::eq(got, &out[0].0[j]) {
+                &out[1].0[j]
+            } else {
+                &out[1].1[j]
+            };
+            assert_eq!(
+                confide_mpc::Shared::reconstruct(got, other).unwrap(),
+                want,
+                "vector {j}"
+            );
+        }
+    }
+    assert!(out[0].2 && out[1].2);
 }
 
 #[test]

@@ -18,12 +18,14 @@ use crate::transport::Transport;
 /// A column-partitioned matrix `X = [X₀ | X₁]` (party p owns `X_p`) masked once:
 /// `E = X − U` is public to both parties, `U_p` is known only to party p (and the dealer).
 pub struct MaskedMatrix {
-    rows: usize,
-    cols: [usize; 2],
-    /// `X − U` (empty at the dealer).
-    e: Array2<R64>,
-    /// This party's own mask columns `U_p` (empty at the dealer).
-    u: Zeroizing<Vec<R64>>,
+    pub(super) rows: usize,
+    pub(super) cols: [usize; 2],
+    /// `X − U` (empty at the dealer); with `other_only`, only the other party's columns.
+    pub(super) e: Array2<R64>,
+    /// This party's own mask columns `U_p` (empty at the dealer and with `other_only`).
+    pub(super) u: Zeroizing<Vec<R64>>,
+    /// Made by [`Engine::mask_matrix_owned`]: serves [`Engine::masked_tmul_owned`] only.
+    pub(super) other_only: bool,
 }
 
 impl fmt::Debug for MaskedMatrix {
@@ -76,6 +78,7 @@ impl<T: Transport> Engine<'_, T> {
                     cols,
                     e: Array2::from_elem((0, 0), ZERO),
                     u: Zeroizing::new(Vec::new()),
+                    other_only: false,
                 })
             }
             State::Party { me, prg } => {
@@ -118,14 +121,31 @@ impl<T: Transport> Engine<'_, T> {
                     e
                 });
                 let u = Zeroizing::new(u.into_raw_vec_and_offset().0);
-                Ok(MaskedMatrix { rows, cols, e, u })
+                Ok(MaskedMatrix {
+                    rows,
+                    cols,
+                    e,
+                    u,
+                    other_only: false,
+                })
             }
         }
     }
 
     fn check_rows(m: &MaskedMatrix, rows: &[usize]) -> Result<()> {
+        Self::check_full(m)?;
         if rows.iter().any(|&r| r >= m.rows) {
             return Err(MpcError::Param("batch row index out of range".into()));
+        }
+        Ok(())
+    }
+
+    /// The products of this file need the whole `E` and the own mask.
+    fn check_full(m: &MaskedMatrix) -> Result<()> {
+        if m.other_only {
+            return Err(MpcError::Param(
+                "this masked matrix serves masked_tmul_owned only".into(),
+            ));
         }
         Ok(())
     }
@@ -290,6 +310,7 @@ impl<T: Transport> Engine<'_, T> {
         m: &MaskedMatrix,
         es: &[&SharedVec],
     ) -> Result<Vec<SharedVec>> {
+        Self::check_full(m)?;
         let (d, n, l) = (m.width(), m.rows, es.len());
         if let Some(e) = es.iter().find(|e| e.len() != n) {
             return Err(MpcError::Shape(format!(

@@ -3,6 +3,8 @@
 use std::num::Wrapping;
 
 use ndarray::Ix2;
+use rand_chacha::ChaCha12Rng;
+use rand_core::Rng;
 
 use super::{Engine, State, fill, fill_mat, fill_words, from_words, mats, shaped, vecs, zeros};
 use crate::error::Result;
@@ -54,19 +56,43 @@ pub struct MatTriple {
     pub c: SharedMat,
 }
 
+/// `K` consecutive runs of `n` words of `prg` as `K` iterators read side by side (each a
+/// copy of the generator set to its run's offset); `prg` moves past all of them. The
+/// words are those `K` successive `fill(prg, n)` calls would draw.
+fn streams<const K: usize>(
+    prg: &mut ChaCha12Rng,
+    n: usize,
+) -> [impl Iterator<Item = u64> + use<K>; K] {
+    let base = prg.get_word_pos();
+    // A u64 is two 32-bit ChaCha words.
+    let run = 2 * n as u128;
+    let out = std::array::from_fn(|k| {
+        let mut g = prg.clone();
+        g.set_word_pos(base + k as u128 * run);
+        (0..n).map(move |_| g.next_u64())
+    });
+    prg.set_word_pos(base + K as u128 * run);
+    out
+}
+
 impl<T: Transport> Engine<'_, T> {
     /// `n` elementwise Beaver triples.
     pub async fn beaver(&mut self, n: usize) -> Result<Beaver> {
         let dealt = heavy(5 * n, || match &mut self.state {
             State::Dealer { prg, .. } => {
-                let (a0, b0, c0) = (
-                    fill(&mut prg[0], n),
-                    fill(&mut prg[0], n),
-                    fill(&mut prg[0], n),
-                );
-                let (a1, b1) = (fill(&mut prg[1], n), fill(&mut prg[1], n));
-                let c1: Vec<u64> = (0..n)
-                    .map(|i| ((a0[i] + a1[i]) * (b0[i] + b1[i]) - c0[i]).0)
+                // One pass over five streams (a₀ b₀ c₀ from seed 0, a₁ b₁ from seed 1) at
+                // the offsets where the parties draw them: no n-word temporaries.
+                let [a0, b0, c0] = streams(&mut prg[0], n);
+                let [a1, b1] = streams(&mut prg[1], n);
+                let c1: Vec<u64> = a0
+                    .zip(b0)
+                    .zip(c0)
+                    .zip(a1.zip(b1))
+                    .map(|(((a0, b0), c0), (a1, b1))| {
+                        a0.wrapping_add(a1)
+                            .wrapping_mul(b0.wrapping_add(b1))
+                            .wrapping_sub(c0)
+                    })
                     .collect();
                 Some(c1)
             }
@@ -96,15 +122,13 @@ impl<T: Transport> Engine<'_, T> {
     pub async fn and_triples(&mut self, n: usize) -> Result<AndTriples> {
         let dealt = heavy(5 * n, || match &mut self.state {
             State::Dealer { prg, .. } => {
-                let (a0, b0, c0) = (
-                    fill_words(&mut prg[0], n),
-                    fill_words(&mut prg[0], n),
-                    fill_words(&mut prg[0], n),
-                );
-                let (a1, b1) = (fill_words(&mut prg[1], n), fill_words(&mut prg[1], n));
+                let [a0, b0, c0] = streams(&mut prg[0], n);
+                let [a1, b1] = streams(&mut prg[1], n);
                 Some(
-                    (0..n)
-                        .map(|i| ((a0[i] ^ a1[i]) & (b0[i] ^ b1[i])) ^ c0[i])
+                    a0.zip(b0)
+                        .zip(c0)
+                        .zip(a1.zip(b1))
+                        .map(|(((a0, b0), c0), (a1, b1))| ((a0 ^ a1) & (b0 ^ b1)) ^ c0)
                         .collect(),
                 )
             }

@@ -38,13 +38,16 @@ use crate::ring::{FixedPoint, R64, words_from_bytes, words_to_bytes};
 use crate::share::{Party, SharedMat, SharedVec};
 use crate::transport::{Transport, TransportError};
 
+mod bits;
 mod cache;
 mod dealt;
 mod gemm;
 mod ops;
+mod owned;
 
 pub use cache::MaskedMatrix;
 pub use dealt::{AndTriples, Beaver, MatTriple, TruncPairs};
+pub use owned::{OwnProduct, OwnRows};
 
 /// Words per message when streaming (2 MiB).
 pub const CHUNK_WORDS: usize = 1 << 18;

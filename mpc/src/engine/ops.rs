@@ -15,8 +15,6 @@ use crate::share::{BoolShares, Party, SharedMat, SharedVec};
 use crate::sigmoid::Spline;
 use crate::transport::Transport;
 
-const LOW63: u64 = (1u64 << 63) - 1;
-
 impl<T: Transport> Engine<'_, T> {
     /// Opens `x` to both parties (each sends its share to the other). Zeros at the dealer.
     pub async fn open(&self, x: &SharedVec) -> Result<Array1<R64>> {
@@ -185,43 +183,10 @@ impl<T: Transport> Engine<'_, T> {
     /// XOR shares of the most significant bit of each secret (in bit 0 of each word).
     ///
     /// `msb(x₀ + x₁) = msb(x₀) ⊕ msb(x₁) ⊕ carry₆₃`, the carry out of the low 63 bits
-    /// computed by a Kogge–Stone prefix circuit: 12 word ANDs per element in 7 rounds.
+    /// computed by a Kogge–Stone prefix circuit ([`Self::carries`]): 12 word ANDs per
+    /// element in 7 rounds.
     pub async fn msb(&mut self, x: &SharedVec) -> Result<BoolShares> {
-        let n = x.len();
-        let p0 = self.is_p0();
-        let low: Vec<u64> = x.as_slice().iter().map(|v| v.0 & LOW63).collect();
-        let zero = vec![0u64; n];
-        // Generate g = a ∧ c where party 0 holds a = x₀ mod 2^63 and party 1 c = x₁ mod 2^63.
-        let (ga, gc) = if p0 {
-            (low.clone(), zero)
-        } else {
-            (zero, low.clone())
-        };
-        let mut g = self
-            .and(&BoolShares::from_raw(ga), &BoolShares::from_raw(gc))
-            .await?
-            .raw()
-            .to_vec();
-        let mut p = low; // propagate p = a ⊕ c, XOR-shared as (a, c)
-        for shift in [1u32, 2, 4, 8, 16, 32] {
-            let last = shift == 32;
-            let mut lhs = p.clone();
-            let mut rhs: Vec<u64> = g.iter().map(|v| (v << shift) & LOW63).collect();
-            if !last {
-                lhs.extend_from_slice(&p);
-                rhs.extend(p.iter().map(|v| (v << shift) & LOW63));
-            }
-            let prod = self
-                .and(&BoolShares::from_raw(lhs), &BoolShares::from_raw(rhs))
-                .await?;
-            let prod = prod.raw();
-            for i in 0..n {
-                g[i] ^= prod[i];
-            }
-            if !last {
-                p = prod[n..].to_vec();
-            }
-        }
+        let g = self.carries(x).await?;
         let out = x
             .as_slice()
             .iter()

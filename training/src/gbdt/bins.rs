@@ -6,6 +6,9 @@
 //! candidates of the column are "bin ≤ k" for `k = 0..m` (threshold `t_k`) and, when the
 //! column has missing values, "not missing" (`k = m`): missing values always go right.
 
+use std::num::Wrapping;
+
+use confide_mpc::R64;
 use ndarray::{Array1, Array2};
 
 /// Most bins per column.
@@ -127,6 +130,59 @@ impl Binned {
         self.bins.column(j).mapv(|b| u8::from(usize::from(b) <= k))
     }
 
+    /// `Cᵀ·X` for the 0/1 matrix `C` of [`Self::cumulative`] and a row-major `rows × l`
+    /// ring matrix `X`, row-major (`candidates × l`), without forming `C`: per column the
+    /// sums of each bin, then running sums over the bins (`bin ≤ k`).
+    pub fn tmul(&self, x: &[R64], l: usize) -> Vec<R64> {
+        use rayon::prelude::*;
+        let n = self.bins.nrows();
+        if l == 0 || x.len() != n * l {
+            return vec![Wrapping(0); self.candidates() * l];
+        }
+        let per_column: Vec<Vec<R64>> = (0..self.columns.len())
+            .into_par_iter()
+            .map(|j| {
+                let c = self.columns[j].candidates();
+                // Bins 0..=thresholds + 1 (the last one is missing).
+                let nb = self.columns[j].thresholds.len() + 2;
+                let mut sums = vec![Wrapping(0u64); nb * l];
+                for (b, row) in self.bins.column(j).iter().zip(x.chunks_exact(l)) {
+                    let at = usize::from(*b) * l;
+                    if let Some(s) = sums.get_mut(at..at + l) {
+                        s.iter_mut().zip(row).for_each(|(s, v)| *s += v);
+                    }
+                }
+                let mut out = Vec::with_capacity(c * l);
+                let mut run = vec![Wrapping(0u64); l];
+                for k in 0..c {
+                    run.iter_mut()
+                        .zip(&sums[k * l..(k + 1) * l])
+                        .for_each(|(r, s)| *r += s);
+                    out.extend_from_slice(&run);
+                }
+                out
+            })
+            .collect();
+        per_column.concat()
+    }
+
+    /// Row `i` of [`Self::cumulative`] as ring integers (`candidates` words).
+    pub fn fill_row(&self, i: usize, out: &mut [R64]) {
+        let mut at = 0;
+        for (j, c) in self.columns.iter().enumerate() {
+            let b = self
+                .bins
+                .get((i, j))
+                .map_or(usize::MAX, |&b| usize::from(b));
+            for k in 0..c.candidates() {
+                if let Some(o) = out.get_mut(at) {
+                    *o = Wrapping(u64::from(b <= k));
+                }
+                at += 1;
+            }
+        }
+    }
+
     /// The rows × candidates 0/1 matrix `[bin ≤ k]` (this party's histogram operator).
     pub fn cumulative(&self) -> Array2<u8> {
         let mut out = Array2::zeros((self.bins.nrows(), self.candidates()));
@@ -179,6 +235,27 @@ mod tests {
                 prop_assert_eq!(cum.column(cand).to_owned(), b.left(j, k));
             }
             prop_assert!(b.locate(b.candidates()).is_none());
+            let mut row = vec![Wrapping(7u64); b.candidates()];
+            for (i, want) in cum.rows().into_iter().enumerate() {
+                b.fill_row(i, &mut row);
+                prop_assert!(row.iter().zip(want).all(|(r, w)| r.0 == u64::from(*w)));
+            }
+            // The sparse product equals the product with the dense 0/1 matrix.
+            for l in [1usize, 3] {
+                let v: Vec<R64> = (0..xs.len() * l)
+                    .map(|i| Wrapping((i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)))
+                    .collect();
+                let got = b.tmul(&v, l);
+                prop_assert_eq!(got.len(), b.candidates() * l);
+                for cand in 0..b.candidates() {
+                    for j in 0..l {
+                        let want: R64 = (0..xs.len())
+                            .map(|i| Wrapping(u64::from(cum[[i, cand]])) * v[i * l + j])
+                            .sum();
+                        prop_assert_eq!(got[cand * l + j], want);
+                    }
+                }
+            }
         }
     }
 }

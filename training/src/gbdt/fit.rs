@@ -3,13 +3,14 @@
 use confide_mpc::engine::Seat;
 use confide_mpc::offload::heavy;
 use confide_mpc::share::owned;
-use confide_mpc::{Engine, FixedPoint, Party, R64, SharedVec, Spline, Transport};
+use confide_mpc::{Engine, FixedPoint, Party, R64, SharedVec, Transport};
 use ndarray::{Array1, Array2};
 
 use super::bins::{Binned, goes_left};
 use super::early::{Stopper, dealer_flag, secure_validation_auc};
 use super::grow::{Grower, leaf_scores, root, route};
-use super::ops::{int, me};
+use super::ops::{int, me, sigmoid};
+use super::profile::{report, span};
 use super::{
     GbdtOutcome, GbdtParams, GbdtPredictParams, GbdtProgress, GbdtShare, MAX_ROWS, NodeShare,
     TreeShare,
@@ -159,12 +160,16 @@ pub async fn train_gbdt<T: Transport>(
     }
     let mut e = Engine::start(t, seat_of(role), params.parties.engine_names(), fp).await?;
     let me = me(&e);
-    let own = prep.as_ref().map(|p| {
-        heavy(n * p.binned.candidates(), || {
-            p.binned.cumulative().mapv(|b| int(i64::from(b)))
-        })
-    });
-    let mm = e.mask_matrix(own.as_ref(), n, k).await?;
+    let seat = t.me().to_string();
+    let mask_span = span(&seat, "mask C (once)");
+    let fill = |i: usize, out: &mut [R64]| {
+        if let Some(p) = &prep {
+            p.binned.fill_row(i, out);
+        }
+    };
+    let own_rows = prep.as_ref().map(|_| &fill as confide_mpc::OwnRows<'_>);
+    let mm = e.mask_matrix_owned(own_rows, n, k).await?;
+    drop(mask_span);
     let (y, y_int): (Array1<R64>, Array1<R64>) = match prep.as_ref().and_then(|p| p.y.as_ref()) {
         Some(y) => (
             Array1::from_vec(fp.encode_all(y)?),
@@ -188,18 +193,16 @@ pub async fn train_gbdt<T: Transport>(
         own: prep.as_ref().map(|p| (&p.binned, p.names.as_slice())),
         p: params,
     };
-    let sig = Spline::sigmoid7();
     let mut f = SharedVec::zeros(ndarray::Ix1(n));
     let mut trees = Vec::with_capacity(params.trees);
     for tree in 0..params.trees {
-        let prob = e.splines(&f, &[&sig]).await?;
-        let prob = prob
-            .into_iter()
-            .next()
-            .ok_or_else(|| TrainError::Internal("no sigmoid".into()))?;
+        let _tree_span = span(&seat, "tree");
+        let sig_span = span(&seat, "sigmoid, g, h");
+        let prob = sigmoid(&mut e, &f).await?;
         let mut g = prob.sub(&y)?;
         let one_minus = prob.mul_public(int(-1)).add_scalar(me, fp.encode(1.0)?);
         let mut h = e.mul_fixed(&prob, &one_minus).await?;
+        drop(sig_span);
         // Row subsampling and validation: public rows (from the job seed) left out of this
         // tree get g = h = 0, each seat zeroing its own shares (no communication).
         let rows = params.tree_rows(tree, n);
@@ -250,6 +253,9 @@ pub async fn train_gbdt<T: Transport>(
         if stop {
             break;
         }
+    }
+    if let Some(r) = report(&seat) {
+        eprint!("{r}");
     }
     let grown_trees = trees.len();
     if let (true, Some(best)) = (params.early_stopping_rounds > 0, stopper.best_tree()) {

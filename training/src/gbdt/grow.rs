@@ -6,6 +6,7 @@ use ndarray::Array1;
 use super::bins::Binned;
 use super::ops::{argmax, cat, int, me, part, reciprocal, splat, total};
 use super::plain::{EXCLUDED, INVALID};
+use super::profile::span;
 use super::{GbdtParams, NodeShare, SplitRule};
 use crate::error::{Result, TrainError};
 
@@ -28,6 +29,9 @@ pub(super) struct Grown {
     /// Shares of each row's leaf weight (the update of the raw scores).
     pub(super) delta: SharedVec,
 }
+
+/// Each node's left indicator, at the owner of its rule (`None` elsewhere).
+type Lefts = [Option<Array1<u8>>];
 
 struct Hist {
     gl: SharedVec,
@@ -87,9 +91,16 @@ impl Grower<'_> {
         h: &SharedVec,
         ms: &[&SharedVec],
     ) -> Result<Vec<Hist>> {
+        let me = e.transport().me().to_string();
+        let sp = span(&me, "hist: g⊙m, h⊙m");
         let gh = masked_gh(e, g, h, ms).await?;
+        drop(sp);
         let vs: Vec<&SharedVec> = gh.iter().flat_map(|(gm, hm)| [gm, hm]).collect();
-        let mut sums = e.masked_tmul_all(self.mm, &vs).await?.into_iter();
+        let sp = span(&me, "hist: Cᵀ·[g⊙m, h⊙m]");
+        let binned = self.own.map(|(b, _)| b);
+        let own = |x: &[R64], l: usize| binned.map_or_else(Vec::new, |b| b.tmul(x, l));
+        let mut sums = e.masked_tmul_owned(self.mm, &vs, &own).await?.into_iter();
+        drop(sp);
         let mut out = Vec::with_capacity(ms.len());
         for (gm, hm) in &gh {
             let (Some(gl), Some(hl)) = (sums.next(), sums.next()) else {
@@ -139,29 +150,45 @@ impl Grower<'_> {
                 }
                 hs
             };
-            let (level_nodes, children) = self.split_level(e, &ms, &hs, out).await?;
+            let (level_nodes, flag, lefts, sums) = self.split_level(e, &hs, out).await?;
             nodes.extend(level_nodes);
-            ms = children;
+            if level + 1 == self.p.depth {
+                // The leaves' weights go straight to the rows: no last routing.
+                let (leaves, delta) = self.leaves(e, &ms, &flag, &lefts, &sums).await?;
+                on_level(level + 1);
+                return Ok(Grown {
+                    nodes,
+                    leaves,
+                    delta,
+                });
+            }
+            let sp = span(e.transport().me(), "route");
+            ms = route(e, &ms, &flag, &lefts, self.n).await?;
+            drop(sp);
             prev = hs;
             on_level(level + 1);
         }
-        self.leaves(e, g, h, &ms, &prev)
-            .await
-            .map(|(leaves, delta)| Grown {
-                nodes,
-                leaves,
-                delta,
-            })
+        Err(TrainError::Internal("a tree of depth 0".into()))
     }
 
-    /// Chooses the best candidate of every node of a level and routes the rows.
+    /// Chooses the best candidate of every node of a level: the nodes, their shared split
+    /// flags and (at the owner of each rule) its left indicators. Also returns the
+    /// children's sums `(G, H)` in child order (`[left(0), right(0), …]`):
+    /// with the split, the chosen candidate's left sums and the rest; without, the
+    /// parent's and zero — exactly the sums over the children's rows.
     async fn split_level<T: Transport>(
         &self,
         e: &mut Engine<'_, T>,
-        ms: &[SharedVec],
         hs: &[Hist],
         out: Option<&[bool]>,
-    ) -> Result<(Vec<NodeShare>, Vec<SharedVec>)> {
+    ) -> Result<(
+        Vec<NodeShare>,
+        SharedVec,
+        Vec<Option<Array1<u8>>>,
+        (SharedVec, SharedVec),
+    )> {
+        let seat = e.transport().me().to_string();
+        let _level_span = span(&seat, "split level (all)");
         let fp = e.fixed();
         let me = me(e);
         let (d, l) = (self.d(), hs.len());
@@ -179,10 +206,14 @@ impl Grower<'_> {
         let den_raw = cat(den.iter().chain([&hsum]));
         let den = den_raw.add_scalar(me, fp.encode(self.p.lambda)?);
         let (lo, hi) = self.range();
+        let sp = span(&seat, "split: reciprocal");
         let (y, s) = reciprocal(e, &den, lo, hi).await?;
+        drop(sp);
+        let sp = span(&seat, "split: gains");
         let a = e.mul_fixed(&num, &y).await?;
         let w = e.mul_fixed(&a, &s).await?;
         let q = e.mul_fixed(&num, &w).await?;
+        drop(sp);
         let q = q.as_slice();
         let mut score = Vec::with_capacity(l * d);
         for i in 0..l {
@@ -192,6 +223,7 @@ impl Grower<'_> {
         let parent = SharedVec::from_vec(q[2 * d * l..].to_vec());
         let mut score = SharedVec::from_vec(score);
         if self.p.min_child_weight > 0.0 {
+            let _sp = span(&seat, "split: min_child_weight");
             let hlr = part(&den_raw, 0, 2 * d * l);
             let ok = e.ge_public(&hlr, &[self.p.min_child_weight]).await?;
             let ok = ok
@@ -228,7 +260,13 @@ impl Grower<'_> {
                 }
             }
         }
-        let (best, idx) = argmax(e, &score, l, d).await?;
+        let sp = span(&seat, "split: argmax");
+        let gl_all = cat(hs.iter().map(|x| &x.gl));
+        let hl_all = cat(hs.iter().map(|x| &x.hl));
+        let (best, idx, chosen) = argmax(e, &score, l, d, &[&gl_all, &hl_all]).await?;
+        drop((gl_all, hl_all));
+        drop(sp);
+        let sp = span(&seat, "split: flag, open to owner");
         // Split flag and "candidate of party 1" bit, in one comparison with 0.
         let gain = best
             .sub(&parent)?
@@ -239,6 +277,20 @@ impl Grower<'_> {
             .first()
             .ok_or_else(|| TrainError::Internal("no comparison".into()))?;
         let (flag, c) = (part(bits, 0, l), part(bits, l, 2 * l));
+        // Children's sums: left = G + s·(G_L* − G), right = G − left.
+        let (Some(gl_best), Some(hl_best)) = (chosen.first(), chosen.get(1)) else {
+            return Err(TrainError::Internal("argmax lost its payload".into()));
+        };
+        let step = cat([&gl_best.sub(&gs)?, &hl_best.sub(&hsum)?]);
+        let moved = e.mul(&cat([&flag, &flag]), &step).await?;
+        let (mut gv, mut hv) = (Vec::with_capacity(2 * l), Vec::with_capacity(2 * l));
+        for i in 0..l {
+            let gleft = gs.as_slice()[i] + moved.as_slice()[i];
+            let hleft = hsum.as_slice()[i] + moved.as_slice()[l + i];
+            gv.extend([gleft, gs.as_slice()[i] - gleft]);
+            hv.extend([hleft, hsum.as_slice()[i] - hleft]);
+        }
+        let sums = (SharedVec::from_vec(gv), SharedVec::from_vec(hv));
         let not_c = c.mul_public(int(-1)).add_scalar(me, int(1));
         let j0 = idx.add_scalar(me, fp.encode(1.0)?);
         let j1 = idx.add_scalar(me, -fp.encode(self.k[0] as f64 - 1.0)?);
@@ -278,38 +330,49 @@ impl Grower<'_> {
                 rule,
             });
         }
-        let children = route(e, ms, &flag, &lefts, self.n).await?;
-        Ok((nodes, children))
+        drop(sp);
+        Ok((nodes, flag, lefts, sums))
     }
 
-    /// Leaf weights `−η·G/(H+λ)` and each row's weight.
+    /// Leaf weights `−η·G/(H+λ)` from the leaves' sums `(G, H)` (child order) and each
+    /// row's weight, straight from the last level's memberships `ms`, split flags `s` and
+    /// left indicators `l`: a row of parent `p` gets `u_p = w_L + q_p·(l − 1)` with
+    /// `q_p = s_p·(w_L − w_R)` (a product of two shared scalars), so `Σ_p m_p ⊙ u_p` needs
+    /// two products per row and parent instead of routing to every leaf first.
     async fn leaves<T: Transport>(
         &self,
         e: &mut Engine<'_, T>,
-        g: &SharedVec,
-        h: &SharedVec,
         ms: &[SharedVec],
-        parents: &[Hist],
+        flags: &SharedVec,
+        lefts: &Lefts,
+        (gv, hv): &(SharedVec, SharedVec),
     ) -> Result<(SharedVec, SharedVec)> {
+        let _sp = span(e.transport().me(), "leaves");
         let fp = e.fixed();
         let me = me(e);
-        let lefts: Vec<&SharedVec> = ms.iter().step_by(2).collect();
-        let lgh = masked_gh(e, g, h, &lefts).await?;
-        let (mut gv, mut hv) = (Vec::new(), Vec::new());
-        for ((gm, hm), p) in lgh.iter().zip(parents) {
-            let (gl, hl) = (total(gm), total(hm));
-            gv.extend([gl, p.g - gl]);
-            hv.extend([hl, p.h - hl]);
+        let (l, n) = (ms.len(), self.n);
+        if gv.len() != 2 * l || hv.len() != 2 * l || flags.len() != l {
+            return Err(TrainError::Internal(
+                "leaf sums do not match the leaves".into(),
+            ));
         }
-        let hv = SharedVec::from_vec(hv).add_scalar(me, fp.encode(self.p.lambda)?);
+        let hv = hv.add_scalar(me, fp.encode(self.p.lambda)?);
         let (lo, hi) = self.range();
         let (y, s) = reciprocal(e, &hv, lo, hi).await?;
-        let a = e.mul_fixed(&SharedVec::from_vec(gv), &y).await?;
+        let a = e.mul_fixed(gv, &y).await?;
         let w = e.mul_fixed(&a, &s).await?;
         let eta = fp.encode(-self.p.learning_rate)?;
         let w = e.trunc(&w.mul_public(eta), fp.frac_bits()).await?;
-        let delta = leaf_scores(e, ms, &w, self.n).await?;
-        Ok((w, delta))
+        let wv = w.as_slice();
+        let dw: Vec<R64> = (0..l).map(|p| wv[2 * p] - wv[2 * p + 1]).collect();
+        let q = e.mul(flags, &SharedVec::from_vec(dw)).await?;
+        let ind = SharedVec::from_vec(indicators(me, lefts, l, n)?);
+        let moved = e.mul(&broadcast(&q, n), &ind).await?;
+        drop(ind);
+        let wl = SharedVec::from_vec((0..l).map(|p| wv[2 * p]).collect());
+        let u = moved.add(&broadcast(&wl, n))?;
+        let prod = e.mul(&cat(ms.iter()), &u).await?;
+        Ok((w, fold_rows(&prod, n)))
     }
 }
 
@@ -320,20 +383,44 @@ pub(super) async fn leaf_scores<T: Transport>(
     w: &SharedVec,
     n: usize,
 ) -> Result<SharedVec> {
-    let ws = cat(w
-        .as_slice()
-        .iter()
-        .map(|&v| splat(v, n))
-        .collect::<Vec<_>>()
-        .iter());
-    let prod = e.mul(&cat(ms.iter()), &ws).await?;
+    let prod = e.mul(&cat(ms.iter()), &broadcast(w, n)).await?;
+    Ok(fold_rows(&prod, n))
+}
+
+/// Each element of `v` repeated `n` times, back to back.
+fn broadcast(v: &SharedVec, n: usize) -> SharedVec {
+    SharedVec::from_vec(
+        v.as_slice()
+            .iter()
+            .flat_map(|&x| std::iter::repeat_n(x, n))
+            .collect(),
+    )
+}
+
+/// The sum of the consecutive `n`-element parts of `prod`.
+fn fold_rows(prod: &SharedVec, n: usize) -> SharedVec {
     let mut out = vec![int(0); n];
     for chunk in prod.as_slice().chunks(n.max(1)) {
         for (o, v) in out.iter_mut().zip(chunk) {
             *o += v;
         }
     }
-    Ok(SharedVec::from_vec(out))
+    SharedVec::from_vec(out)
+}
+
+/// The left indicators of `l` nodes, each row's `l − 1` shared: the owner of a node's
+/// rule holds its indicator (party 0 also subtracts the 1); the other party holds 0 or −1.
+fn indicators(me: Party, lefts: &Lefts, l: usize, n: usize) -> Result<Vec<R64>> {
+    let minus = if me.is_first() { int(-1) } else { int(0) };
+    let mut ind = Vec::with_capacity(l * n);
+    for i in 0..l {
+        match lefts.get(i).and_then(Option::as_ref) {
+            Some(v) if v.len() == n => ind.extend(v.iter().map(|&b| int(i64::from(b)) + minus)),
+            Some(_) => return Err(TrainError::Data("indicator of the wrong length".into())),
+            None => ind.extend(std::iter::repeat_n(minus, n)),
+        }
+    }
+    Ok(ind)
 }
 
 /// Children of every node: `m_L = m ⊙ (s·(l − 1) + 1)`, `m_R = m − m_L`, where the
@@ -349,18 +436,10 @@ pub(super) async fn route<T: Transport>(
     let me = me(e);
     let l = ms.len();
     let mut fl = Vec::with_capacity(l * n);
-    let mut ind = Vec::with_capacity(l * n);
     for i in 0..l {
         fl.extend(std::iter::repeat_n(flags.as_slice()[i], n));
-        let mine = lefts.get(i).and_then(Option::as_ref);
-        // Owner's share: l − 1 (party 0 subtracts the 1); the other's: 0 or −1.
-        let minus = if me.is_first() { int(-1) } else { int(0) };
-        match mine {
-            Some(v) if v.len() == n => ind.extend(v.iter().map(|&b| int(i64::from(b)) + minus)),
-            Some(_) => return Err(TrainError::Data("indicator of the wrong length".into())),
-            None => ind.extend(std::iter::repeat_n(minus, n)),
-        }
     }
+    let ind = indicators(me, lefts, l, n)?;
     let t = e
         .mul(&SharedVec::from_vec(fl), &SharedVec::from_vec(ind))
         .await?

@@ -7,18 +7,23 @@
 //! 1. Before training each owner bins its own columns locally ([`bins`]: quantile bins,
 //!    ≤ 64 per column, missing values in their own bin) and forms its 0/1 matrix
 //!    `C_p[i, c] = [bin ≤ k]` over its split candidates `c = (column, k)`. `[C₀ | C₁]` is
-//!    masked once with the engine's Beaver cache ([`confide_mpc::Engine::mask_matrix`]),
-//!    like the logistic-regression path's `X`.
-//! 2. Gradients: `p = σ̂(F)` (7-piece sigmoid spline on shares), `g = p − y`,
+//!    masked once with the engine's Beaver cache
+//!    ([`confide_mpc::Engine::mask_matrix_owned`]: each party sends `C_p − U_p` and keeps
+//!    the other's), like the logistic-regression path's `X`.
+//! 2. Gradients: `p = σ̂(F)` (the 7-piece sigmoid spline, evaluated on `|F|` and mirrored:
+//!    four secure comparisons per row), `g = p − y`,
 //!    `h = p(1 − p)`; the label enters as A's trivially shared input.
 //! 3. Each node has a secret-shared 0/1 membership vector `m` (root: all ones).
-//!    Left sums for every candidate at once: `G_L = Cᵀ(g ⊙ m)`, `H_L = Cᵀ(h ⊙ m)` (Beaver
-//!    product with the cached mask, for every left child of a level in one product:
-//!    [`confide_mpc::Engine::masked_tmul_all`]); a right sibling's sums are its parent's
-//!    minus the left sibling's.
+//!    Left sums for every candidate at once: `G_L = Cᵀ(g ⊙ m)`, `H_L = Cᵀ(h ⊙ m)`, for
+//!    every left child of a level in one product
+//!    ([`confide_mpc::Engine::masked_tmul_owned`]: each owner multiplies its own bins in
+//!    the clear by its share plus the other's share masked with fresh dealer randomness
+//!    `R`; the cached mask turns `C_pᵀR` into shares); a right sibling's sums are its
+//!    parent's minus the left sibling's. A node's own sums `G, H` come from its parent's
+//!    chosen split (the argmax carries the winner's `G_L, H_L`).
 //! 4. Per candidate `score = G_L·w_L + G_R·w_R` with `w = G/(H + λ)` from a secure
-//!    reciprocal (secure comparisons against powers of two give a shared power-of-two
-//!    scale, then three Newton steps); candidates with a child below `min_child_weight`
+//!    reciprocal (the comparisons with every power of two, from one bit decomposition of
+//!    `H + λ`, give a shared power-of-two scale, then three Newton steps); candidates with a child below `min_child_weight`
 //!    score `−2^40`. With column subsampling (`colsample_bytree < 1`) each tree draws
 //!    `max(1, ⌊F · columns⌋)` of all columns (both parties') from the public job seed, and
 //!    the owner of each candidate of an undrawn column subtracts `2^41` from its own share
@@ -29,7 +34,9 @@
 //!    index is opened to its owner only (the other party gets "not mine"); the owner
 //!    inputs its plaintext left indicator `l` (trivially shared) and the children are
 //!    `m_L = m ⊙ (s·(l − 1) + 1)`, `m_R = m − m_L`: without a split every row goes left.
-//! 6. Leaves at depth `D`: `w = −η·G/(H + λ)`, shared; `F += Σ_leaf m_leaf · w_leaf`.
+//! 6. Leaves at depth `D`: `w = −η·G/(H + λ)`, shared; `F += Σ_leaf m_leaf · w_leaf`,
+//!    computed from the last level's memberships without routing to the leaves: a row of
+//!    parent `p` adds `w_L + s_p·(w_L − w_R)·(l − 1)`.
 //! 7. With a validation split (`validation > 0`, the public seeded split of
 //!    [`crate::Fit::split`]) validation rows get `g = h = 0` in every tree (like rows left
 //!    out by `subsample`), but every tree routes them, so their scores `F` are kept on
@@ -85,6 +92,7 @@ mod fit;
 mod grow;
 mod ops;
 pub mod plain;
+pub mod profile;
 
 pub use early::{Stopper, VALIDATION_BINS, plain_validation_auc};
 pub use fit::{predict_gbdt, train_gbdt};

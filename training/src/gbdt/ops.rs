@@ -2,7 +2,7 @@
 
 use std::num::Wrapping;
 
-use confide_mpc::{Engine, Party, R64, SharedVec, Transport};
+use confide_mpc::{Engine, Party, R64, SharedVec, Spline, Transport};
 
 use crate::error::{Result, TrainError};
 
@@ -42,8 +42,8 @@ pub(super) fn total(x: &SharedVec) -> R64 {
 }
 
 /// Shares of `(y, s)` with `y · s ≈ 1/x` for every secret `x` in `[lo, hi)` (fixed point):
-/// `s = 2^−k` exactly, for the `k` with `2^k ≤ x < 2^(k+1)` (secure comparisons with the
-/// powers of two), and `y ≈ 1/(x·s) ∈ (0.5, 1]` from a linear start and three Newton
+/// `s = 2^−k` exactly, for the `k` with `2^k ≤ x < 2^(k+1)` (every comparison with a
+/// power of two from one bit decomposition: [`Engine::ge_powers_of_two`]), and `y ≈ 1/(x·s) ∈ (0.5, 1]` from a linear start and three Newton
 /// steps (relative error below 10⁻⁸ before fixed-point rounding). Multiply by `y` first,
 /// then by `s`, to keep precision for large `x`.
 pub(super) async fn reciprocal<T: Transport>(
@@ -63,8 +63,10 @@ pub(super) async fn reciprocal<T: Transport>(
     }
     let me = me(e);
     let ks: Vec<i32> = (kmin + 1..kmax).collect();
-    let thresholds: Vec<f64> = ks.iter().map(|&k| 2f64.powi(k)).collect();
-    let bits = e.ge_public(x, &thresholds).await?;
+    // [x ≥ 2^k] is [X ≥ 2^(k+f)] for the fixed-point integer X ≥ 0: bit positions k + f,
+    // all from one bit decomposition. 1 ≤ k + f < 2f since −kmin ≤ f and kmax ≤ f.
+    let positions: Vec<u32> = ks.iter().map(|&k| (k + f) as u32).collect();
+    let bits = e.ge_powers_of_two(x, &positions).await?;
     let mut s =
         SharedVec::zeros(ndarray::Ix1(x.len())).add_scalar(me, fp.encode(2f64.powi(-kmin))?);
     for (b, &k) in bits.iter().zip(&ks) {
@@ -83,75 +85,131 @@ pub(super) async fn reciprocal<T: Transport>(
     Ok((y, s))
 }
 
+/// The symmetric 7-piece sigmoid spline ([`plain_sigmoid`]) on shares: `s = [x ≥ 0]`,
+/// `|x| = x·(2s − 1)`, the spline's half for `x ≥ 0` (thresholds 1, 2.5, 5) on `|x|`, and
+/// `σ̂(x) = 1 − v + s·(2v − 1)` for `v = σ̂(|x|)`: four comparisons per value instead of
+/// six (`s` and `2s − 1` are integers: no truncation in either product).
+pub(super) async fn sigmoid<T: Transport>(
+    e: &mut Engine<'_, T>,
+    x: &SharedVec,
+) -> Result<SharedVec> {
+    let fp = e.fixed();
+    let me = me(e);
+    let half = half_sigmoid();
+    let s = e
+        .ge_public(x, &[0.0])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| TrainError::Internal("no comparison".into()))?;
+    let sign = s.mul_public(int(2)).add_scalar(me, int(-1));
+    let ax = e.mul(x, &sign).await?;
+    let v = e
+        .splines(&ax, &[&half])
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| TrainError::Internal("no spline".into()))?;
+    let one = fp.encode(1.0)?;
+    let twice = v.mul_public(int(2)).add_scalar(me, -one);
+    let moved = e.mul(&s, &twice).await?;
+    Ok(moved.sub(&v)?.add_scalar(me, one))
+}
+
+/// The boosted trees' sigmoid in plain arithmetic (the twin's): [`Spline::sigmoid7`] for
+/// `x ≥ 0` and `1 − σ̂(−x)` below. It equals the spline everywhere except at `x = −5`
+/// exactly, where the spline's jump to its constant outer piece falls on the other side.
+pub(super) fn plain_sigmoid(x: f64) -> f64 {
+    let half = half_sigmoid();
+    if x >= 0.0 {
+        half.eval(x)
+    } else {
+        1.0 - half.eval(-x)
+    }
+}
+
+/// The pieces of [`Spline::sigmoid7`] on `x ≥ 0` (its thresholds are symmetric about 0).
+pub(super) fn half_sigmoid() -> Spline {
+    let full = Spline::sigmoid7();
+    let at = full.thresholds().partition_point(|&t| t < 0.0);
+    let thresholds = full.thresholds()[at..].to_vec();
+    let pieces = full.pieces()[at..].to_vec();
+    Spline::new(thresholds, pieces).unwrap_or(full)
+}
+
 /// For `segs` segments of `len` shared fixed-point values each (back to back): each
-/// segment's maximum and its index (fixed point), the lowest index on ties. A tournament:
-/// `⌈log₂ len⌉` rounds of one comparison and one product per pair.
+/// segment's maximum and its index (fixed point), the lowest index on ties, and the
+/// entries of each `payload` (same layout as `v`) at that index. A tournament:
+/// `⌈log₂ len⌉` rounds of one comparison and one product per pair (values, indices and
+/// payloads selected in the same product).
 pub(super) async fn argmax<T: Transport>(
     e: &mut Engine<'_, T>,
     v: &SharedVec,
     segs: usize,
     len: usize,
-) -> Result<(SharedVec, SharedVec)> {
+    payloads: &[&SharedVec],
+) -> Result<(SharedVec, SharedVec, Vec<SharedVec>)> {
     let fp = e.fixed();
     let me = me(e);
-    if len == 0 || v.len() != segs * len {
+    if len == 0 || v.len() != segs * len || payloads.iter().any(|p| p.len() != v.len()) {
         return Err(TrainError::Internal("argmax over an empty segment".into()));
     }
-    let mut vals: Vec<Vec<R64>> = v.as_slice().chunks(len).map(<[R64]>::to_vec).collect();
-    let mut idx: Vec<Vec<R64>> = Vec::with_capacity(segs);
-    for _ in 0..segs {
-        let mut ix = Vec::with_capacity(len);
-        for i in 0..len {
-            ix.push(if me.is_first() {
-                fp.encode(i as f64)?
-            } else {
-                int(0)
-            });
-        }
-        idx.push(ix);
-    }
+    let idx: Vec<R64> = if me.is_first() {
+        let one = (0..len)
+            .map(|i| fp.encode(i as f64))
+            .collect::<std::result::Result<Vec<_>, _>>()?;
+        one.iter().copied().cycle().take(segs * len).collect()
+    } else {
+        vec![int(0); segs * len]
+    };
+    // Lanes: 0 = values, 1 = indices, then the payloads; each `segs × cur` back to back.
+    let mut lanes: Vec<Vec<R64>> = [v.as_slice().to_vec(), idx]
+        .into_iter()
+        .chain(payloads.iter().map(|p| p.as_slice().to_vec()))
+        .collect();
+    let nl = lanes.len();
     let mut cur = len;
     while cur > 1 {
         let half = cur / 2;
-        let (mut dv, mut di) = (Vec::new(), Vec::new());
-        for s in 0..segs {
-            for j in 0..half {
-                dv.push(vals[s][2 * j] - vals[s][2 * j + 1]);
-                di.push(idx[s][2 * j] - idx[s][2 * j + 1]);
+        let m = segs * half;
+        // Differences of each pair in every lane: first − second.
+        let mut diff = Vec::with_capacity(nl * m);
+        for lane in &lanes {
+            for s in 0..segs {
+                let row = &lane[s * cur..(s + 1) * cur];
+                diff.extend((0..half).map(|j| row[2 * j] - row[2 * j + 1]));
             }
         }
-        let dv = SharedVec::from_vec(dv);
+        let dv = SharedVec::from_vec(diff[..m].to_vec());
         let bits = e.ge_public(&dv, &[0.0]).await?;
         let bit = bits
             .into_iter()
             .next()
             .ok_or_else(|| TrainError::Internal("no comparison".into()))?;
-        let lhs = cat([&bit, &bit]);
-        let mut rhs = dv.as_slice().to_vec();
-        rhs.extend(di);
-        let prod = e.mul(&lhs, &SharedVec::from_vec(rhs)).await?;
+        let lhs = cat(std::iter::repeat_n(&bit, nl));
+        let prod = e.mul(&lhs, &SharedVec::from_vec(diff)).await?;
         let prod = prod.as_slice();
-        let m = segs * half;
-        for s in 0..segs {
-            let mut nv = Vec::with_capacity(half + 1);
-            let mut ni = Vec::with_capacity(half + 1);
-            for j in 0..half {
-                nv.push(vals[s][2 * j + 1] + prod[s * half + j]);
-                ni.push(idx[s][2 * j + 1] + prod[m + s * half + j]);
+        // Winner = second + bit · (first − second).
+        let next = half + cur % 2;
+        for (li, lane) in lanes.iter_mut().enumerate() {
+            let mut out = Vec::with_capacity(segs * next);
+            for s in 0..segs {
+                let row = &lane[s * cur..(s + 1) * cur];
+                let p = &prod[li * m + s * half..li * m + (s + 1) * half];
+                out.extend((0..half).map(|j| row[2 * j + 1] + p[j]));
+                if cur % 2 == 1 {
+                    out.push(row[cur - 1]);
+                }
             }
-            if cur % 2 == 1 {
-                nv.push(vals[s][cur - 1]);
-                ni.push(idx[s][cur - 1]);
-            }
-            vals[s] = nv;
-            idx[s] = ni;
+            *lane = out;
         }
-        cur = half + cur % 2;
+        cur = next;
     }
-    Ok((
-        SharedVec::from_vec(vals.into_iter().map(|v| v[0]).collect()),
-        SharedVec::from_vec(idx.into_iter().map(|v| v[0]).collect()),
-    ))
+    let mut lanes = lanes.into_iter().map(SharedVec::from_vec);
+    let (Some(best), Some(at)) = (lanes.next(), lanes.next()) else {
+        return Err(TrainError::Internal("argmax lost its lanes".into()));
+    };
+    Ok((best, at, lanes.collect()))
 }
 
 #[cfg(test)]
@@ -251,14 +309,34 @@ mod tests {
     }
 
     #[test]
+    fn symmetric_sigmoid_matches_the_spline() {
+        let sp = Spline::sigmoid7();
+        let xs: Vec<f64> = (-64..=64).map(|i| f64::from(i) / 8.0).collect();
+        for &x in &xs {
+            // The spline itself, but for its jump at −5.
+            if x != -5.0 {
+                assert!((plain_sigmoid(x) - sp.eval(x)).abs() < 1e-12, "{x}");
+            }
+        }
+        let out = run(&xs, |e, x| {
+            Box::pin(async move { vec![sigmoid(e, &x).await.unwrap()] })
+        });
+        for (x, got) in xs.iter().zip(&out[0]) {
+            let want = plain_sigmoid(*x);
+            assert!((got - want).abs() < 1e-4, "σ̂({x}) = {got}, want {want}");
+        }
+    }
+
+    #[test]
     fn argmax_takes_the_first_maximum_per_segment() {
         let xs = [
             1.0, 5.0, -3.0, 5.0, 2.0, /* seg 2 */ -1.0, -2.0, -0.5, -7.0, -0.5,
         ];
         let out = run(&xs, |e, x| {
             Box::pin(async move {
-                let (b, i) = argmax(e, &x, 2, 5).await.unwrap();
-                vec![b, i]
+                let pay = x.mul_public(int(2));
+                let (b, i, p) = argmax(e, &x, 2, 5, &[&pay]).await.unwrap();
+                vec![b, i, p[0].clone()]
             })
         });
         assert!((out[0][0] - 5.0).abs() < 1e-5 && (out[0][1] + 0.5).abs() < 1e-5);
@@ -266,5 +344,7 @@ mod tests {
             out[1].iter().map(|v| v.round()).collect::<Vec<_>>(),
             vec![1.0, 2.0]
         );
+        // The payload (twice the value) at the winning index.
+        assert!((out[2][0] - 10.0).abs() < 1e-5 && (out[2][1] + 1.0).abs() < 1e-5);
     }
 }

@@ -2,7 +2,7 @@
 //! spline, gain rule, tie-breaking and "no split sends every row left" convention as the
 //! secure protocol. Tests compare the two; it is also the accuracy baseline.
 
-use confide_mpc::Spline;
+use super::ops::plain_sigmoid;
 
 use super::GbdtParams;
 use super::bins::Binned;
@@ -88,7 +88,6 @@ pub fn boost_gbdt_plain(
     }
     let mut stopper = Stopper::new(p.early_stopping_rounds);
     let mut validation_auc = Vec::new();
-    let sig = Spline::sigmoid7();
     let mut f = vec![0.0; n];
     let mut trees = Vec::with_capacity(p.trees);
     let c0 = parts[0].columns.len();
@@ -100,7 +99,7 @@ pub fn boost_gbdt_plain(
         })
         .collect();
     for tree in 0..p.trees {
-        let prob: Vec<f64> = f.iter().map(|&z| sig.eval(z)).collect();
+        let prob: Vec<f64> = f.iter().map(|&z| plain_sigmoid(z)).collect();
         let mut g: Vec<f64> = prob.iter().zip(y).map(|(p, y)| p - y).collect();
         let mut h: Vec<f64> = prob.iter().map(|p| p * (1.0 - p)).collect();
         // Rows left out of this tree, and validation rows, add nothing to its statistics.
