@@ -8,7 +8,6 @@ use std::time::{Duration, Instant};
 
 use confide_audit::{ReplicateAck, ReplicateBatch, Replicator, ReplicatorConfig};
 use confide_proto::ReplicateRequest;
-use futures::StreamExt;
 
 use super::state::{AuditState, audit_client};
 use crate::base::error::{DaemonError, status_line};
@@ -50,13 +49,6 @@ async fn replicate_while_sequencer(
             return true;
         }
     };
-    // Each member's batch is answered on its own: a slow or frozen member does not hold
-    // back the others' cosignatures (the replicator keeps one batch per member in flight).
-    let call = |m: String, b: ReplicateBatch| async move {
-        let r = replicate(a, &m, &b).await;
-        (m, r)
-    };
-    let mut in_flight = futures::stream::FuturesUnordered::new();
     loop {
         if !a.is_sequencer() {
             return true;
@@ -68,52 +60,57 @@ async fn replicate_while_sequencer(
                 Vec::new()
             }
         };
-        for (m, b) in batches {
-            in_flight.push(call(m, b));
+        if batches.is_empty() {
+            let wait = rep.next_wakeup().map_or(Duration::from_millis(500), |t| {
+                t.saturating_duration_since(Instant::now())
+                    .min(Duration::from_millis(500))
+            });
+            tokio::select! {
+                _ = a.kick.notified() => {},
+                _ = tokio::time::sleep(wait) => {},
+                _ = stop.changed() => return false,
+            }
+            // No extra wait for more appends: those arriving while a round is in flight
+            // share the next checkpoint anyway, and a lone risk query should not idle.
+            continue;
         }
-        let wait = rep.next_wakeup().map_or(Duration::from_millis(500), |t| {
-            t.saturating_duration_since(Instant::now())
-                .min(Duration::from_millis(500))
+        let calls = batches.into_iter().map(|(m, b)| async move {
+            let r = replicate(a, &m, &b).await;
+            (m, r)
         });
-        // No extra wait for more appends: those arriving while a batch is in flight share
-        // the next checkpoint anyway, and a lone risk query should not idle.
-        let (m, r) = tokio::select! {
-            Some(done) = in_flight.next(), if !in_flight.is_empty() => done,
-            _ = a.kick.notified() => continue,
-            _ = tokio::time::sleep(wait) => continue,
-            _ = stop.changed() => return false,
-        };
-        let now = Instant::now();
-        match r {
-            Ok(ReplicateAck {
-                new_view: Some(nv), ..
-            }) => match a.with(|s| s.enter_view(&nv)) {
-                Ok(_) => {
-                    tracing::warn!(
-                        view = nv.view,
-                        member = %m,
-                        "audit: replaced as sequencer; this member follows the new view"
-                    );
-                    a.role_changed();
-                    return true;
-                }
+        for (m, r) in futures::future::join_all(calls).await {
+            let now = Instant::now();
+            match r {
+                Ok(ReplicateAck {
+                    new_view: Some(nv), ..
+                }) => match a.with(|s| s.enter_view(&nv)) {
+                    Ok(_) => {
+                        tracing::warn!(
+                            view = nv.view,
+                            member = %m,
+                            "audit: replaced as sequencer; this member follows the new view"
+                        );
+                        a.role_changed();
+                        return true;
+                    }
+                    Err(e) => {
+                        tracing::warn!(member = %m, error = %e, "audit: refused a later view's certificate");
+                        rep.on_error(&m, &e, now);
+                    }
+                },
+                Ok(ack) => match a.with(|s| rep.on_reply(s, &m, &ack, now)) {
+                    Ok(o) => {
+                        if let Some(f) = o.new_final {
+                            tracing::debug!(size = f.checkpoint.size, "audit: checkpoint final");
+                            a.note_finals();
+                        }
+                    }
+                    Err(e) => tracing::debug!(member = %m, error = %e, "audit: reply refused"),
+                },
                 Err(e) => {
-                    tracing::warn!(member = %m, error = %e, "audit: refused a later view's certificate");
+                    tracing::debug!(member = %m, error = %e, "audit: replication pending");
                     rep.on_error(&m, &e, now);
                 }
-            },
-            Ok(ack) => match a.with(|s| rep.on_reply(s, &m, &ack, now)) {
-                Ok(o) => {
-                    if let Some(f) = o.new_final {
-                        tracing::debug!(size = f.checkpoint.size, "audit: checkpoint final");
-                        a.note_finals();
-                    }
-                }
-                Err(e) => tracing::debug!(member = %m, error = %e, "audit: reply refused"),
-            },
-            Err(e) => {
-                tracing::debug!(member = %m, error = %e, "audit: replication pending");
-                rep.on_error(&m, &e, now);
             }
         }
     }
