@@ -113,6 +113,7 @@ pub mod error;
 mod evidence;
 pub mod genesis;
 pub mod merkle;
+pub mod pruned;
 pub mod replicator;
 pub mod store;
 pub mod view;

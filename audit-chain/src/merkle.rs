@@ -35,12 +35,125 @@ fn split_point(n: u64) -> u64 {
     1u64 << (63 - (n - 1).leading_zeros())
 }
 
+/// Complete, aligned RFC 6962 subtrees of a tree: `node(k, i)` is the hash of leaves
+/// `[i·2^k, (i+1)·2^k)`, or `None` when that subtree is not available. Every root and proof
+/// below is assembled from such nodes, so an in-memory tree ([`MerkleTree`]) and a tree that
+/// keeps only its frontier in memory (the audit store's pruned tree) share one algorithm.
+pub(crate) trait Nodes {
+    /// Number of leaves.
+    fn leaves(&self) -> u64;
+    /// Hash of the complete subtree of 2^`level` leaves with index `index` at that level.
+    fn node(&self, level: u32, index: u64) -> Option<Hash>;
+}
+
+/// MTH of leaves [start, start+len); callers keep to RFC 6962 splits, so the left part of
+/// every split is a complete, aligned subtree.
+fn subtree(t: &(impl Nodes + ?Sized), start: u64, len: u64) -> Option<Hash> {
+    if len.is_power_of_two() && start.is_multiple_of(len) {
+        let k = len.trailing_zeros();
+        return t.node(k, start >> k);
+    }
+    let k = split_point(len);
+    Some(node_hash(
+        &subtree(t, start, k)?,
+        &subtree(t, start + k, len - k)?,
+    ))
+}
+
+/// Root of the first `size` leaves (`None` beyond the tree or when a node is unavailable).
+pub(crate) fn root_at(t: &(impl Nodes + ?Sized), size: u64) -> Option<Hash> {
+    match size {
+        0 => Some(empty_root()),
+        s if s <= t.leaves() => subtree(t, 0, s),
+        _ => None,
+    }
+}
+
+/// RFC 6962 PATH(index, D\[size\]).
+pub(crate) fn inclusion_proof(
+    t: &(impl Nodes + ?Sized),
+    index: u64,
+    size: u64,
+) -> Option<Vec<Hash>> {
+    if index >= size || size > t.leaves() {
+        return None;
+    }
+    let mut out = Vec::new();
+    path(t, index, 0, size, &mut out)?;
+    Some(out)
+}
+
+fn path(t: &(impl Nodes + ?Sized), m: u64, start: u64, n: u64, out: &mut Vec<Hash>) -> Option<()> {
+    if n == 1 {
+        return Some(());
+    }
+    let k = split_point(n);
+    if m < k {
+        path(t, m, start, k, out)?;
+        out.push(subtree(t, start + k, n - k)?);
+    } else {
+        path(t, m - k, start + k, n - k, out)?;
+        out.push(subtree(t, start, k)?);
+    }
+    Some(())
+}
+
+/// RFC 6962 PROOF(m, D\[n\]): consistency proof between sizes m ≤ n.
+pub(crate) fn consistency_proof(t: &(impl Nodes + ?Sized), m: u64, n: u64) -> Option<Vec<Hash>> {
+    if m > n || n > t.leaves() {
+        return None;
+    }
+    let mut out = Vec::new();
+    if m > 0 && m < n {
+        subproof(t, m, 0, n, true, &mut out)?;
+    }
+    Some(out)
+}
+
+fn subproof(
+    t: &(impl Nodes + ?Sized),
+    m: u64,
+    start: u64,
+    n: u64,
+    whole: bool,
+    out: &mut Vec<Hash>,
+) -> Option<()> {
+    if m == n {
+        if !whole {
+            out.push(subtree(t, start, n)?);
+        }
+        return Some(());
+    }
+    let k = split_point(n);
+    if m <= k {
+        subproof(t, m, start, k, whole, out)?;
+        out.push(subtree(t, start + k, n - k)?);
+    } else {
+        subproof(t, m - k, start + k, n - k, false, out)?;
+        out.push(subtree(t, start, k)?);
+    }
+    Some(())
+}
+
 /// An append-only Merkle tree over leaf hashes. `levels[k]` holds the hashes
 /// of all complete subtrees of 2^k leaves, so every RFC 6962 subtree hash is
-/// found in O(log n) and the tree costs about two hashes per leaf in memory.
+/// found in O(log n) and the tree costs about two hashes per leaf in memory
+/// (the audit store keeps only a frontier in memory).
 #[derive(Debug, Clone, Default)]
 pub struct MerkleTree {
     levels: Vec<Vec<Hash>>,
+}
+
+impl Nodes for MerkleTree {
+    fn leaves(&self) -> u64 {
+        self.size()
+    }
+    fn node(&self, level: u32, index: u64) -> Option<Hash> {
+        self.levels
+            .get(level as usize)?
+            .get(usize::try_from(index).ok()?)
+            .copied()
+    }
 }
 
 impl MerkleTree {
@@ -84,97 +197,28 @@ impl MerkleTree {
 
     /// Leaf hash at `index`.
     pub fn leaf(&self, index: u64) -> Option<Hash> {
-        self.levels
-            .first()?
-            .get(usize::try_from(index).ok()?)
-            .copied()
-    }
-
-    /// MTH of leaves [start, start+len); callers keep to RFC 6962 splits, so
-    /// the left part of every split is a complete, aligned subtree.
-    fn subtree(&self, start: u64, len: u64) -> Hash {
-        if len.is_power_of_two() && start.is_multiple_of(len) {
-            let k = len.trailing_zeros() as usize;
-            return self.levels[k][(start >> k) as usize];
-        }
-        let k = split_point(len);
-        node_hash(&self.subtree(start, k), &self.subtree(start + k, len - k))
+        self.node(0, index)
     }
 
     /// Root of the first `size` leaves, if the tree has that many.
     pub fn root_at(&self, size: u64) -> Option<Hash> {
-        match size {
-            0 => Some(empty_root()),
-            s if s <= self.size() => Some(self.subtree(0, s)),
-            _ => None,
-        }
+        root_at(self, size)
     }
 
     /// Root of the whole tree.
     pub fn root(&self) -> Hash {
-        self.subtree_or_empty(self.size())
-    }
-
-    fn subtree_or_empty(&self, size: u64) -> Hash {
-        if size == 0 {
-            empty_root()
-        } else {
-            self.subtree(0, size)
-        }
+        root_at(self, self.size()).unwrap_or_else(empty_root)
     }
 
     /// RFC 6962 PATH(index, D\[size\]): the audit path of leaf `index` in the
     /// tree of the first `size` leaves.
     pub fn inclusion_proof(&self, index: u64, size: u64) -> Option<Vec<Hash>> {
-        if index >= size || size > self.size() {
-            return None;
-        }
-        let mut out = Vec::new();
-        self.path(index, 0, size, &mut out);
-        Some(out)
-    }
-
-    fn path(&self, m: u64, start: u64, n: u64, out: &mut Vec<Hash>) {
-        if n == 1 {
-            return;
-        }
-        let k = split_point(n);
-        if m < k {
-            self.path(m, start, k, out);
-            out.push(self.subtree(start + k, n - k));
-        } else {
-            self.path(m - k, start + k, n - k, out);
-            out.push(self.subtree(start, k));
-        }
+        inclusion_proof(self, index, size)
     }
 
     /// RFC 6962 PROOF(m, D\[n\]): consistency proof between sizes m ≤ n.
     pub fn consistency_proof(&self, m: u64, n: u64) -> Option<Vec<Hash>> {
-        if m > n || n > self.size() {
-            return None;
-        }
-        let mut out = Vec::new();
-        if m > 0 && m < n {
-            self.subproof(m, 0, n, true, &mut out);
-        }
-        Some(out)
-    }
-
-    fn subproof(&self, m: u64, start: u64, n: u64, whole: bool, out: &mut Vec<Hash>) {
-        if m == n {
-            if !whole {
-                out.push(self.subtree(start, n));
-            }
-            return;
-        }
-        let k = split_point(n);
-        if m <= k {
-            self.subproof(m, start, k, whole, out);
-            out.push(self.subtree(start + k, n - k));
-        } else {
-            self.subproof(m - k, start + k, n - k, false, out);
-            out.push(self.subtree(start, k));
-        }
+        consistency_proof(self, m, n)
     }
 }
 

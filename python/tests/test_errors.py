@@ -101,3 +101,22 @@ def test_ctrl_c_cancels_at_every_party(alliance):
             assert time.time() < deadline, f"{name}: job {job} still {state}"
             time.sleep(0.2)
         assert state == "cancelled" or "cancel" in jobs.loc[job, "error"], (name, state)
+
+
+def test_resume_refusals(alliance):
+    """``resume=`` reaches the daemon for PSI and training (the resume itself, with a
+    peer killed part way, is tested across real daemons in tests/resume.rs)."""
+    alice = alliance.party("alice")
+    with pytest.raises(confide.InvalidRequestError, match="is not a job id"):
+        alice.psi("credit", peers=["bob:credit"], resume="not-a-job")
+    done = alice.psi("credit", peers=["bob:credit"])
+    # A job that succeeded deleted its checkpoints: nothing to resume, nothing run.
+    before = len(alice.jobs())
+    with pytest.raises(confide.InvalidRequestError,
+                       match=f"job {done.job_id} has no checkpoint at `alice`"):
+        alice.psi("credit", peers=["bob:credit"], resume=done.job_id)
+    with pytest.raises(confide.InvalidRequestError,
+                       match=f"job {done.job_id} has no checkpoint at `alice`"):
+        alice.train("credit", peer="bob:credit", label="default", epochs=2,
+                    resume=done.job_id)
+    assert len(alice.jobs()) == before, "a refused resume starts no job"

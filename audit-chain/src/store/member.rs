@@ -67,7 +67,7 @@ impl AuditStore {
         }
         let result = self.commit_applied(entries, checkpoint, have, &old_root, consistency_proof);
         if let Err(e) = result {
-            self.tree.truncate(have);
+            self.truncate_tree(have);
             return Err(e);
         }
         self.signed = Some(checkpoint.clone());
@@ -120,9 +120,12 @@ impl AuditStore {
     /// match the local root there; otherwise record the evidence and halt.
     fn check_not_equivocating(&mut self, checkpoint: &SignedCheckpoint) -> Result<()> {
         let cp = &checkpoint.checkpoint;
-        let mine = self.tree.root_at(cp.size).ok_or_else(|| {
-            AuditError::NotFound(format!("size {} is beyond the local log", cp.size))
-        })?;
+        let mine = self
+            .tree
+            .root_at(cp.size, &self.leaf_source())
+            .ok_or_else(|| {
+                AuditError::NotFound(format!("size {} is beyond the local log", cp.size))
+            })?;
         if mine == cp.root {
             return Ok(());
         }
@@ -178,7 +181,7 @@ impl AuditStore {
                 self.tree.size()
             )));
         }
-        if self.tree.root_at(cp.size) != Some(cp.root) {
+        if self.tree.root_at(cp.size, &self.leaf_source()) != Some(cp.root) {
             if !self.is_sequencer() && fin.signatures.iter().any(|s| s.name == self.sequencer()) {
                 self.check_not_equivocating(fin)?;
             }

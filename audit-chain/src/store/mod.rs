@@ -24,7 +24,8 @@ use crate::codec::hex_hashes;
 use crate::entry::{Entry, EntryBody};
 use crate::error::{AuditError, Result};
 use crate::genesis::Genesis;
-use crate::merkle::{Hash, MerkleTree};
+use crate::merkle::{Hash, MerkleTree, leaf_hash};
+use crate::pruned::{LeafSource, PrunedTree};
 
 mod member;
 mod rebuild;
@@ -80,6 +81,25 @@ pub struct VerifyReport {
     pub final_size: Option<u64>,
 }
 
+/// The stored entries as the tree's leaf source: leaf = SHA-256(0x00 ‖ entry bytes).
+struct DbLeaves<'a>(&'a Database);
+
+impl LeafSource for DbLeaves<'_> {
+    fn leaf_hashes(&self, start: u64, len: u64) -> Option<Vec<Hash>> {
+        let rtx = self.0.begin_read().ok()?;
+        let t = rtx.open_table(ENTRIES).ok()?;
+        let mut out = Vec::with_capacity(usize::try_from(len).ok()?);
+        for (i, row) in t.range(start..start.checked_add(len)?).ok()?.enumerate() {
+            let (k, v) = row.ok()?;
+            if k.value() != start + i as u64 {
+                return None;
+            }
+            out.push(leaf_hash(v.value()));
+        }
+        (out.len() as u64 == len).then_some(out)
+    }
+}
+
 /// One party's copy of the audit log.
 pub struct AuditStore {
     db: Database,
@@ -89,7 +109,8 @@ pub struct AuditStore {
     origin: String,
     me: String,
     key: SigningKey,
-    tree: MerkleTree,
+    /// The Merkle tree's frontier; older leaves are read from [`ENTRIES`] ([`DbLeaves`]).
+    tree: PrunedTree,
     signed: Option<SignedCheckpoint>,
     final_cp: Option<SignedCheckpoint>,
     pending: BTreeMap<u64, SignedCheckpoint>,
@@ -185,7 +206,7 @@ impl AuditStore {
             log_id,
             me: my_name.to_string(),
             key: my_signing_key,
-            tree: MerkleTree::new(),
+            tree: PrunedTree::new(),
             signed: None,
             final_cp: None,
             pending: BTreeMap::new(),
@@ -250,7 +271,7 @@ impl AuditStore {
         if let Some(v) = meta.get(META_SIGNED)? {
             let sc = note_from_db(v.value())?;
             let cp = &sc.checkpoint;
-            if self.tree.root_at(cp.size) != Some(cp.root) {
+            if self.tree.root_at(cp.size, &self.leaf_source()) != Some(cp.root) {
                 self.fault.get_or_insert(format!(
                     "stored entries ({}) do not match the last signed checkpoint (size {})",
                     self.tree.size(),
@@ -270,7 +291,8 @@ impl AuditStore {
         if let Some(v) = meta.get(META_FINAL)? {
             let sc = note_from_db(v.value())?;
             let ok = sc.verify_quorum(&self.genesis, &self.keys).is_ok()
-                && self.tree.root_at(sc.checkpoint.size) == Some(sc.checkpoint.root);
+                && self.tree.root_at(sc.checkpoint.size, &self.leaf_source())
+                    == Some(sc.checkpoint.root);
             if !ok {
                 self.fault
                     .get_or_insert("stored final checkpoint does not match the entries".into());
@@ -282,6 +304,22 @@ impl AuditStore {
 
     fn push_leaf(&mut self, e: &Entry) {
         self.tree.push(e.leaf_hash());
+    }
+
+    /// Where the tree reads the leaves of chunks it no longer holds: the stored entries.
+    fn leaf_source(&self) -> DbLeaves<'_> {
+        DbLeaves(&self.db)
+    }
+
+    /// Rolls the tree back to `size` entries (all committed: every caller truncates to a
+    /// size it held before an uncommitted batch or to a view's base). If the entries below
+    /// `size` cannot be read, the store stops signing rather than keep a wrong tree.
+    fn truncate_tree(&mut self, size: u64) {
+        if !self.tree.truncate(size, &DbLeaves(&self.db)) {
+            self.fault.get_or_insert(format!(
+                "could not read the stored entries below {size} to roll the tree back"
+            ));
+        }
     }
 
     /// Writes the on-disk indexes ([`LEAVES`], [`JOB_ENTRIES`]) of `entries`, which start
@@ -355,9 +393,15 @@ impl AuditStore {
     pub fn root(&self) -> Hash {
         self.tree.root()
     }
+    /// Merkle hashes this store keeps in memory: bounded, whatever the log's length
+    /// ([`crate::pruned`]).
+    #[doc(hidden)]
+    pub fn tree_hashes_in_memory(&self) -> usize {
+        self.tree.hashes_in_memory()
+    }
     /// Root of the first `size` entries held.
     pub fn root_at(&self, size: u64) -> Option<Hash> {
-        self.tree.root_at(size)
+        self.tree.root_at(size, &self.leaf_source())
     }
     /// The latest checkpoint this store signed (sequencer) or cosigned (member),
     /// with the sequencer's signature.
@@ -456,7 +500,7 @@ impl AuditStore {
     /// Consistency proof between sizes `from` ≤ `to` of the local log.
     pub fn consistency_proof(&self, from: u64, to: u64) -> Result<Vec<Hash>> {
         self.tree
-            .consistency_proof(from, to)
+            .consistency_proof(from, to, &self.leaf_source())
             .ok_or_else(|| AuditError::NotFound(format!("consistency proof {from}..{to}")))
     }
 
@@ -518,7 +562,7 @@ impl AuditStore {
         let size = fin.checkpoint.size;
         let path = self
             .tree
-            .inclusion_proof(index, size)
+            .inclusion_proof(index, size, &self.leaf_source())
             .ok_or_else(|| AuditError::NotFound(format!("entry {index}")))?;
         Ok(ProofBundle::new(
             self.log_id,

@@ -128,7 +128,7 @@ impl AuditStore {
             self.tree.push(*h);
         }
         if self.tree.root() != root {
-            self.tree.truncate(have);
+            self.truncate_tree(have);
             return Err(AuditError::RootMismatch {
                 size,
                 why: "the fetched entries do not hash to the voted root".into(),
@@ -145,7 +145,7 @@ impl AuditStore {
         };
         let nv = NewView { view, votes, base };
         if let Err(e) = nv.verify(&self.genesis) {
-            self.tree.truncate(have);
+            self.truncate_tree(have);
             return Err(e);
         }
         let note = nv.base.to_note();
@@ -196,7 +196,8 @@ impl AuditStore {
         let base = &nv.base.checkpoint;
         let have = self.tree.size();
         let final_size = self.final_cp.as_ref().map_or(0, |f| f.checkpoint.size);
-        if have >= base.size && self.tree.root_at(base.size) != Some(base.root) {
+        if have >= base.size && self.tree.root_at(base.size, &self.leaf_source()) != Some(base.root)
+        {
             return Err(AuditError::RootMismatch {
                 size: base.size,
                 why: format!("view {}'s base contradicts the local log", nv.view),
@@ -238,7 +239,7 @@ impl AuditStore {
         }
         txn.commit()?;
         if !dropped.is_empty() {
-            self.tree.truncate(base.size);
+            self.truncate_tree(base.size);
         }
         if have >= base.size {
             self.signed = Some(nv.base.clone());
