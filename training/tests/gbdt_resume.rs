@@ -67,17 +67,20 @@ fn leaves(p: &GbdtParams, a: &GbdtOutcome, b: &GbdtOutcome) -> Vec<f64> {
         .collect()
 }
 
-#[test]
-fn a_resumed_run_keeps_the_checkpointed_trees_and_grows_the_rest_alike() {
+/// Trains 6 trees (validation 0.2, early stopping after `rounds`, shrinkage `eta`),
+/// resumes a copy of the checkpoints taken after 3 trees and compares; returns the
+/// uninterrupted run's party outcomes and checkpoint folders.
+fn resume_after_three(
+    eta: f64,
+    rounds: usize,
+    root: &Path,
+) -> (GbdtParams, [GbdtOutcome; 2], [PathBuf; 3]) {
     let (a, b) = data(600, 21);
     let mut p = params(6, 3);
-    p.subsample = 0.8;
-    p.validation = 0.2;
-    p.early_stopping_rounds = 6;
-    p.seed = 9;
-    let root = tempfile::tempdir().unwrap();
-    let dirs = SEATS.map(|s| root.path().join("ck").join(s));
-    let snap = root.path().join("snap");
+    (p.subsample, p.validation, p.seed) = (0.8, 0.2, 9);
+    (p.learning_rate, p.early_stopping_rounds) = (eta, rounds);
+    let dirs = SEATS.map(|s| root.join("ck").join(s));
+    let snap = root.join("snap");
     // The uninterrupted run, its checkpoints copied when each seat starts tree 4.
     let [wa, wb, wd] = run(&a, &b, &p, &dirs, false, (&snap, 4));
     assert!(wd.is_none());
@@ -93,22 +96,20 @@ fn a_resumed_run_keeps_the_checkpointed_trees_and_grows_the_rest_alike() {
     assert!(len("shop") > 600 * 8, "{}", len("shop"));
     // Resumed from the snapshot: after 3 trees at every seat.
     let snaps = SEATS.map(|s| snap.join(s));
-    let [ra, rb, rd] = run(&a, &b, &p, &snaps, true, (&root.path().join("none"), 0));
+    let [ra, rb, rd] = run(&a, &b, &p, &snaps, true, (&root.join("none"), 0));
     assert!(rd.is_none());
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     assert_eq!((ra.resumed_trees, rb.resumed_trees), (3, 3));
-    assert_eq!(ra.grown, wa.grown, "as many trees");
-    assert_eq!(ra.model.trees.len(), wa.model.trees.len());
-    // The first three trees are the checkpoint's, bit for bit; the rest split alike.
-    assert_eq!(ra.model.trees[..3], wa.model.trees[..3]);
-    assert_eq!(rb.model.trees[..3], wb.model.trees[..3]);
+    assert_eq!(ra.grown, wa.grown, "as many trees grown");
+    assert_eq!(ra.model.trees.len(), wa.model.trees.len(), "as many kept");
+    // The checkpoint's trees are kept bit for bit; the rest split alike.
+    let first = wa.model.trees.len().min(3);
+    assert_eq!(ra.model.trees[..first], wa.model.trees[..first]);
+    assert_eq!(rb.model.trees[..first], wb.model.trees[..first]);
     for (x, y) in [(&ra, &wa), (&rb, &wb)] {
         let rules = |o: &GbdtOutcome| -> Vec<_> {
-            o.model
-                .trees
-                .iter()
-                .flat_map(|t| t.nodes.iter().map(|n| n.rule.clone()))
-                .collect()
+            let nodes = o.model.trees.iter().flat_map(|t| t.nodes.iter());
+            nodes.map(|n| n.rule.clone()).collect()
         };
         assert_eq!(rules(x), rules(y), "the same split rules");
     }
@@ -117,7 +118,37 @@ fn a_resumed_run_keeps_the_checkpointed_trees_and_grows_the_rest_alike() {
         assert!((w - r).abs() < 1e-3, "leaf {w} vs {r}");
     }
     assert_eq!(ra.validation_auc[..3], wa.validation_auc[..3]);
+    assert_eq!(ra.validation_auc.len(), wa.validation_auc.len());
     for (w, r) in wa.validation_auc.iter().zip(&ra.validation_auc) {
         assert!((w - r).abs() < 1e-2, "validation AUC {w} vs {r}");
     }
+    (p, [wa, wb], dirs)
+}
+
+#[test]
+fn a_resumed_run_keeps_the_checkpointed_trees_and_grows_the_rest_alike() {
+    let root = tempfile::tempdir().unwrap();
+    let (_, [whole, _], _) = resume_after_three(0.3, 6, root.path());
+    assert_eq!(
+        whole.model.trees.len(),
+        6,
+        "no early stop: all trees compared"
+    );
+}
+
+/// Early stopping goes on from the checkpoint: the best tree before it still counts, and
+/// a run resumed after the stop grows nothing more.
+#[test]
+fn early_stopping_resumes_with_its_best_tree_and_its_stop() {
+    let root = tempfile::tempdir().unwrap();
+    // η = 1: the validation AUC peaks at tree 2 and boosting stops after tree 5.
+    let (p, [whole, _], dirs) = resume_after_three(1.0, 3, root.path());
+    assert_eq!((whole.grown, whole.model.trees.len()), (5, 2));
+    let (a, b) = data(600, 21);
+    let [ra, _, _] = run(&a, &b, &p, &dirs, true, (&root.path().join("none"), 0));
+    let ra = ra.unwrap();
+    assert_eq!(
+        (ra.resumed_trees, ra.grown, ra.model.trees.len()),
+        (5, 5, 2)
+    );
 }
