@@ -221,6 +221,13 @@ impl State {
     }
 }
 
+impl State {
+    /// The trees still to grow out of `trees`: none after an early stop.
+    pub fn to_grow(&self, trees: usize) -> std::ops::Range<usize> {
+        self.done..if self.stopped { self.done } else { trees }
+    }
+}
+
 /// The state after `done` trees, as a seat checkpoints it.
 pub(super) struct After<'a> {
     /// Trees grown.
@@ -284,6 +291,34 @@ mod tests {
                 2
             ],
         }
+    }
+
+    /// A resumed state goes on from the checkpoint's trees, scores and early-stopping
+    /// state, and grows nothing after an early stop.
+    #[test]
+    fn a_resumed_state_is_the_checkpoints() {
+        let mut p = GbdtParams::new(crate::PartyNames {
+            active: "a".into(),
+            passive: "b".into(),
+            dealer: "d".into(),
+        });
+        (p.trees, p.depth, p.early_stopping_rounds) = (5, 2, 2);
+        let st = State::start(Some(sample()), 3, &p, true).unwrap();
+        assert_eq!((st.done, st.stopped, st.to_grow(5)), (2, true, 2..2));
+        assert_eq!(st.stopper.best(), Some((1, 0.75)));
+        assert_eq!(st.validation_auc, [0.7, 0.75]);
+        assert_eq!(ck::raw(&st.f), [1, 2, 3]);
+        assert_eq!(st.trees, sample().trees);
+        let mut going = sample();
+        going.stopped = false;
+        let st = State::start(Some(going), 3, &p, true).unwrap();
+        assert_eq!(st.to_grow(5), 2..5);
+        // The tree after the best starts the count of rounds without improvement.
+        let mut stopper = st.stopper;
+        assert!(!stopper.after_tree(2, 0.7) && stopper.after_tree(3, 0.7));
+        // A checkpoint of another shape is refused; a fresh start grows every tree.
+        assert!(State::start(Some(sample()), 4, &p, true).is_err());
+        assert_eq!(State::start(None, 3, &p, true).unwrap().to_grow(5), 0..5);
     }
 
     #[test]

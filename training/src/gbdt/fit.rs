@@ -205,14 +205,16 @@ pub async fn train_gbdt_checkpointed<T: Transport>(
     for &i in &val_rows {
         left_out[i] = true;
     }
+    let state = State::start(resumed, n, params, prep.is_some())?;
+    let to_grow = state.to_grow(params.trees);
     let State {
         mut f,
         mut trees,
         mut stopper,
         mut validation_auc,
         done: resumed_trees,
-        stopped,
-    } = State::start(resumed, n, params, prep.is_some())?;
+        ..
+    } = state;
     let grower = Grower {
         mm: &mm,
         k,
@@ -220,8 +222,7 @@ pub async fn train_gbdt_checkpointed<T: Transport>(
         own: prep.as_ref().map(|p| (&p.binned, p.names.as_slice())),
         p: params,
     };
-    let last = if stopped { resumed_trees } else { params.trees };
-    for tree in resumed_trees..last {
+    for tree in to_grow {
         let _tree_span = span(&seat, "tree");
         let sig_span = span(&seat, "sigmoid, g, h");
         let prob = sigmoid(&mut e, &f).await?;
