@@ -266,7 +266,44 @@ pub(super) fn save(
 
 #[cfg(test)]
 mod tests {
+    use proptest::prelude::*;
+
     use super::*;
+
+    /// Cases per property: `CONFIDE_FUZZ_CASES` (CI's decoder step sets 100,000).
+    fn cases() -> u32 {
+        std::env::var("CONFIDE_FUZZ_CASES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2_000)
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+        /// A damaged checkpoint file (bytes replaced, cut short, or random after the
+        /// magic) is refused or read, never a panic, and nothing read is larger than the
+        /// file.
+        #[test]
+        fn gbdt_checkpoint_decoder_never_panics(
+            flips in proptest::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..6),
+            cut in any::<prop::sample::Index>(),
+            tail in proptest::collection::vec(any::<u8>(), 0..200),
+        ) {
+            let mut b = sample().encode().to_vec();
+            for (i, v) in flips {
+                let at = i.index(b.len());
+                b[at] = v;
+            }
+            b.truncate(cut.index(b.len() + 1));
+            for bytes in [b, [MAGIC.as_slice(), &tail].concat()] {
+                if let Some(s) = Saved::decode(&bytes) {
+                    let nodes: usize = s.trees.iter().map(|t| t.nodes.len() + t.leaves.len()).sum();
+                    prop_assert!(8 * (s.f.len() + s.validation_auc.len() + nodes) <= bytes.len());
+                }
+            }
+        }
+    }
 
     fn sample() -> Saved {
         let node = |rule| NodeShare { split: 7, rule };
