@@ -269,14 +269,7 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-
-    /// Cases per property: `CONFIDE_FUZZ_CASES` (CI's decoder step sets 100,000).
-    fn cases() -> u32 {
-        std::env::var("CONFIDE_FUZZ_CASES")
-            .ok()
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(2_000)
-    }
+    use crate::protocol::handshake::tests::cases;
 
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(cases()))]
