@@ -140,6 +140,16 @@ fn a_gbdt_job_resumes_from_its_last_tree_after_the_peer_restarts() {
         .spawn()
         .unwrap();
     let orig = cut_training(&dir, job, &mut bob, &cut);
+    // bob's checkpoint is private to him: folder 0700, files 0600.
+    use std::os::unix::fs::PermissionsExt;
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(
+        mode(&jobs_dir(&dir, "bob").join(&orig).join("checkpoint")),
+        0o700
+    );
+    for f in checkpoint_files(&dir, "bob") {
+        assert_eq!(mode(Path::new(&f)), 0o600, "{f}");
+    }
     // Each party's checkpoint holds its own rules (a control of the search), none of the
     // other party's values, thresholds, column names or labels.
     let bob_export = dir
