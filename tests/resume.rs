@@ -1,8 +1,12 @@
 //! Resume across real daemons: a PSI whose peer's daemon is killed part way continues, after
 //! the peer restarts, from the checkpoints instead of from zero, with the same result; a
 //! changed input or a missing checkpoint is refused with a message naming the party.
+//! Training jobs resume per epoch (logistic regression, here) or per tree (boosted trees,
+//! in `resume/gbdt.rs`).
 
 mod common;
+#[path = "resume/gbdt.rs"]
+mod gbdt;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -332,12 +336,7 @@ fn weights(path: &Path) -> (f64, Vec<f64>, usize) {
 fn a_training_job_resumes_from_its_last_epoch_after_the_peer_restarts() {
     let (root, dir, _) = new_alliance("alice,bob,carol");
     let (pa, pb) = train_data(root.path(), 3000);
-    add_dataset(&dir, "alice", "credit", &pa, "id", "{ train = [\"bob\"] }");
-    add_dataset(&dir, "bob", "credit", &pb, "id", "{ train = [\"alice\"] }");
-    let _alice = serve_tuned(&dir, "alice");
-    let mut bob = serve_tuned(&dir, "bob");
-    let _carol = serve_tuned(&dir, "carol");
-    wait_all_ok(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
+    let [_alice, mut bob, _carol] = serve_training(&dir, &pa, &pb);
     let cfg = config(&dir, "alice");
     let args = |out: &Path, extra: &[&str]| {
         let mut v: Vec<String> = [
@@ -385,31 +384,9 @@ fn a_training_job_resumes_from_its_last_epoch_after_the_peer_restarts() {
     .stderr(Stdio::piped())
     .spawn()
     .unwrap();
-    let state = |g: u32| -> bool {
-        checkpoint_files(&dir, "bob")
-            .iter()
-            .any(|f| f.ends_with(&format!("state-{g}")))
-    };
-    kill_when(job, &mut bob, &|| state(0) && state(1));
-    assert!(!cut.exists());
-    let ids = checkpointed_train(&dir, "alice");
-    assert_eq!(ids.len(), 1, "alice keeps the training checkpoint");
-    let orig = ids[0].clone();
-    bob = serve_tuned(&dir, "bob");
-    wait_all_ok(&dir, &["alice", "bob", "carol"], Duration::from_secs(20));
+    let orig = cut_training(&dir, job, &mut bob, &cut);
     // bob's data changed: refused (his rows' digest is in his checkpoint).
-    let text = std::fs::read_to_string(&pb).unwrap();
-    let changed: Vec<&str> = text
-        .lines()
-        .map(|l| {
-            if l.starts_with("c00007,") {
-                "c00007,0.1234,0.5678"
-            } else {
-                l
-            }
-        })
-        .collect();
-    std::fs::write(&pb, changed.join("\n") + "\n").unwrap();
+    let text = replace_row(&pb, "c00007,0.1234,0.5678");
     let run = |extra: &[&str]| {
         let v = args(&cut, extra);
         cli(&v.iter().map(String::as_str).collect::<Vec<_>>())
@@ -477,6 +454,52 @@ fn a_training_job_resumes_from_its_last_epoch_after_the_peer_restarts() {
         "deleted on success"
     );
     drop(bob);
+}
+
+/// alice, bob and carol (the dealer) serving; alice's `credit` at `pa` (with the label),
+/// bob's at `pb`. Returns their daemons.
+fn serve_training(dir: &Path, pa: &Path, pb: &Path) -> [Daemon; 3] {
+    add_dataset(dir, "alice", "credit", pa, "id", "{ train = [\"bob\"] }");
+    add_dataset(dir, "bob", "credit", pb, "id", "{ train = [\"alice\"] }");
+    let daemons = ["alice", "bob", "carol"].map(|p| serve_tuned(dir, p));
+    wait_all_ok(dir, &["alice", "bob", "carol"], Duration::from_secs(20));
+    daemons
+}
+
+/// Kills bob's daemon once both generations of his checkpoint exist (at least two epochs
+/// or trees done), checks that the training `job` failed without output at `out` and
+/// alice kept its checkpoint, restarts bob; returns the job's id.
+fn cut_training(dir: &Path, job: Child, bob: &mut Daemon, out: &Path) -> String {
+    let state = |g: u32| -> bool {
+        checkpoint_files(dir, "bob")
+            .iter()
+            .any(|f| f.ends_with(&format!("state-{g}")))
+    };
+    kill_when(job, bob, &|| state(0) && state(1));
+    assert!(!out.exists());
+    let ids = checkpointed_train(dir, "alice");
+    assert_eq!(ids.len(), 1, "alice keeps the training checkpoint");
+    *bob = serve_tuned(dir, "bob");
+    wait_all_ok(dir, &["alice", "bob", "carol"], Duration::from_secs(20));
+    ids[0].clone()
+}
+
+/// Replaces the row of `csv` with the ID of `row` by `row`; returns the file's text before.
+fn replace_row(csv: &Path, row: &str) -> String {
+    let text = std::fs::read_to_string(csv).unwrap();
+    let id = row.split(',').next().unwrap();
+    let changed: Vec<&str> = text
+        .lines()
+        .map(|l| {
+            if l.split(',').next() == Some(id) {
+                row
+            } else {
+                l
+            }
+        })
+        .collect();
+    std::fs::write(csv, changed.join("\n") + "\n").unwrap();
+    text
 }
 
 fn checkpoint_files(dir: &Path, party: &str) -> Vec<String> {

@@ -181,7 +181,9 @@ class Party:
 
         ``params`` are ``confide train``'s flags with ``_`` for ``-``: ``epochs=20``,
         ``learning_rate=0.1``, ``optimizer="adam"``, ``validation=0.2``, ``C=1.0``,
-        ``keep_shared=True`` (keep the model secret-shared for :meth:`predict`) …"""
+        ``keep_shared=True`` (keep the model secret-shared for :meth:`predict`) …;
+        ``resume="JOB"`` continues a training job of either model cut off by a failure
+        from its checkpoints (per epoch, or per tree for "gbdt"), with the same params."""
         out = Path(output) if output is not None else self._result_path("model", ".json")
         args = ["train", "--dataset", dataset, "--peer", peer, "--label", label,
                 "--model", model, "--output", os.fspath(out)]

@@ -116,8 +116,12 @@ pub fn train_summary(job: &str, r: &serde_json::Value) -> String {
             ),
             None => String::new(),
         };
+        let resumed = match r.get("resumed_from").and_then(|v| v.as_str()) {
+            Some(orig) => format!("; resumed job {orig} after tree {}", n("resumed_trees")),
+            None => String::new(),
+        };
         return format!(
-            "train job {job}: {} common rows, {} trees of depth {}{early}; model kept split between the parties (use `confide predict --model {job}`); this party's split rules written to {} in {:.2} s",
+            "train job {job}: {} common rows, {} trees of depth {}{early}; model kept split between the parties (use `confide predict --model {job}`); this party's split rules written to {} in {:.2} s{resumed}",
             n("common_rows"),
             n("trees"),
             n("depth"),

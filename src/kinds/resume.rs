@@ -190,12 +190,6 @@ pub fn check_train(
     initiator: bool,
 ) -> Result<(), DaemonError> {
     check_id(orig)?;
-    if o.gbdt.is_some() {
-        return Err(DaemonError::InvalidRequest(
-            "boosted trees do not checkpoint yet: a cut-off GBDT job runs again from the start"
-                .into(),
-        ));
-    }
     let dir = checkpoint_dir(data_dir, orig);
     let saved = std::fs::read_to_string(dir.join(OPTIONS_FILE));
     let Ok(saved) = saved.map(|s| s.trim().to_string()) else {

@@ -141,6 +141,49 @@ pub fn stop_name(s: Stop) -> &'static str {
     }
 }
 
+/// Where this party checkpoints a training job (every `unit`, epoch or tree, of `total`):
+/// the folder of the job it resumes, or its own (where the job's parties and options are
+/// recorded first).
+pub(super) fn checkpoint(
+    env: &dyn Env,
+    o: &Opts,
+    (unit, total): (&str, usize),
+) -> Result<confide_training::TrainCheckpoint, DaemonError> {
+    let spec = env.spec();
+    let dir = resume::checkpoint_dir(
+        &env.config().party.data_dir,
+        resume::anchor_job(&spec.job_id, o.resume.as_deref()),
+    );
+    match &o.resume {
+        None => resume::save_options(&dir, &spec.parties, o)?,
+        Some(orig) => env.progress(
+            "resuming",
+            0,
+            total as u64,
+            &format!("resuming job {orig} from its last checkpointed {unit}"),
+        ),
+    }
+    Ok(confide_training::TrainCheckpoint {
+        dir,
+        resume: o.resume.is_some(),
+    })
+}
+
+/// A training error; on resume, a checkpoint problem is this party's refusal (naming it).
+pub(super) fn checkpoint_err(
+    env: &dyn Env,
+    o: &Opts,
+    e: confide_training::TrainError,
+) -> DaemonError {
+    match (&o.resume, e) {
+        (Some(orig), confide_training::TrainError::Checkpoint(m)) => {
+            let m = resume::refusal(orig, env.me(), &m, true).to_string();
+            DaemonError::local(m.clone(), confide_mpc::clean(&m))
+        }
+        (_, e) => train_err(e),
+    }
+}
+
 /// This party's side of a `train` job.
 async fn run_train(
     env: &dyn Env,
@@ -204,36 +247,11 @@ async fn run_train(
             v.push(p);
         }
     };
-    // Every epoch is checkpointed; a resumed job continues from the job it names.
-    let spec = env.spec();
-    let ck_dir = resume::checkpoint_dir(
-        &env.config().party.data_dir,
-        resume::anchor_job(&spec.job_id, o.resume.as_deref()),
-    );
-    if o.resume.is_none() {
-        resume::save_options(&ck_dir, &spec.parties, o)?;
-    } else if let Some(orig) = &o.resume {
-        env.progress(
-            "resuming",
-            0,
-            o.epochs as u64,
-            &format!("resuming job {orig} from its last checkpointed epoch"),
-        );
-    }
-    let ck = confide_training::TrainCheckpoint {
-        dir: ck_dir,
-        resume: o.resume.is_some(),
-    };
+    let ck = checkpoint(env, o, ("epoch", o.epochs))?;
     let outcome =
         confide_training::train_checkpointed(t, role, data, &params, &progress, Some(&ck))
             .await
-            .map_err(|e| match (&o.resume, e) {
-                (Some(orig), confide_training::TrainError::Checkpoint(m)) => {
-                    let m = resume::refusal(orig, env.me(), &m, true).to_string();
-                    DaemonError::local(m.clone(), confide_mpc::clean(&m))
-                }
-                (_, e) => train_err(e),
-            })?;
+            .map_err(|e| checkpoint_err(env, o, e))?;
     let train_ms = train_started.elapsed().as_millis() as u64;
     for w in &outcome.warnings {
         env.progress("warning", 0, 0, w);

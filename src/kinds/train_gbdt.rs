@@ -8,6 +8,10 @@
 //! (the public tree shape and its own split rules) as JSON: the initiator to its output
 //! file, the other party to `results/model-<job>.json`. Leaf weights are never revealed.
 //! `predict --model <job>` then scores rows for the initiator only.
+//!
+//! Every tree is checkpointed at every party like logistic regression's epochs
+//! ([`super::train::checkpoint`], [`confide_training::train_gbdt_checkpointed`]); a job
+//! with `resume` continues from the last tree all three parties hold.
 
 use std::time::Instant;
 
@@ -74,9 +78,12 @@ pub async fn run_train(
         };
         env.progress("tree", done as u64, p.trees as u64, &msg);
     };
-    let outcome = confide_training::train_gbdt(t, role, data, &params, &progress)
-        .await
-        .map_err(train_err)?;
+    // Every tree is checkpointed; a resumed job continues from the job it names.
+    let ck = super::train::checkpoint(env, o, ("tree", params.trees))?;
+    let outcome =
+        confide_training::train_gbdt_checkpointed(t, role, data, &params, &progress, Some(&ck))
+            .await
+            .map_err(|e| super::train::checkpoint_err(env, o, e))?;
     let train_ms = train_started.elapsed().as_millis() as u64;
     let per_tree = per_tree.into_inner().unwrap_or_default();
     let mut prev = (psi_bytes, psi_messages);
@@ -94,6 +101,7 @@ pub async fn run_train(
             o.grown,
             o.validation_rows,
             o.validation_auc.clone(),
+            o.resumed_trees,
         )
     });
     if let (Some(out), Some((dataset_name, feature_names, _))) = (outcome, ds_info.as_ref()) {
@@ -149,6 +157,8 @@ pub async fn run_train(
         "validation_rows": early.as_ref().map(|e| e.2),
         "validation_auc_per_tree": early.as_ref().map(|e| e.3.clone()),
         "early_stopping_rounds": params.early_stopping_rounds,
+        "resumed_from": o.resume,
+        "resumed_trees": early.as_ref().map(|e| e.4),
         "depth": params.depth,
         "bins": params.bins,
         "learning_rate": params.learning_rate,

@@ -22,7 +22,10 @@
 //! schedule; the dealer its epoch count) and, on resume, continues from the newest epoch
 //! every party holds. The schedule is the uninterrupted run's; the weights match it up to
 //! the fixed-point rounding of the dealer's fresh randomness after the resume.
-//! Boosted trees do not checkpoint.
+//! [`train_gbdt_checkpointed`] does the same per tree for boosted trees (each computing
+//! party's shares of the scores `F`, its own part of the trees so far and the public
+//! early-stopping state; the dealer its tree count): the trees from the checkpoint are
+//! kept, the later ones match the uninterrupted run's up to fixed-point rounding.
 //!
 //! # Protocol
 //! 1. Handshake: row and column counts, feature names (between A and B only) and the job
@@ -124,6 +127,7 @@ pub use align::{Aligned, align};
 pub use error::{Result, TrainError};
 pub use gbdt::{
     GbdtOutcome, GbdtParams, GbdtPredictParams, GbdtProgress, GbdtShare, predict_gbdt, train_gbdt,
+    train_gbdt_checkpointed,
 };
 pub use optim::{ClassWeight, Fit, Optimizer, Penalty, Stop};
 pub use options::{GbdtOptions, PREDICT_BATCH, PredictOptions, TrainOptions, check_model_id};

@@ -55,6 +55,17 @@ impl Stopper {
         self.rounds > 0 && tree - best >= self.rounds
     }
 
+    /// A rule with patience `rounds` that has seen `best` (tree, AUC) so far: the rule
+    /// of a run resumed from a checkpoint.
+    pub(super) fn resumed(rounds: usize, best: Option<(usize, f64)>) -> Self {
+        Self { rounds, best }
+    }
+
+    /// The best tree so far and its AUC (for a checkpoint).
+    pub(super) fn best(&self) -> Option<(usize, f64)> {
+        self.best
+    }
+
     /// The 0-based tree with the best validation AUC so far.
     pub fn best_tree(&self) -> Option<usize> {
         self.best.map(|(t, _)| t)

@@ -7,7 +7,8 @@ use confide_mpc::{Engine, FixedPoint, Party, R64, SharedVec, Transport};
 use ndarray::{Array1, Array2};
 
 use super::bins::{Binned, goes_left};
-use super::early::{Stopper, dealer_flag, secure_validation_auc};
+use super::checkpoint::{self as ck, After, State};
+use super::early::{dealer_flag, secure_validation_auc};
 use super::grow::{Grower, leaf_scores, root, route};
 use super::ops::{int, me, sigmoid};
 use super::profile::{report, span};
@@ -16,8 +17,9 @@ use super::{
     TreeShare,
 };
 use crate::error::{Result, TrainError};
+use crate::protocol::checkpoint::{fingerprint, resume_from};
 use crate::protocol::handshake::{Hello, handshake, params_json};
-use crate::protocol::{MIN_ROWS, Role};
+use crate::protocol::{MIN_ROWS, Role, TrainCheckpoint};
 use crate::table::{LocalData, check_label};
 
 fn seat_of(role: Role) -> Seat {
@@ -120,8 +122,26 @@ pub async fn train_gbdt<T: Transport>(
     params: &GbdtParams,
     progress: &(dyn Fn(GbdtProgress) + Send + Sync),
 ) -> Result<Option<GbdtOutcome>> {
+    train_gbdt_checkpointed(t, role, data, params, progress, None).await
+}
+
+/// [`train_gbdt`] with a checkpoint after every tree in `ck.dir` ([`super::checkpoint`]);
+/// with `ck.resume`, continues from the newest tree every seat's checkpoint holds. Every
+/// seat must resume, or none. The trees taken from the checkpoint are kept as they are;
+/// the later ones are the uninterrupted run's up to the fixed-point rounding of the
+/// dealer's fresh randomness after the resume (the same splits where the gains are clear
+/// of ties, the same number of trees).
+pub async fn train_gbdt_checkpointed<T: Transport>(
+    t: &T,
+    role: Role,
+    data: Option<LocalData>,
+    params: &GbdtParams,
+    progress: &(dyn Fn(GbdtProgress) + Send + Sync),
+    ckpt: Option<&TrainCheckpoint>,
+) -> Result<Option<GbdtOutcome>> {
     params.validate()?;
     let pj = params_json(params)?;
+    let ck_fp = fingerprint(&pj, role as u8, data.as_ref());
     let fp = FixedPoint::new(params.frac_bits)?;
     let prep = (role != Role::Dealer).then(|| {
         let size = data.as_ref().map_or(0, |d| d.features.len());
@@ -142,6 +162,7 @@ pub async fn train_gbdt<T: Transport>(
     };
     let hellos = handshake(t, role, &params.parties, &pj, mine).await?;
     let prep = prep.transpose()?;
+    let resumed = resume_from(t, ckpt, &ck_fp, &params.parties).await?;
     let n = hellos[0].rows;
     let k = [hellos[0].cols, hellos[1].cols];
     let columns = [hellos[0].columns, hellos[1].columns];
@@ -184,8 +205,16 @@ pub async fn train_gbdt<T: Transport>(
     for &i in &val_rows {
         left_out[i] = true;
     }
-    let mut stopper = Stopper::new(params.early_stopping_rounds);
-    let mut validation_auc = Vec::new();
+    let state = State::start(resumed, n, params, prep.is_some())?;
+    let to_grow = state.to_grow(params.trees);
+    let State {
+        mut f,
+        mut trees,
+        mut stopper,
+        mut validation_auc,
+        done: resumed_trees,
+        ..
+    } = state;
     let grower = Grower {
         mm: &mm,
         k,
@@ -193,9 +222,7 @@ pub async fn train_gbdt<T: Transport>(
         own: prep.as_ref().map(|p| (&p.binned, p.names.as_slice())),
         p: params,
     };
-    let mut f = SharedVec::zeros(ndarray::Ix1(n));
-    let mut trees = Vec::with_capacity(params.trees);
-    for tree in 0..params.trees {
+    for tree in to_grow {
         let _tree_span = span(&seat, "tree");
         let sig_span = span(&seat, "sigmoid, g, h");
         let prob = sigmoid(&mut e, &f).await?;
@@ -231,11 +258,12 @@ pub async fn train_gbdt<T: Transport>(
             nodes: grown.nodes,
             leaves: grown.leaves.as_slice().iter().map(|v| v.0).collect(),
         });
-        if val_rows.is_empty() {
-            continue;
-        }
         // The validation AUC is opened to A and B, who decide alike; A tells the dealer.
-        let auc = secure_validation_auc(&mut e, &f, &y_int, &val_rows).await?;
+        let auc = if val_rows.is_empty() {
+            None
+        } else {
+            secure_validation_auc(&mut e, &f, &y_int, &val_rows).await?
+        };
         let stop = match auc {
             Some(auc) => {
                 validation_auc.push(auc);
@@ -250,6 +278,17 @@ pub async fn train_gbdt<T: Transport>(
             }
             None => false,
         };
+        if let Some(c) = ckpt {
+            let after = After {
+                done: tree + 1,
+                stopped: stop,
+                f: &f,
+                trees: &trees,
+                stopper: &stopper,
+                validation_auc: &validation_auc,
+            };
+            ck::save(c, ck_fp, prep.is_some(), after)?;
+        }
         if stop {
             break;
         }
@@ -273,6 +312,7 @@ pub async fn train_gbdt<T: Transport>(
         validation_auc,
         validation_rows: val_rows.len(),
         grown: grown_trees,
+        resumed_trees,
     }))
 }
 

@@ -87,6 +87,7 @@ use crate::error::{Result, TrainError};
 use crate::protocol::PartyNames;
 
 pub mod bins;
+pub(crate) mod checkpoint;
 mod early;
 mod fit;
 mod grow;
@@ -95,7 +96,7 @@ pub mod plain;
 pub mod profile;
 
 pub use early::{Stopper, VALIDATION_BINS, plain_validation_auc};
-pub use fit::{predict_gbdt, train_gbdt};
+pub use fit::{predict_gbdt, train_gbdt, train_gbdt_checkpointed};
 pub use plain::{
     PlainBoost, PlainNode, PlainTree, boost_gbdt_plain, predict_gbdt_plain, train_gbdt_plain,
 };
@@ -455,6 +456,8 @@ pub struct GbdtOutcome {
     pub validation_rows: usize,
     /// Trees grown; with early stopping the model keeps those up to the best.
     pub grown: usize,
+    /// The trees a resumed run took from its checkpoint (0 for a fresh run).
+    pub resumed_trees: usize,
 }
 
 /// Parameters of [`predict_gbdt`]; identical at all three seats.

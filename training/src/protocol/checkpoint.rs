@@ -8,6 +8,9 @@
 //! atomically, 0600): a party cut off while the others had already written epoch `e`
 //! still has `e-1`, and on resume the parties agree on the latest epoch all of them hold.
 //! Shares are zeroized on drop and never printed.
+//!
+//! The file handling ([`save`], [`load`], [`resume_from`]) is shared with the boosted
+//! trees' per-tree checkpoints, through [`Generation`].
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -28,6 +31,19 @@ pub struct TrainCheckpoint {
 }
 
 const MAGIC: &[u8; 5] = b"CTRN1";
+
+/// One generation of a checkpoint at one party: logistic regression's state after an
+/// epoch, boosted trees' after a tree.
+pub(crate) trait Generation: Sized {
+    /// What the checkpoint is bound to ([`fingerprint`]).
+    fn fingerprint(&self) -> &[u8; 32];
+    /// The units done (epochs, trees); the generation file is chosen by its parity.
+    fn done(&self) -> u64;
+    /// The file's bytes.
+    fn encode(&self) -> zeroize::Zeroizing<Vec<u8>>;
+    /// The state in `b`, `None` if `b` is not one (never panics).
+    fn decode(b: &[u8]) -> Option<Self>;
+}
 
 /// One epoch's state at one party.
 pub(super) struct Saved {
@@ -85,7 +101,7 @@ fn bad(m: impl Into<String>) -> TrainError {
 }
 
 /// What a checkpoint is bound to: the job's parameters, this party's seat and its rows.
-pub(super) fn fingerprint(
+pub(crate) fn fingerprint(
     params_json: &str,
     seat: u8,
     data: Option<&crate::LocalData>,
@@ -108,11 +124,11 @@ pub(super) fn fingerprint(
     h.finalize().into()
 }
 
-pub(super) fn raw(v: &SharedVec) -> Vec<u64> {
+pub(crate) fn raw(v: &SharedVec) -> Vec<u64> {
     v.as_slice().iter().map(|x| x.0).collect()
 }
 
-pub(super) fn vec_of(v: &[u64]) -> SharedVec {
+pub(crate) fn vec_of(v: &[u64]) -> SharedVec {
     SharedVec::from_vec(
         v.iter()
             .map(|&x| std::num::Wrapping(x))
@@ -120,7 +136,15 @@ pub(super) fn vec_of(v: &[u64]) -> SharedVec {
     )
 }
 
-impl Saved {
+impl Generation for Saved {
+    fn fingerprint(&self) -> &[u8; 32] {
+        &self.fingerprint
+    }
+
+    fn done(&self) -> u64 {
+        self.epoch
+    }
+
     fn encode(&self) -> zeroize::Zeroizing<Vec<u8>> {
         let mut m = zeroize::Zeroizing::new(MAGIC.to_vec());
         m.extend_from_slice(&self.fingerprint);
@@ -170,19 +194,20 @@ impl Saved {
     }
 }
 
-/// A bounds-checked reader of a checkpoint file (no panics on a damaged file).
-struct Reader<'a>(&'a [u8]);
+/// A bounds-checked reader of a checkpoint file (no panics on a damaged file; nothing
+/// allocated beyond the file's length).
+pub(crate) struct Reader<'a>(pub &'a [u8]);
 
 impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+    pub fn take(&mut self, n: usize) -> Option<&'a [u8]> {
         let (a, rest) = self.0.split_at_checked(n)?;
         self.0 = rest;
         Some(a)
     }
-    fn u64(&mut self) -> Option<u64> {
+    pub fn u64(&mut self) -> Option<u64> {
         Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
     }
-    fn list(&mut self) -> Option<Vec<u64>> {
+    pub fn list(&mut self) -> Option<Vec<u64>> {
         let n = usize::try_from(self.u64()?).ok()?;
         let body = self.take(n.checked_mul(8)?)?;
         body.chunks_exact(8)
@@ -210,8 +235,8 @@ fn write_private(path: &Path, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-/// Writes epoch `s.epoch`'s state into `dir` (the generation of its parity).
-pub(super) fn save(dir: &Path, s: &Saved) -> Result<()> {
+/// Writes `s` into `dir` (the generation of the parity of its units done).
+pub(crate) fn save<S: Generation>(dir: &Path, s: &S) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| TrainError::Io {
         path: dir.to_path_buf(),
         source: e,
@@ -221,21 +246,21 @@ pub(super) fn save(dir: &Path, s: &Saved) -> Result<()> {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
     }
-    write_private(&dir.join(format!("state-{}", s.epoch % 2)), &s.encode())
+    write_private(&dir.join(format!("state-{}", s.done() % 2)), &s.encode())
 }
 
 /// Both generations in `dir` that belong to `fingerprint`, newest first.
-pub(super) fn load(dir: &Path, fingerprint: &[u8; 32]) -> Result<Vec<Saved>> {
+pub(crate) fn load<S: Generation>(dir: &Path, fingerprint: &[u8; 32]) -> Result<Vec<S>> {
     let mut found = Vec::new();
     let mut other = false;
     for g in 0..2 {
         let Ok(mut b) = std::fs::read(dir.join(format!("state-{g}"))) else {
             continue;
         };
-        let s = Saved::decode(&b);
+        let s = S::decode(&b);
         b.zeroize();
         match s {
-            Some(s) if &s.fingerprint == fingerprint => found.push(s),
+            Some(s) if s.fingerprint() == fingerprint => found.push(s),
             Some(_) => other = true,
             None => {
                 return Err(bad(
@@ -251,16 +276,42 @@ pub(super) fn load(dir: &Path, fingerprint: &[u8; 32]) -> Result<Vec<Saved>> {
             "no checkpoint"
         }));
     }
-    found.sort_by_key(|s| std::cmp::Reverse(s.epoch));
+    found.sort_by_key(|s| std::cmp::Reverse(s.done()));
     Ok(found)
 }
 
-/// On resume: tells the other two parties which epochs this one holds and picks the
-/// newest epoch every party holds.
-pub(super) async fn agree<T: Transport>(t: &T, peers: [&str; 2], mine: &[Saved]) -> Result<u64> {
+/// On resume (`ck.resume`): this party's checkpoint in `ck.dir`, at the newest point
+/// (epoch, tree) that every party's checkpoint holds ([`agree`]); `None` without a resume.
+/// Every seat must call it, or none.
+pub(crate) async fn resume_from<T: Transport, S: Generation>(
+    t: &T,
+    ck: Option<&TrainCheckpoint>,
+    fingerprint: &[u8; 32],
+    names: &crate::PartyNames,
+) -> Result<Option<S>> {
+    let Some(c) = ck.filter(|c| c.resume) else {
+        return Ok(None);
+    };
+    let saved: Vec<S> = load(&c.dir, fingerprint)?;
+    let me = t.me().to_string();
+    let others: Vec<&str> = [&names.active, &names.passive, &names.dealer]
+        .into_iter()
+        .map(String::as_str)
+        .filter(|p| *p != me)
+        .collect();
+    let [p, q] = others[..] else {
+        return Err(TrainError::Internal("three distinct seats expected".into()));
+    };
+    let at = agree(t, [p, q], &saved).await?;
+    Ok(saved.into_iter().find(|s| s.done() == at))
+}
+
+/// On resume: tells the other two parties which points (epochs, trees) this one holds
+/// and picks the newest every party holds.
+async fn agree<T: Transport, S: Generation>(t: &T, peers: [&str; 2], mine: &[S]) -> Result<u64> {
     let mut msg = Vec::new();
     for g in 0..2 {
-        let e = mine.get(g).map_or(u64::MAX, |s| s.epoch);
+        let e = mine.get(g).map_or(u64::MAX, Generation::done);
         msg.extend_from_slice(&e.to_le_bytes());
     }
     for p in peers {
@@ -288,5 +339,5 @@ pub(super) async fn agree<T: Transport>(t: &T, peers: [&str; 2], mine: &[Saved])
         .copied()
         .filter(|e| sets[1..].iter().all(|s| s.contains(e)))
         .max();
-    common.ok_or_else(|| bad("the parties' checkpoints are from different epochs"))
+    common.ok_or_else(|| bad("the parties' checkpoints have no epoch or tree in common"))
 }

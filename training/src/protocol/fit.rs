@@ -66,23 +66,7 @@ pub async fn train_checkpointed<T: Transport>(
     let hellos = handshake(t, role, names, &params_json, mine).await?;
     let prep = prep.transpose()?;
     // On resume: the newest epoch every party holds.
-    let resumed = match ck.filter(|c| c.resume) {
-        Some(c) => {
-            let saved = checkpoint::load(&c.dir, &ck_fp)?;
-            let me_name = t.me().to_string();
-            let others: Vec<&str> = [&names.active, &names.passive, &names.dealer]
-                .into_iter()
-                .map(String::as_str)
-                .filter(|p| *p != me_name)
-                .collect();
-            let [p, q] = others[..] else {
-                return Err(TrainError::Internal("three distinct seats expected".into()));
-            };
-            let at = checkpoint::agree(t, [p, q], &saved).await?;
-            saved.into_iter().find(|s| s.epoch == at)
-        }
-        None => None,
-    };
+    let resumed: Option<checkpoint::Saved> = checkpoint::resume_from(t, ck, &ck_fp, names).await?;
     let n = hellos[0].rows;
     let cols = [hellos[0].cols, hellos[1].cols];
     let d = cols[0] + cols[1];

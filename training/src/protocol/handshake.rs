@@ -210,13 +210,14 @@ pub(crate) async fn handshake<T: Transport>(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use proptest::prelude::*;
 
     use super::*;
 
-    /// Cases per property: `CONFIDE_FUZZ_CASES` (CI's decoder step sets 100,000).
-    fn cases() -> u32 {
+    /// Cases per property of the crate's decoder tests: `CONFIDE_FUZZ_CASES` (CI's
+    /// decoder step sets 100,000).
+    pub(crate) fn cases() -> u32 {
         std::env::var("CONFIDE_FUZZ_CASES")
             .ok()
             .and_then(|v| v.parse().ok())

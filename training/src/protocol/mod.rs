@@ -20,7 +20,7 @@ use crate::optim::{Fit, Stop};
 use crate::table::Standardizer;
 
 mod adam;
-mod checkpoint;
+pub(crate) mod checkpoint;
 mod fit;
 pub(crate) mod handshake;
 mod prep;
