@@ -58,7 +58,8 @@ class Model:
 _METRICS = (
     "common_rows", "features", "epochs", "steps", "stop", "final_loss", "train_auc",
     "best_validation_auc", "best_epoch", "loss_per_epoch", "validation_auc_per_epoch",
-    "positives", "trees", "depth", "elapsed_ms", "role",
+    "positives", "trees", "depth", "elapsed_ms", "role", "resumed_from", "resumed_epochs",
+    "resumed_trees",
 )
 
 
