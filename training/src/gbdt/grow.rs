@@ -80,17 +80,21 @@ impl Grower<'_> {
         self.k[0] + self.k[1]
     }
 
-    /// Left sums of every candidate and the totals, for each membership.
+    /// Left sums of every candidate and the totals, for each membership (`None`: the
+    /// root, every row, whose `g ⊙ m, h ⊙ m` are `g, h` themselves: no product).
     async fn hists<T: Transport>(
         &self,
         e: &mut Engine<'_, T>,
         g: &SharedVec,
         h: &SharedVec,
-        ms: &[&SharedVec],
+        ms: Option<&[&SharedVec]>,
     ) -> Result<Vec<Hist>> {
         let me = e.transport().me().to_string();
         let sp = span(&me, "hist: g⊙m, h⊙m");
-        let gh = masked_gh(e, g, h, ms).await?;
+        let gh = match ms {
+            Some(ms) => masked_gh(e, g, h, ms).await?,
+            None => vec![(g.clone(), h.clone())],
+        };
         drop(sp);
         let vs: Vec<&SharedVec> = gh.iter().flat_map(|(gm, hm)| [gm, hm]).collect();
         let sp = span(&me, "hist: Cᵀ·[g⊙m, h⊙m]");
@@ -98,7 +102,7 @@ impl Grower<'_> {
         let own = |x: &[R64], l: usize| binned.map_or_else(Vec::new, |b| b.tmul(x, l));
         let mut sums = e.masked_tmul_owned(self.mm, &vs, &own).await?.into_iter();
         drop(sp);
-        let mut out = Vec::with_capacity(ms.len());
+        let mut out = Vec::with_capacity(gh.len());
         for (gm, hm) in &gh {
             let (Some(gl), Some(hl)) = (sums.next(), sums.next()) else {
                 return Err(TrainError::Internal("missing histogram".into()));
@@ -165,10 +169,10 @@ impl Grower<'_> {
         let mut nodes = Vec::new();
         for level in 0..self.p.depth {
             let hs = if level == 0 {
-                self.hists(e, g, h, &[&ms[0]]).await?
+                self.hists(e, g, h, None).await?
             } else {
                 let lefts: Vec<&SharedVec> = ms.iter().step_by(2).collect();
-                let lh = self.hists(e, g, h, &lefts).await?;
+                let lh = self.hists(e, g, h, Some(&lefts)).await?;
                 let mut hs = Vec::with_capacity(ms.len());
                 for (l, parent) in lh.into_iter().zip(&prev) {
                     let r = parent.minus(&l)?;
