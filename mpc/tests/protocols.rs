@@ -328,37 +328,52 @@ fn masked_matrix_products_are_exact() {
     }
 }
 
+/// A 0/1 matrix of 70 rows (3 columns of party 0, then 2 of party 1), three vectors and
+/// their shares.
+fn owned_case(seed: u64) -> (Array2<R64>, Vec<Array1<R64>>, Vec<[SharedVec; 3]>) {
+    let mut rng = ChaCha12Rng::seed_from_u64(seed);
+    let x = Array2::from_shape_fn((70, 5), |_| Wrapping(rng.next_u64() & 1));
+    let es: Vec<Array1<R64>> = (0..3)
+        .map(|_| (0..70).map(|_| Wrapping(rng.next_u64())).collect())
+        .collect();
+    let shares = es
+        .iter()
+        .enumerate()
+        .map(|(j, e)| split(e, seed + 8 + j as u64))
+        .collect();
+    (x, es, shares)
+}
+
+/// Seat `i`'s own columns of an [`owned_case`] matrix.
+fn own_columns(x: &Array2<R64>, i: usize) -> Array2<R64> {
+    let (from, c) = if i == 0 { (0, 3) } else { (3, 2) };
+    x.slice_axis(ndarray::Axis(1), ndarray::Slice::from(from..from + c))
+        .to_owned()
+}
+
+/// `X_pᵀ·B`, densely, as the caller's own product.
+fn dense_tmul(own_x: &Array2<R64>, b: &[R64], l: usize) -> Vec<R64> {
+    let b = Array2::from_shape_vec((own_x.nrows(), l), b.to_vec()).unwrap();
+    own_x.t().dot(&b).iter().copied().collect()
+}
+
+/// Row `r` of the own columns.
+fn copy_row(own_x: &Array2<R64>, r: usize, out: &mut [R64]) {
+    out.iter_mut().zip(own_x.row(r)).for_each(|(o, v)| *o = *v);
+}
+
 /// `Xᵀ·B` when each owner multiplies by its own columns in the clear: exact, with the
 /// whole masked matrix and with the streamed one that keeps only the other's columns.
 #[test]
 fn owned_products_are_exact() {
     let (rows, cols) = (70usize, [3usize, 2usize]);
-    let mut rng = ChaCha12Rng::seed_from_u64(12);
-    let x = Array2::from_shape_fn((rows, 5), |_| Wrapping(rng.next_u64() & 1));
-    let es: Vec<Array1<R64>> = (0..3)
-        .map(|_| (0..rows).map(|_| Wrapping(rng.next_u64())).collect())
-        .collect();
-    let shares: Vec<[SharedVec; 3]> = es
-        .iter()
-        .enumerate()
-        .map(|(j, e)| split(e, 20 + j as u64))
-        .collect();
+    let (x, es, shares) = owned_case(12);
     let out = rt().block_on(run3(|mut e, i| {
-        let x = x.clone();
+        let own_x = own_columns(&x, i);
         let mine: Vec<SharedVec> = shares.iter().map(|s| s[i].clone()).collect();
         async move {
-            let (from, c) = if i == 0 { (0, 3) } else { (3, 2) };
-            let own_x = x
-                .slice_axis(ndarray::Axis(1), ndarray::Slice::from(from..from + c))
-                .to_owned();
-            // X_pᵀ·B, densely, as the caller's own product.
-            let product = |b: &[R64], l: usize| {
-                let b = Array2::from_shape_vec((rows, l), b.to_vec()).unwrap();
-                own_x.t().dot(&b).iter().copied().collect::<Vec<R64>>()
-            };
-            let row = |r: usize, out: &mut [R64]| {
-                out.iter_mut().zip(own_x.row(r)).for_each(|(o, v)| *o = *v);
-            };
+            let product = |b: &[R64], l: usize| dense_tmul(&own_x, b, l);
+            let row = |r: usize, out: &mut [R64]| copy_row(&own_x, r, out);
             let refs: Vec<&SharedVec> = mine.iter().collect();
             let full = e
                 .mask_matrix((i < 2).then_some(&own_x), rows, cols)
@@ -392,6 +407,100 @@ fn owned_products_are_exact() {
         }
     }
     assert!(out[0].2 && out[1].2);
+}
+
+/// Owned products planned ahead ([`Engine::plan_owned`]: the masks and dense products
+/// of several calls computed in the background as one batch) are exact, each call takes
+/// fresh columns of its batch (the same input twice gives different shares), and a call
+/// that does not match the plan is refused.
+#[test]
+fn planned_owned_products_are_exact_and_fresh() {
+    let (rows, cols) = (70usize, [3usize, 2usize]);
+    let (x, es, shares) = owned_case(13);
+    let out = rt().block_on(run3(|mut e, i| {
+        let own_x = own_columns(&x, i);
+        let v: Vec<SharedVec> = shares.iter().map(|s| s[i].clone()).collect();
+        async move {
+            let product = |b: &[R64], l: usize| dense_tmul(&own_x, b, l);
+            let row = |r: usize, out: &mut [R64]| copy_row(&own_x, r, out);
+            let rows_fn: confide_mpc::OwnRows<'_> = &row;
+            let m = e
+                .mask_matrix_owned((i < 2).then_some(rows_fn), rows, cols)
+                .await
+                .unwrap();
+            e.plan_owned(&m, &[2, 1]).unwrap();
+            e.plan_owned(&m, &[1, 1]).unwrap();
+            assert_eq!(e.owned_plans(), (2, 2));
+            let mut got = Vec::new();
+            for call in [vec![&v[0], &v[1]], vec![&v[2]], vec![&v[0]], vec![&v[0]]] {
+                got.extend(e.masked_tmul_owned(&m, &call, &product).await.unwrap());
+            }
+            assert_eq!(e.owned_plans(), (2, 0));
+            // Planned for one vector, called with two: refused at every seat.
+            e.plan_owned(&m, &[1]).unwrap();
+            let refused = e
+                .masked_tmul_owned(&m, &[&v[0], &v[1]], &product)
+                .await
+                .is_err();
+            // The refused call left its plan in place: a call of one vector takes it.
+            got.extend(e.masked_tmul_owned(&m, &[&v[1]], &product).await.unwrap());
+            (got, refused)
+        }
+    }));
+    let order = [0, 1, 2, 0, 0];
+    for (k, &j) in order.iter().enumerate() {
+        let want = x.t().dot(&es[j]);
+        let got = confide_mpc::Shared::reconstruct(&out[0].0[k], &out[1].0[k]).unwrap();
+        assert_eq!(got, want, "call output {k}");
+    }
+    let last = confide_mpc::Shared::reconstruct(&out[0].0[5], &out[1].0[5]).unwrap();
+    assert_eq!(last, x.t().dot(&es[1]));
+    // The same input in two calls of one batch: fresh masks, different shares.
+    assert_ne!(out[0].0[3].as_slice(), out[0].0[4].as_slice());
+    assert!(out[0].1 && out[1].1 && out[2].1);
+}
+
+/// Every `x_a ⊙ y_i` of an outer product is the exact elementwise product.
+#[test]
+fn outer_products_are_exact() {
+    let mut rng = ChaCha12Rng::seed_from_u64(14);
+    let vs: Vec<Array1<R64>> = (0..5)
+        .map(|_| (0..33).map(|_| Wrapping(rng.next_u64())).collect())
+        .collect();
+    let shares: Vec<[SharedVec; 3]> = vs
+        .iter()
+        .enumerate()
+        .map(|(j, v)| split(v, 40 + j as u64))
+        .collect();
+    let out = rt().block_on(run3(|mut e, i| {
+        let v: Vec<SharedVec> = shares.iter().map(|s| s[i].clone()).collect();
+        async move {
+            e.mul_outer(&[&v[0], &v[1]], &[&v[2], &v[3], &v[4]])
+                .await
+                .unwrap()
+        }
+    }));
+    for a in 0..2 {
+        for y in 0..3 {
+            let got = confide_mpc::Shared::reconstruct(&out[0][a * 3 + y], &out[1][a * 3 + y]);
+            assert_eq!(got.unwrap(), &vs[a] * &vs[2 + y], "x{a} ⊙ y{y}");
+        }
+    }
+}
+
+/// Each scalar times its part of a vector, exactly (three parts of 11 elements).
+#[test]
+fn broadcast_products_are_exact() {
+    let mut rng = ChaCha12Rng::seed_from_u64(15);
+    let s: Array1<R64> = (0..3).map(|_| Wrapping(rng.next_u64())).collect();
+    let v: Array1<R64> = (0..33).map(|_| Wrapping(rng.next_u64())).collect();
+    let (ss, vs) = (split(&s, 50), split(&v, 51));
+    let out = rt().block_on(run3(|mut e, i| {
+        let (s, v) = (ss[i].clone(), vs[i].clone());
+        async move { e.mul_broadcast(&s, &v).await.unwrap() }
+    }));
+    let want: Array1<R64> = (0..33).map(|i| s[i / 11] * v[i]).collect();
+    assert_eq!(reveal(&out), want);
 }
 
 #[test]

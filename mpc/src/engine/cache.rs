@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::num::Wrapping;
+use std::sync::Arc;
 
 use ndarray::{Array1, Array2, Axis, Slice};
 use zeroize::Zeroizing;
@@ -21,7 +22,7 @@ pub struct MaskedMatrix {
     pub(super) rows: usize,
     pub(super) cols: [usize; 2],
     /// `X − U` (empty at the dealer); with `other_only`, only the other party's columns.
-    pub(super) e: Array2<R64>,
+    pub(super) e: Arc<Array2<R64>>,
     /// This party's own mask columns `U_p` (empty at the dealer and with `other_only`).
     pub(super) u: Zeroizing<Vec<R64>>,
     /// Made by [`Engine::mask_matrix_owned`]: serves [`Engine::masked_tmul_owned`] only.
@@ -67,16 +68,16 @@ impl<T: Transport> Engine<'_, T> {
     ) -> Result<MaskedMatrix> {
         match &mut self.state {
             State::Dealer { prg, mask } => {
-                *mask = Some(heavy(rows * (cols[0] + cols[1]), || {
+                *mask = Some(Arc::new(heavy(rows * (cols[0] + cols[1]), || {
                     [
                         fill_mat(&mut prg[0], rows, cols[0]),
                         fill_mat(&mut prg[1], rows, cols[1]),
                     ]
-                }));
+                })));
                 Ok(MaskedMatrix {
                     rows,
                     cols,
-                    e: Array2::from_elem((0, 0), ZERO),
+                    e: Arc::new(Array2::from_elem((0, 0), ZERO)),
                     u: Zeroizing::new(Vec::new()),
                     other_only: false,
                 })
@@ -124,7 +125,7 @@ impl<T: Transport> Engine<'_, T> {
                 Ok(MaskedMatrix {
                     rows,
                     cols,
-                    e,
+                    e: Arc::new(e),
                     u,
                     other_only: false,
                 })

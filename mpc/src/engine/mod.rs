@@ -38,11 +38,13 @@ use crate::ring::{FixedPoint, R64, words_from_bytes, words_to_bytes};
 use crate::share::{Party, SharedMat, SharedVec};
 use crate::transport::{Transport, TransportError};
 
+mod ahead;
 mod bits;
 mod cache;
 mod dealt;
 mod gemm;
 mod ops;
+mod outer;
 mod owned;
 
 pub use cache::MaskedMatrix;
@@ -82,12 +84,12 @@ impl Names {
 enum State {
     Party {
         me: Party,
-        prg: ChaCha12Rng,
+        prg: Box<ChaCha12Rng>,
     },
     Dealer {
         prg: Box<[ChaCha12Rng; 2]>,
         /// The column masks of the last [`Engine::mask_matrix`]: U₀ (party 0's columns), U₁.
-        mask: Option<[Array2<R64>; 2]>,
+        mask: Option<ahead::Masks>,
     },
 }
 
@@ -97,6 +99,8 @@ pub struct Engine<'a, T: Transport> {
     names: Names,
     fp: FixedPoint,
     state: State,
+    /// The owned products' randomness and dense products, computed ahead.
+    ahead: ahead::Ahead,
 }
 
 impl<T: Transport> fmt::Debug for Engine<'_, T> {
@@ -188,7 +192,7 @@ pub async fn exchange_words<T: Transport>(t: &T, peer: &str, mine: &[u64]) -> Re
 impl<'a, T: Transport> Engine<'a, T> {
     /// Sets up a session: the dealer draws two fresh seeds and sends one to each party.
     pub async fn start(t: &'a T, seat: Seat, names: Names, fp: FixedPoint) -> Result<Self> {
-        let state = match seat {
+        let (state, ahead) = match seat {
             Seat::Dealer => {
                 let mut seeds = Zeroizing::new([[0u8; 32]; 2]);
                 {
@@ -199,13 +203,15 @@ impl<'a, T: Transport> Engine<'a, T> {
                 }
                 t.send(&names.p0, seeds[0].to_vec()).await?;
                 t.send(&names.p1, seeds[1].to_vec()).await?;
-                State::Dealer {
+                let ahead = ahead::Ahead::new(&seeds[..]);
+                let state = State::Dealer {
                     prg: Box::new([
                         ChaCha12Rng::from_seed(seeds[0]),
                         ChaCha12Rng::from_seed(seeds[1]),
                     ]),
                     mask: None,
-                }
+                };
+                (state, ahead)
             }
             Seat::Party(me) => {
                 let msg = Zeroizing::new(t.recv(&names.dealer).await?);
@@ -217,10 +223,12 @@ impl<'a, T: Transport> Engine<'a, T> {
                 // Copied straight into wiped memory: no plain copy of the seed stays behind.
                 let mut seed = Zeroizing::new([0u8; 32]);
                 seed.copy_from_slice(&msg);
-                State::Party {
+                let ahead = ahead::Ahead::new(std::slice::from_ref(&*seed));
+                let state = State::Party {
                     me,
-                    prg: ChaCha12Rng::from_seed(*seed),
-                }
+                    prg: Box::new(ChaCha12Rng::from_seed(*seed)),
+                };
+                (state, ahead)
             }
         };
         Ok(Self {
@@ -228,6 +236,7 @@ impl<'a, T: Transport> Engine<'a, T> {
             names,
             fp,
             state,
+            ahead,
         })
     }
 

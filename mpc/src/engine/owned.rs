@@ -5,10 +5,10 @@ use std::num::Wrapping;
 use rand_core::Rng;
 use zeroize::Zeroizing;
 
+use super::ahead::Batch;
 use super::cache::MaskedMatrix;
 use super::{
-    CHUNK_WORDS, Engine, State, exchange_words, fill, from_words, recv_words, send_words, shaped,
-    zeros,
+    CHUNK_WORDS, Engine, State, exchange_words, from_words, recv_words, send_words, shaped, zeros,
 };
 use crate::error::{MpcError, Result};
 use crate::offload::heavy;
@@ -71,7 +71,7 @@ impl<T: Transport> Engine<'_, T> {
         Ok(MaskedMatrix {
             rows,
             cols,
-            e,
+            e: std::sync::Arc::new(e),
             u: Zeroizing::new(Vec::new()),
             other_only: true,
         })
@@ -103,31 +103,17 @@ impl<T: Transport> Engine<'_, T> {
                 e.len()
             )));
         }
-        let me = match &mut self.state {
-            State::Dealer { prg, mask } => {
-                let u = mask
-                    .as_ref()
-                    .ok_or_else(|| MpcError::Param("no masked matrix".into()))?;
-                let corr = heavy(n * d * l, || {
-                    let r0 = fill(&mut prg[1], n * l);
-                    let r1 = fill(&mut prg[0], n * l);
-                    let z0 = fill(&mut prg[0], d * l);
-                    let (u0, u1) = (
-                        u[0].as_slice().unwrap_or_default(),
-                        u[1].as_slice().unwrap_or_default(),
-                    );
-                    let mut z = super::gemm::tmul(u0, c0, &r0, l);
-                    z.extend(super::gemm::tmul(u1, d - c0, &r1, l));
-                    z.iter()
-                        .zip(&z0)
-                        .map(|(a, c)| (a - c).0)
-                        .collect::<Vec<u64>>()
-                });
+        // The data-independent part (masks, dense products), planned or computed now.
+        let (r_mine, other, z0) = match self.take_owned(m, l)? {
+            Batch::Dealer { corr } => {
                 send_words(self.t, &self.names.p1, &corr).await?;
                 return Ok(vec![zeros(d); l]);
             }
-            State::Party { me, .. } => *me,
+            Batch::Party { r, other, z0 } => (r, other, z0),
         };
+        let me = self
+            .party()
+            .ok_or_else(|| MpcError::Param("dealer state".into()))?;
         // B (this party's shares) as a row-major n × L matrix.
         let mut b = vec![ZERO; n * l];
         for (j, e) in es.iter().enumerate() {
@@ -135,16 +121,12 @@ impl<T: Transport> Engine<'_, T> {
                 b[i * l + j] = *v;
             }
         }
-        let (r_mine, z0) = match &mut self.state {
-            State::Party { prg, .. } if me.is_first() => {
-                let r = fill(prg, n * l);
-                (r, fill(prg, d * l))
-            }
-            State::Party { prg, .. } => (fill(prg, n * l), Vec::new()),
-            State::Dealer { .. } => return Err(MpcError::Param("dealer state".into())),
-        };
         // r_mine masks this party's shares for the other (owner) party.
-        let masked: Vec<u64> = b.iter().zip(&r_mine).map(|(x, r)| (x + r).0).collect();
+        let masked: Vec<u64> = b
+            .iter()
+            .zip(r_mine.iter())
+            .map(|(x, r)| (x + r).0)
+            .collect();
         let peer = self.names.party(me.other()).to_string();
         let theirs = exchange_words(self.t, &peer, &masked).await?;
         let (own_from, own_c, other_from, other_c) = if me.is_first() {
@@ -152,25 +134,18 @@ impl<T: Transport> Engine<'_, T> {
         } else {
             (c0, d - c0, 0, c0)
         };
-        let e = m.e.as_slice().unwrap_or_default();
-        // The other party's columns of E: all of `e` when only those were kept.
-        let (stride, other_at) = if m.other_only {
-            (other_c, 0)
-        } else {
-            (d, other_from)
-        };
-        let (mine, other) = heavy(n * d * l, || {
-            // X_pᵀ(B + R_p): my shares plus the other's masked shares.
+        // X_pᵀ(B + R_p): my shares plus the other's masked shares.
+        let mine = heavy(n * l * 4, || {
             let total: Vec<R64> = b
                 .iter()
                 .zip(&theirs)
                 .map(|(x, t)| x + Wrapping(*t))
                 .collect();
-            let mine = own(&total, l);
-            // E_oᵀ R_o for the other party's columns, masked by my R.
-            let other = super::gemm::tmul_cols(e, stride, other_at, other_c, &r_mine, l);
-            (mine, other)
+            own(&total, l)
         });
+        if other.len() != other_c * l {
+            return Err(MpcError::Shape("planned product of the wrong shape".into()));
+        }
         if mine.len() != own_c * l {
             return Err(MpcError::Shape(format!(
                 "own product has {} entries, expected {own_c} × {l}",
@@ -178,7 +153,7 @@ impl<T: Transport> Engine<'_, T> {
             )));
         }
         let z: Vec<R64> = if me.is_first() {
-            z0
+            z0.to_vec()
         } else {
             from_words(recv_words(self.t, &self.names.dealer, d * l).await?)
         };

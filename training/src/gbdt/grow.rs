@@ -56,26 +56,23 @@ pub(super) fn root<T: Transport>(e: &Engine<'_, T>, n: usize) -> SharedVec {
     SharedVec::zeros(ndarray::Ix1(n)).add_scalar(me(e), int(1))
 }
 
-/// Shares of `g ⊙ m` and `h ⊙ m` for each membership (no truncation: `m` is 0/1).
+/// Shares of `g ⊙ m` and `h ⊙ m` for each membership (no truncation: `m` is 0/1), in one
+/// outer product ([`Engine::mul_outer`]: `g`, `h` and each `m` opened once).
 async fn masked_gh<T: Transport>(
     e: &mut Engine<'_, T>,
     g: &SharedVec,
     h: &SharedVec,
     ms: &[&SharedVec],
 ) -> Result<Vec<(SharedVec, SharedVec)>> {
-    let n = g.len();
     let l = ms.len();
-    let lhs = cat(std::iter::repeat_n(g, l).chain(std::iter::repeat_n(h, l)));
-    let rhs = cat(ms.iter().copied().chain(ms.iter().copied()));
-    let prod = e.mul(&lhs, &rhs).await?;
-    Ok((0..l)
-        .map(|i| {
-            (
-                part(&prod, i * n, (i + 1) * n),
-                part(&prod, (l + i) * n, (l + i + 1) * n),
-            )
-        })
-        .collect())
+    let mut prod = e.mul_outer(&[g, h], ms).await?;
+    if prod.len() != 2 * l {
+        return Err(TrainError::Internal(
+            "outer product of the wrong size".into(),
+        ));
+    }
+    let hs = prod.split_off(l);
+    Ok(prod.into_iter().zip(hs).collect())
 }
 
 impl Grower<'_> {
@@ -83,17 +80,21 @@ impl Grower<'_> {
         self.k[0] + self.k[1]
     }
 
-    /// Left sums of every candidate and the totals, for each membership.
+    /// Left sums of every candidate and the totals, for each membership (`None`: the
+    /// root, every row, whose `g ⊙ m, h ⊙ m` are `g, h` themselves: no product).
     async fn hists<T: Transport>(
         &self,
         e: &mut Engine<'_, T>,
         g: &SharedVec,
         h: &SharedVec,
-        ms: &[&SharedVec],
+        ms: Option<&[&SharedVec]>,
     ) -> Result<Vec<Hist>> {
         let me = e.transport().me().to_string();
         let sp = span(&me, "hist: g⊙m, h⊙m");
-        let gh = masked_gh(e, g, h, ms).await?;
+        let gh = match ms {
+            Some(ms) => masked_gh(e, g, h, ms).await?,
+            None => vec![(g.clone(), h.clone())],
+        };
         drop(sp);
         let vs: Vec<&SharedVec> = gh.iter().flat_map(|(gm, hm)| [gm, hm]).collect();
         let sp = span(&me, "hist: Cᵀ·[g⊙m, h⊙m]");
@@ -101,7 +102,7 @@ impl Grower<'_> {
         let own = |x: &[R64], l: usize| binned.map_or_else(Vec::new, |b| b.tmul(x, l));
         let mut sums = e.masked_tmul_owned(self.mm, &vs, &own).await?.into_iter();
         drop(sp);
-        let mut out = Vec::with_capacity(ms.len());
+        let mut out = Vec::with_capacity(gh.len());
         for (gm, hm) in &gh {
             let (Some(gl), Some(hl)) = (sums.next(), sums.next()) else {
                 return Err(TrainError::Internal("missing histogram".into()));
@@ -114,6 +115,35 @@ impl Grower<'_> {
             });
         }
         Ok(out)
+    }
+
+    /// Plans the histogram products of this tree (unless already planned) and of the next
+    /// one, if the run has one: their data-independent dense products then run in the
+    /// background while this tree's other phases do ([`Engine::plan_owned`]). The first
+    /// tree is planned level by level (its first level then waits for one small product,
+    /// not the whole tree's), every later tree as one batch (one pass over the masked
+    /// matrix). Every seat plans alike: the widths depend only on the depth, the count of
+    /// trees planned only on the batches drawn.
+    fn plan<T: Transport>(&self, e: &mut Engine<'_, T>) -> Result<()> {
+        // One vector pair (g, h) per left child: 1 at level 0, 2^(level − 1) below.
+        let widths: Vec<usize> = (0..self.p.depth)
+            .map(|level| 2 * (1usize << level.saturating_sub(1)))
+            .collect();
+        let (drawn, queued) = e.owned_plans();
+        if drawn == 0 {
+            for w in &widths {
+                e.plan_owned(self.mm, std::slice::from_ref(w))?;
+            }
+        } else if queued == 0 {
+            e.plan_owned(self.mm, &widths)?;
+        }
+        // Trees planned: the first as `depth` batches, each later one as one.
+        let drawn = usize::try_from(e.owned_plans().0).unwrap_or(usize::MAX);
+        let planned = (drawn + 1).saturating_sub(widths.len());
+        if e.owned_plans().1 <= widths.len() && planned < self.p.trees {
+            e.plan_owned(self.mm, &widths)?;
+        }
+        Ok(())
     }
 
     /// Reciprocal range of `H + λ`.
@@ -133,15 +163,16 @@ impl Grower<'_> {
         out: Option<&[bool]>,
         on_level: &(dyn Fn(usize) + Send + Sync),
     ) -> Result<Grown> {
+        self.plan(e)?;
         let mut ms = vec![root(e, self.n)];
         let mut prev: Vec<Hist> = Vec::new();
         let mut nodes = Vec::new();
         for level in 0..self.p.depth {
             let hs = if level == 0 {
-                self.hists(e, g, h, &[&ms[0]]).await?
+                self.hists(e, g, h, None).await?
             } else {
                 let lefts: Vec<&SharedVec> = ms.iter().step_by(2).collect();
-                let lh = self.hists(e, g, h, &lefts).await?;
+                let lh = self.hists(e, g, h, Some(&lefts)).await?;
                 let mut hs = Vec::with_capacity(ms.len());
                 for (l, parent) in lh.into_iter().zip(&prev) {
                     let r = parent.minus(&l)?;
@@ -367,7 +398,7 @@ impl Grower<'_> {
         let dw: Vec<R64> = (0..l).map(|p| wv[2 * p] - wv[2 * p + 1]).collect();
         let q = e.mul(flags, &SharedVec::from_vec(dw)).await?;
         let ind = SharedVec::from_vec(indicators(me, lefts, l, n)?);
-        let moved = e.mul(&broadcast(&q, n), &ind).await?;
+        let moved = e.mul_broadcast(&q, &ind).await?;
         drop(ind);
         let wl = SharedVec::from_vec((0..l).map(|p| wv[2 * p]).collect());
         let u = moved.add(&broadcast(&wl, n))?;
@@ -383,7 +414,10 @@ pub(super) async fn leaf_scores<T: Transport>(
     w: &SharedVec,
     n: usize,
 ) -> Result<SharedVec> {
-    let prod = e.mul(&cat(ms.iter()), &broadcast(w, n)).await?;
+    if w.len() != ms.len() {
+        return Err(TrainError::Internal("a weight per leaf expected".into()));
+    }
+    let prod = e.mul_broadcast(w, &cat(ms.iter())).await?;
     Ok(fold_rows(&prod, n))
 }
 
@@ -435,13 +469,12 @@ pub(super) async fn route<T: Transport>(
 ) -> Result<Vec<SharedVec>> {
     let me = me(e);
     let l = ms.len();
-    let mut fl = Vec::with_capacity(l * n);
-    for i in 0..l {
-        fl.extend(std::iter::repeat_n(flags.as_slice()[i], n));
+    if flags.len() != l {
+        return Err(TrainError::Internal("a flag per node expected".into()));
     }
     let ind = indicators(me, lefts, l, n)?;
     let t = e
-        .mul(&SharedVec::from_vec(fl), &SharedVec::from_vec(ind))
+        .mul_broadcast(flags, &SharedVec::from_vec(ind))
         .await?
         .add_scalar(me, int(1));
     let left = e.mul(&cat(ms.iter()), &t).await?;

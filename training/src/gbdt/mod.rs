@@ -18,8 +18,12 @@
 //!    every left child of a level in one product
 //!    ([`confide_mpc::Engine::masked_tmul_owned`]: each owner multiplies its own bins in
 //!    the clear by its share plus the other's share masked with fresh dealer randomness
-//!    `R`; the cached mask turns `C_pᵀR` into shares); a right sibling's sums are its
-//!    parent's minus the left sibling's. A node's own sums `G, H` come from its parent's
+//!    `R`; the cached mask turns `C_pᵀR` into shares). The masks and the dense products
+//!    `U_pᵀR`, `E_oᵀR` depend on no data: each tree's are planned one tree ahead and
+//!    computed in the background ([`confide_mpc::Engine::plan_owned`]). `g ⊙ m, h ⊙ m`
+//!    for all left children come from one outer product
+//!    ([`confide_mpc::Engine::mul_outer`]; at the root they are `g, h`). A right sibling's
+//!    sums are its parent's minus the left sibling's. A node's own sums `G, H` come from its parent's
 //!    chosen split (the argmax carries the winner's `G_L, H_L`).
 //! 4. Per candidate `score = G_L·w_L + G_R·w_R` with `w = G/(H + λ)` from a secure
 //!    reciprocal (the comparisons with every power of two, from one bit decomposition of
