@@ -7,8 +7,8 @@
 //!    rates, split evenly over the three lenders, `RISK_LOAD_STEP_SECS` (default 15) per
 //!    step. Every answer is checked against the plaintext sums. The highest rate whose p99
 //!    stays under 50 ms with no error is the sustained rate.
-//! 2. **Soak**: that rate for `RISK_LOAD_SOAK_SECS` (default 600), with the five daemons'
-//!    resident memory sampled every 30 s.
+//! 2. **Soak**: that rate (or `RISK_LOAD_SOAK_RATE`) for `RISK_LOAD_SOAK_SECS` (default 600),
+//!    with the five daemons' resident memory sampled every 30 s.
 //!
 //! `cargo bench --bench risk_load`; `RISK_LOAD_RATES=10,20,40` picks the steps (queries per
 //! second, all lenders together; default 5 to 320). When the highest step still passes,
@@ -275,7 +275,7 @@ fn main() {
 
     // Soak at the sustained rate, memory sampled every 30 s.
     let mut samples: Vec<(f64, Vec<f64>)> = vec![(0.0, current_rss(&daemons))];
-    let soak_rate = sustained.max(1.0);
+    let soak_rate = env_f64("RISK_LOAD_SOAK_RATE", sustained.max(1.0));
     let t0 = Instant::now();
     let mut soak_errors = Vec::new();
     let mut soak_lat = Vec::new();
