@@ -24,9 +24,10 @@ use crate::codec::hex_hashes;
 use crate::entry::{Entry, EntryBody};
 use crate::error::{AuditError, Result};
 use crate::genesis::Genesis;
-use crate::merkle::{Hash, MerkleTree, leaf_hash};
-use crate::pruned::{LeafSource, PrunedTree};
+use crate::merkle::{Hash, MerkleTree};
+use crate::pruned::PrunedTree;
 
+mod leaves;
 mod member;
 mod rebuild;
 mod sequencer;
@@ -81,25 +82,6 @@ pub struct VerifyReport {
     pub final_size: Option<u64>,
 }
 
-/// The stored entries as the tree's leaf source: leaf = SHA-256(0x00 ‖ entry bytes).
-struct DbLeaves<'a>(&'a Database);
-
-impl LeafSource for DbLeaves<'_> {
-    fn leaf_hashes(&self, start: u64, len: u64) -> Option<Vec<Hash>> {
-        let rtx = self.0.begin_read().ok()?;
-        let t = rtx.open_table(ENTRIES).ok()?;
-        let mut out = Vec::with_capacity(usize::try_from(len).ok()?);
-        for (i, row) in t.range(start..start.checked_add(len)?).ok()?.enumerate() {
-            let (k, v) = row.ok()?;
-            if k.value() != start + i as u64 {
-                return None;
-            }
-            out.push(leaf_hash(v.value()));
-        }
-        (out.len() as u64 == len).then_some(out)
-    }
-}
-
 /// One party's copy of the audit log.
 pub struct AuditStore {
     db: Database,
@@ -109,7 +91,7 @@ pub struct AuditStore {
     origin: String,
     me: String,
     key: SigningKey,
-    /// The Merkle tree's frontier; older leaves are read from [`ENTRIES`] ([`DbLeaves`]).
+    /// The Merkle tree's frontier; older leaves are read from [`ENTRIES`] ([`leaves::DbLeaves`]).
     tree: PrunedTree,
     signed: Option<SignedCheckpoint>,
     final_cp: Option<SignedCheckpoint>,
@@ -304,22 +286,6 @@ impl AuditStore {
 
     fn push_leaf(&mut self, e: &Entry) {
         self.tree.push(e.leaf_hash());
-    }
-
-    /// Where the tree reads the leaves of chunks it no longer holds: the stored entries.
-    fn leaf_source(&self) -> DbLeaves<'_> {
-        DbLeaves(&self.db)
-    }
-
-    /// Rolls the tree back to `size` entries (all committed: every caller truncates to a
-    /// size it held before an uncommitted batch or to a view's base). If the entries below
-    /// `size` cannot be read, the store stops signing rather than keep a wrong tree.
-    fn truncate_tree(&mut self, size: u64) {
-        if !self.tree.truncate(size, &DbLeaves(&self.db)) {
-            self.fault.get_or_insert(format!(
-                "could not read the stored entries below {size} to roll the tree back"
-            ));
-        }
     }
 
     /// Writes the on-disk indexes ([`LEAVES`], [`JOB_ENTRIES`]) of `entries`, which start
