@@ -8,7 +8,9 @@
 //!    step. Every answer is checked against the plaintext sums. The highest rate whose p99
 //!    stays under 50 ms with no error is the sustained rate.
 //! 2. **Soak**: that rate (or `RISK_LOAD_SOAK_RATE`) for `RISK_LOAD_SOAK_SECS` (default 600),
-//!    with the five daemons' resident memory sampled every 30 s.
+//!    with the five daemons' resident memory sampled every 30 s, and each daemon's growth
+//!    over the soak's last 10 minutes (run a soak longer than 10 minutes so that the capped
+//!    redb caches fill before that window).
 //!
 //! `cargo bench --bench risk_load`; `RISK_LOAD_RATES=10,20,40` picks the steps (queries per
 //! second, all lenders together; default 5 to 320). When the highest step still passes,
@@ -340,6 +342,28 @@ fn main() {
     for (t, r) in &samples {
         let cells: Vec<String> = r.iter().map(|m| format!("{m:.0}")).collect();
         println!("| {t:.0} | {} |", cells.join(" / "));
+    }
+    // Flatness: each daemon's growth over the soak's last 10 minutes (the window starts at
+    // the latest sample at or before end - 600 s; earlier minutes fill the capped caches).
+    if let (Some(last), true) = (samples.last(), samples.len() > 1) {
+        let from = samples
+            .iter()
+            .rev()
+            .find(|(t, _)| *t <= last.0 - 600.0)
+            .unwrap_or(&samples[0]);
+        let growth: Vec<String> = last
+            .1
+            .iter()
+            .zip(&from.1)
+            .map(|(b, a)| format!("{:+.1}", b - a))
+            .collect();
+        println!(
+            "RSS growth over the last {:.0} s (t = {:.0} → {:.0}), MiB: {}",
+            last.0 - from.0,
+            from.0,
+            last.0,
+            growth.join(" / ")
+        );
     }
     let peaks: Vec<String> = peak.iter().map(|m| format!("{m:.0}")).collect();
     println!("peak RSS MiB: {}", peaks.join(" / "));

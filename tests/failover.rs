@@ -1,7 +1,8 @@
 //! Sequencer failover across real daemons: the sequencer is killed in the middle of a
 //! stream of jobs; the next member takes over within 10 s, jobs go on being anchored,
 //! and every acknowledged job's entry is in the log at every member afterwards, the
-//! old sequencer included once it returns (as a member of the new view).
+//! old sequencer included once it returns (as a member of the new view). A member back
+//! from an outage catches up at once, not when the sequencer's backoff on it ends.
 
 mod common;
 
@@ -90,7 +91,13 @@ fn the_next_member_takes_over_when_the_sequencer_is_killed() {
         Duration::from_secs(5),
     );
 
-    // alice returns: she learns view 1, drops what was never final, and catches up.
+    // alice returns: she learns view 1, drops what was never final, and catches up at
+    // once (her first call to bob ends the backoff bob kept her in while she was down),
+    // before any new entry.
+    // Down long enough for bob's backoff to reach 8 s (0.25 s doubling per failure).
+    std::thread::sleep(Duration::from_secs(9));
+    let (n, _, _) = log_json(&dir, "bob");
+    let returned = Instant::now();
     daemons.insert(0, serve(&dir, "alice"));
     wait_audit_status(
         &dir,
@@ -98,6 +105,8 @@ fn the_next_member_takes_over_when_the_sequencer_is_killed() {
         "sequencer `bob` (view 1)",
         Duration::from_secs(20),
     );
+    wait_replicated(&dir, &["alice"], n, Duration::from_secs(3));
+    eprintln!("alice caught up {:?} after her restart", returned.elapsed());
     let o = psi(&dir, "bob", "ids", &["carol:ids"], &["--size-only"]);
     assert!(o.status.success(), "{}", stderr(&o));
     let last = job_id(&stdout(&o));
@@ -185,4 +194,29 @@ fn a_frozen_sequencer_is_replaced_within_10s_and_follows_when_it_thaws() {
         assert!(v.status.success(), "{p}: {}{}", stdout(&v), stderr(&v));
     }
     eprintln!("a job during the sequencer's freeze took {took:?}");
+}
+
+#[test]
+fn a_member_back_from_an_outage_catches_up_at_once() {
+    let (root, dir, _) = new_alliance("alice,bob,carol");
+    let data = write_ids(root.path(), 200);
+    add_dataset(&dir, "alice", "ids", &data, "id", "{ psi = [\"bob\"] }");
+    add_dataset(&dir, "bob", "ids", &data, "id", "{ psi = [\"alice\"] }");
+    let mut daemons = start(&dir, &ALL, Duration::from_secs(20));
+    // carol, a member, goes down; alice and bob go on anchoring jobs (a majority).
+    drop(daemons.remove(2));
+    for _ in 0..2 {
+        let o = psi(&dir, "bob", "ids", &["alice:ids"], &["--size-only"]);
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    // Down long enough for alice's backoff on carol to reach 8 s.
+    std::thread::sleep(Duration::from_secs(9));
+    let (n, _, _) = log_json(&dir, "alice");
+    // Back, carol calls the sequencer once at start: alice ends the backoff and catches
+    // her up before any new entry.
+    let returned = Instant::now();
+    daemons.push(serve(&dir, "carol"));
+    wait_status_ok(&dir, "carol", Duration::from_secs(10));
+    wait_replicated(&dir, &["carol"], n, Duration::from_secs(3));
+    eprintln!("carol caught up {:?} after her restart", returned.elapsed());
 }

@@ -20,6 +20,9 @@ pub(super) const CALL_TIMEOUT: Duration = Duration::from_secs(5);
 /// member answers with a later view's certificate).
 pub async fn replication_loop(a: Arc<AuditState>, mut stop: tokio::sync::watch::Receiver<bool>) {
     let mut roles = a.roles.subscribe();
+    if !a.is_sequencer() {
+        hello(&a).await;
+    }
     loop {
         // A corrupt store set aside at start: adopt the members' copies before anything else.
         if a.is_sequencer()
@@ -33,6 +36,18 @@ pub async fn replication_loop(a: Arc<AuditState>, mut stop: tokio::sync::watch::
             _ = tokio::time::sleep(Duration::from_secs(1)) => {},
             _ = stop.changed() => return,
         }
+    }
+}
+
+/// A member that starts calls its sequencer once (a one-entry `Audit.Fetch` from its own
+/// size), so a sequencer that had it in backoff after a restart or an outage catches it up
+/// at once. Best effort: an unreachable sequencer is found by the member's next append.
+async fn hello(a: &AuditState) {
+    let Ok((seq, size)) = a.with(|s| Ok((s.sequencer().to_string(), s.size()))) else {
+        return;
+    };
+    if let Err(e) = super::rebuild::fetch(a, &seq, size, 1).await {
+        tracing::debug!(sequencer = %seq, error = %e, "audit: the sequencer did not answer at start");
     }
 }
 
@@ -52,6 +67,11 @@ async fn replicate_while_sequencer(
     loop {
         if !a.is_sequencer() {
             return true;
+        }
+        for m in a.take_contacts() {
+            if rep.on_contact(&m) {
+                tracing::debug!(member = %m, "audit: member made contact; backoff ended");
+            }
         }
         let batches = match a.with(|s| rep.next_batch(s, Instant::now())) {
             Ok(b) => b,

@@ -52,6 +52,7 @@ impl Audit for AuditService {
                 self.me
             )));
         }
+        a.contacted(&who);
         let entry = Entry::from_bytes(&req.into_inner().entry)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if entry.body().member != who {
@@ -83,6 +84,7 @@ impl Audit for AuditService {
                 "`{who}` is not a member"
             )));
         }
+        a.contacted(&who);
         let r = req.into_inner();
         let reply = tokio::task::spawn_blocking(move || -> Result<ReplicateReply, DaemonError> {
             let batch = ReplicateBatch::from_wire(
@@ -120,6 +122,7 @@ impl Audit for AuditService {
                 "`{who}` is not a member"
             )));
         }
+        a.contacted(&who);
         let r = req.into_inner();
         let batch = a
             .with(|s| serve_fetch(s, r.from_index, r.limit))

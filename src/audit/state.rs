@@ -24,8 +24,11 @@ pub struct AuditState {
     pub genesis: Genesis,
     pub genesis_json: String,
     store: Mutex<AuditStore>,
-    /// Wakes the replication loop after an append.
+    /// Wakes the replication loop after an append, or a contact by a member.
     pub(crate) kick: tokio::sync::Notify,
+    /// Members that contacted this member since the replication loop last looked (it
+    /// ends their backoff: see [`Self::contacted`]).
+    contacts: Mutex<Vec<String>>,
     /// Size of the latest final checkpoint this member holds (wakes [`Self::proof_when_final`]).
     finals: tokio::sync::watch::Sender<u64>,
     /// The corrupt store found at start, set aside for the operator.
@@ -108,6 +111,7 @@ impl AuditState {
             genesis_json,
             store: Mutex::new(store),
             kick: tokio::sync::Notify::new(),
+            contacts: Mutex::new(Vec::new()),
             finals: tokio::sync::watch::Sender::new(final_size),
             set_aside,
             rebuild_note: Mutex::new(String::new()),
@@ -125,6 +129,29 @@ impl AuditState {
             .lock()
             .map_err(|_| DaemonError::Internal("audit store poisoned".into()))?;
         f(&mut s).map_err(DaemonError::Audit)
+    }
+
+    /// `member` called this member (append, fetch, replicate): when this member is the
+    /// sequencer, the replication loop probes it at once instead of waiting out a backoff
+    /// (a member back from a restart catches up in its first second, not after up to 30 s).
+    pub(crate) fn contacted(&self, member: &str) {
+        if !self.is_sequencer() {
+            return;
+        }
+        if let Ok(mut c) = self.contacts.lock()
+            && !c.iter().any(|m| m == member)
+        {
+            c.push(member.to_string());
+        }
+        self.kick.notify_one();
+    }
+
+    /// The members that made contact since the last call.
+    pub(crate) fn take_contacts(&self) -> Vec<String> {
+        self.contacts
+            .lock()
+            .map(|mut c| std::mem::take(&mut *c))
+            .unwrap_or_default()
     }
 
     /// Wakes whoever waits for this member's role to change (after a view change).

@@ -19,8 +19,9 @@
 //!    checked and recorded, size advanced; returns the checkpoint that became
 //!    final at a majority, which the next `next_batch` pushes to every member)
 //!    or a failure to [`Replicator::on_error`] (size forgotten, exponential
-//!    backoff; the member is probed again when the backoff ends, so a member
-//!    that was down catches up from wherever it is).
+//!    backoff; the member is probed again when the backoff ends, or as soon as
+//!    it contacts the sequencer ([`Replicator::on_contact`]), so a member that
+//!    was down catches up from wherever it is).
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -258,6 +259,21 @@ impl Replicator {
                 v.fail(&e, now, &backoff);
                 Err(e)
             }
+        }
+    }
+
+    /// `member` contacted the sequencer (it appended, fetched, or sent a batch as the
+    /// sequencer of an older view): it is up again, so a backoff it was waiting out ends
+    /// now and it is probed at the next [`Self::next_batch`]. Nothing changes for a member
+    /// with a batch in flight or in no backoff; unknown names are ignored. Returns whether
+    /// a backoff ended.
+    pub fn on_contact(&mut self, member: &str) -> bool {
+        match self.members.get_mut(member) {
+            Some(v) if v.in_flight.is_none() && v.retry_at.is_some() => {
+                v.retry_at = None;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -166,6 +166,38 @@ fn backoff_doubles_up_to_the_cap() {
 }
 
 #[test]
+fn a_member_that_makes_contact_leaves_its_backoff() {
+    let cfg = ReplicatorConfig {
+        backoff_initial: Duration::from_secs(30),
+        backoff_max: Duration::from_secs(30),
+        ..ReplicatorConfig::default()
+    };
+    let mut net = Net::new(3, cfg);
+    net.down.insert("m1".into());
+    net.append(4);
+    net.settle();
+    assert!(net.view("m1").retry_at.is_some_and(|t| t > net.now));
+    assert_eq!(net.member("m1").size(), 0);
+    // Back up, but the sequencer does not know yet: nothing for 30 s.
+    net.down.clear();
+    assert_eq!(net.step(), 0, "still in its backoff");
+    // It makes contact: probed and caught up at once, without waiting out the backoff.
+    assert!(net.rep.on_contact("m1"));
+    assert!(!net.rep.on_contact("m1"), "no backoff left to end");
+    assert!(!net.rep.on_contact("m2") && !net.rep.on_contact("nobody"));
+    net.settle();
+    assert_eq!(net.member("m1").size(), 4);
+    assert_eq!(net.member("m1").latest_final().unwrap().checkpoint.size, 4);
+    assert!(net.errors.is_empty(), "{:?}", net.errors);
+    // A batch in flight is left alone.
+    net.append(1);
+    let _ = batch_for(&mut net, "m1");
+    assert!(net.view("m1").in_flight());
+    assert!(!net.rep.on_contact("m1"));
+    assert!(net.view("m1").in_flight());
+}
+
+#[test]
 fn wire_forms_roundtrip_and_refuse_garbage() {
     let mut net = Net::new(3, ReplicatorConfig::default());
     net.append(3);
