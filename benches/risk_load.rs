@@ -294,6 +294,16 @@ fn main() {
         soak_errors.extend(st.errors);
         soak_lat.extend(st.latencies);
         samples.push((t0.elapsed().as_secs_f64(), current_rss(&daemons)));
+        // Printed as it goes, so that a soak cut short keeps its figures.
+        if let Some((t, r)) = samples.last() {
+            let cells: Vec<String> = r.iter().map(|m| format!("{m:.0}")).collect();
+            eprintln!(
+                "soak t = {t:.0} s: {} queries, {} errors; RSS MiB {}",
+                soak_lat.len() + soak_errors.len(),
+                soak_errors.len(),
+                cells.join(" / ")
+            );
+        }
     }
     soak_lat.sort();
     let peak = rss(&daemons);
@@ -303,7 +313,19 @@ fn main() {
         .chain(soak_errors.iter())
         .take(3)
         .collect();
-    let entries = log_json(&dir, "alice").0;
+    // The entry count from `status` (the whole log of a long soak is large to print).
+    let status = stdout(&at(&dir, "alice", &["status"]));
+    let entries = status
+        .lines()
+        .find_map(|l| {
+            l.split("ok: ")
+                .nth(1)?
+                .split(' ')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .unwrap_or(0);
 
     println!();
     println!(

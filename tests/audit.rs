@@ -77,6 +77,16 @@ fn jobs_are_anchored_replicated_and_provable_offline() {
         assert!(o.status.success(), "{}", stderr(&o));
         assert!(stdout(&o).contains("intact"), "{}", stdout(&o));
     }
+    // The log is read page by page (a long log does not fit one message): pages of 1 and 3
+    // entries print the same as one page.
+    let whole = log_json(&dir, "alice").2;
+    for page in ["1", "3"] {
+        let o = cli(&["audit", "log", "--config", path_str(&config(&dir, "alice"))])
+            .env("CONFIDE_AUDIT_LOG_PAGE", page)
+            .output()
+            .unwrap();
+        assert_eq!(stdout(&o), whole, "page of {page}: {}", stderr(&o));
+    }
     // A reader that stops early (`confide audit log | head -1`) ends the command quietly,
     // with status 0: no panic on the closed pipe.
     let mut child = cli(&["audit", "log", "--config", path_str(&config(&dir, "alice"))])

@@ -286,7 +286,10 @@ async fn every_kind_runs_in_process() {
         .await
         .unwrap();
     let log = au
-        .log(confide_proto::LogRequest { summary: false })
+        .log(confide_proto::LogRequest {
+            summary: false,
+            ..Default::default()
+        })
         .await
         .unwrap()
         .into_inner()

@@ -133,8 +133,9 @@ fn resume(s: &Setup, protocol: &str, job: &str) -> std::process::Output {
     cli(&args).output().unwrap()
 }
 
-/// Kills `bob`'s daemon once `ready` holds (within 2 minutes); `job` must then fail.
-fn kill_when(job: Child, bob: &mut Daemon, ready: &dyn Fn() -> bool) {
+/// Kills `bob`'s daemon once `ready` holds (within 2 minutes); `job` must then fail (its
+/// output is returned).
+fn kill_when(job: Child, bob: &mut Daemon, ready: &dyn Fn() -> bool) -> std::process::Output {
     let started = Instant::now();
     while !ready() {
         assert!(
@@ -147,15 +148,22 @@ fn kill_when(job: Child, bob: &mut Daemon, ready: &dyn Fn() -> bool) {
     bob.child.wait().unwrap();
     let out = job.wait_with_output().unwrap();
     assert!(!out.status.success(), "the job survived bob's death");
+    out
 }
 
 /// Runs a PSI, kills bob's daemon once `ready` holds, restarts it; returns the job id.
 fn cut_off(s: &Setup, protocol: &str, bob: &mut Daemon, ready: &dyn Fn() -> bool) -> String {
     let job = spawn_psi(s, protocol);
-    kill_when(job, bob, ready);
+    let out = kill_when(job, bob, ready);
     assert!(!s.out.exists(), "a partial output was written");
     let ids = checkpointed(&s.dir, "alice");
     assert_eq!(ids.len(), 1, "alice keeps the checkpoint of the failed job");
+    // The failure says which job to resume.
+    assert!(
+        stderr(&out).contains(&format!("continue it with `--resume {}`", ids[0])),
+        "{}",
+        stderr(&out)
+    );
     *bob = serve_tuned(&s.dir, "bob");
     wait_all_ok(&s.dir, &["alice", "bob"], Duration::from_secs(20));
     assert_eq!(
@@ -273,6 +281,11 @@ fn a_resume_with_changed_inputs_or_no_checkpoint_is_refused() {
     let e = stderr(&o);
     assert!(
         e.contains("inputs changed since the checkpoint") && e.contains("bob"),
+        "{e}"
+    );
+    // A failed resumed attempt names the original job, whose checkpoint it worked on.
+    assert!(
+        e.contains(&format!("continue it with `--resume {job}`")),
         "{e}"
     );
     // A longer file is refused when proposed.
@@ -475,10 +488,12 @@ fn cut_training(dir: &Path, job: Child, bob: &mut Daemon, out: &Path) -> String 
             .iter()
             .any(|f| f.ends_with(&format!("state-{g}")))
     };
-    kill_when(job, bob, &|| state(0) && state(1));
+    let o = kill_when(job, bob, &|| state(0) && state(1));
     assert!(!out.exists());
     let ids = checkpointed_train(dir, "alice");
     assert_eq!(ids.len(), 1, "alice keeps the training checkpoint");
+    let hint = format!("continue it with `--resume {}`", ids[0]);
+    assert!(stderr(&o).contains(&hint), "{}", stderr(&o));
     *bob = serve_tuned(dir, "bob");
     wait_all_ok(dir, &["alice", "bob", "carol"], Duration::from_secs(20));
     ids[0].clone()

@@ -4,7 +4,8 @@
     pip install xgboost
     python3 training/xgboost_baseline.py [TREES DEPTH]
 
-For each data set in data/credit/: row i is a test row when i % 5 == 4 (the rule of
+For each data set in data/credit/: row i is a test row when i % 5 == 4, or
+i % 5 == GBDT_FOLD with the environment variable GBDT_FOLD=0..4 (the rule of
 training/examples/gbdt_accuracy.rs); xgboost.train(objective="binary:logistic", tree_method="hist",
 max_bin=32, max_depth=DEPTH, eta=0.3, reg_lambda=1, gamma=0, min_child_weight=1,
 num_boost_round=TREES; the same as XGBClassifier's n_estimators) is fitted on the raw training rows (trees need no scaling).
@@ -63,14 +64,16 @@ def confide_bins(train_col, col, bins=32):
 def main():
     trees = int(sys.argv[1]) if len(sys.argv) > 1 else 20
     depth = int(sys.argv[2]) if len(sys.argv) > 2 else 3
+    fold = int(os.environ.get("GBDT_FOLD", "4"))
+    assert 0 <= fold < 5, "GBDT_FOLD is 0 to 4"
     print(f"python {sys.version.split()[0]}, numpy {np.__version__}, xgboost {xgb.__version__}")
-    print(f"trees {trees}, depth {depth}, eta 0.3, max_bin 32, lambda 1, gamma 0, min_child_weight 1")
+    print(f"trees {trees}, depth {depth}, eta 0.3, max_bin 32, lambda 1, gamma 0, min_child_weight 1; test rows i % 5 == {fold}")
     print("| data set | train/test rows | features | XGBoost AUC (base 0.5) | XGBoost AUC (default base) | XGBoost on Confide's bins (base 0.5) |")
     print("|---|---|---|---|---|---|")
     for name, file in SETS:
         a = np.loadtxt(os.path.join(DATA, file), delimiter=",", skiprows=1)
         x, y = a[:, :-1], a[:, -1]
-        test = np.arange(len(y)) % 5 == 4
+        test = np.arange(len(y)) % 5 == fold
         binned = np.column_stack(
             [confide_bins(x[~test, j], x[:, j]) for j in range(x.shape[1])]
         )

@@ -13,6 +13,9 @@ use crate::base::error::DaemonError;
 use crate::net::MAX_MESSAGE;
 use crate::net::authz::{caller, only_self};
 
+/// Most entries in one answer to `Audit.Log` (about 2.5 MB of JSON; the CLI reads pages).
+pub const LOG_PAGE: u64 = 10_000;
+
 /// The Audit gRPC service.
 #[derive(Debug)]
 pub struct AuditService {
@@ -52,7 +55,6 @@ impl Audit for AuditService {
                 self.me
             )));
         }
-        a.contacted(&who);
         let entry = Entry::from_bytes(&req.into_inner().entry)
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         if entry.body().member != who {
@@ -66,7 +68,8 @@ impl Audit for AuditService {
             .await
             .map_err(|e| Status::internal(e.to_string()))?
             .map_err(st)?;
-        a.kick.notify_one();
+        // Wakes the replication loop (and ends a backoff `who` may be in).
+        a.contacted(&who);
         Ok(Response::new(AppendReply {
             index: promise.index,
             promise: serde_json::to_vec(&promise).map_err(|e| Status::internal(e.to_string()))?,
@@ -187,7 +190,8 @@ impl Audit for AuditService {
     async fn log(&self, req: Request<LogRequest>) -> Result<Response<LogReply>, Status> {
         only_self(&self.me, &req, "read its own audit log through this call")?;
         let a = self.state()?;
-        let summary = req.into_inner().summary;
+        let r = req.into_inner();
+        let summary = r.summary;
         let json = a
             .with(|s| {
                 if summary {
@@ -198,12 +202,16 @@ impl Audit for AuditService {
                         .collect();
                     Ok(serde_json::Value::Object(v))
                 } else {
-                    let entries = s.log()?;
+                    // One page: a long log does not fit one message (nor the daemon's memory).
+                    let size = s.size();
+                    let from = r.from_index.min(size);
+                    let limit = if r.limit == 0 { LOG_PAGE } else { r.limit.min(LOG_PAGE) };
+                    let entries = s.entries_range(from, size.min(from.saturating_add(limit)))?;
                     let final_size = s.latest_final().map(|c| c.checkpoint.size);
                     Ok(serde_json::json!({
-                        "size": s.size(),
+                        "size": size,
                         "final_size": final_size,
-                        "entries": entries.iter().map(|(i, e)| {
+                        "entries": (from..).zip(&entries).map(|(i, e)| {
                             let b = e.body();
                             serde_json::json!({"index": i, "timestamp_ms": b.timestamp_ms, "member": b.member, "kind": b.kind.as_str(), "job_id": b.job_id, "served_by": b.served_by, "fingerprint": hex::encode(b.fingerprint)})
                         }).collect::<Vec<_>>(),

@@ -20,8 +20,8 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
         }
         AuditCommand::Log { config, summary } => {
             let cfg = PartyConfig::load(&config.config)?;
-            let v = log(&cfg, summary).await?;
             if summary {
+                let v = log(&cfg, true).await?;
                 outln!("{:<12} {:>8} {:>8}", "member", "started", "served");
                 if let Some(m) = v.as_object() {
                     for (name, x) in m {
@@ -29,10 +29,12 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
                     }
                 }
             } else {
+                // Page by page: the log is never held whole, here or at the daemon.
+                let mut page = log_page(&cfg, 0).await?;
+                let size = page["size"].as_u64().unwrap_or(0);
                 outln!(
-                    "{} entries; final checkpoint at size {}",
-                    v["size"],
-                    v["final_size"]
+                    "{size} entries; final checkpoint at size {}",
+                    page["final_size"]
                         .as_u64()
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| "none yet".into())
@@ -46,23 +48,17 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
                     "job",
                     "served by"
                 );
-                for e in v["entries"].as_array().into_iter().flatten() {
-                    let served: Vec<&str> = e["served_by"]
-                        .as_array()
-                        .into_iter()
-                        .flatten()
-                        .filter_map(|x| x.as_str())
-                        .collect();
-                    outln!(
-                        "{:>6} {:<24} {:<8} {:<11} {:<26} {:<16} {}",
-                        e["index"],
-                        e["timestamp_ms"],
-                        e["member"].as_str().unwrap_or(""),
-                        e["kind"].as_str().unwrap_or(""),
-                        e["job_id"].as_str().unwrap_or(""),
-                        served.join(","),
-                        e["fingerprint"].as_str().unwrap_or("")
-                    );
+                let mut next = 0;
+                loop {
+                    let mut entries = page["entries"].as_array().cloned().unwrap_or_default();
+                    // Up to the size in the header (the log may grow meanwhile).
+                    entries.truncate(size.saturating_sub(next) as usize);
+                    print_entries(&entries);
+                    next += entries.len() as u64;
+                    if entries.is_empty() || next >= size {
+                        break;
+                    }
+                    page = log_page(&cfg, next).await?;
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -130,12 +126,51 @@ pub fn check(
     Ok((v, line))
 }
 
-/// This party's audit log as its daemon reports it (JSON: `size`, `final_size`, `entries`;
-/// with `summary`, per member the jobs started and served).
-pub async fn log(cfg: &PartyConfig, summary: bool) -> Result<serde_json::Value, CliError> {
+fn print_entries(entries: &[serde_json::Value]) {
+    for e in entries {
+        let served: Vec<&str> = e["served_by"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|x| x.as_str())
+            .collect();
+        outln!(
+            "{:>6} {:<24} {:<8} {:<11} {:<26} {:<16} {}",
+            e["index"],
+            e["timestamp_ms"],
+            e["member"].as_str().unwrap_or(""),
+            e["kind"].as_str().unwrap_or(""),
+            e["job_id"].as_str().unwrap_or(""),
+            served.join(","),
+            e["fingerprint"].as_str().unwrap_or("")
+        );
+    }
+}
+
+/// Entries per `Audit.Log` call: the daemon's page, or `CONFIDE_AUDIT_LOG_PAGE` (tests use
+/// a small page to cross page boundaries).
+fn page_limit() -> u64 {
+    std::env::var("CONFIDE_AUDIT_LOG_PAGE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `Audit.Log` at this party's daemon: with `summary`, per member the jobs started and
+/// served; otherwise one page of the log from entry `from` (JSON: `size`, `final_size`,
+/// `entries`).
+async fn log_call(
+    cfg: &PartyConfig,
+    summary: bool,
+    from: u64,
+) -> Result<serde_json::Value, CliError> {
     let mut a = client::audit(cfg).await?;
     let r = a
-        .log(confide_proto::LogRequest { summary })
+        .log(confide_proto::LogRequest {
+            summary,
+            from_index: from,
+            limit: page_limit(),
+        })
         .await
         .map_err(|s| client::daemon_error(cfg, &s))?
         .into_inner();
@@ -145,6 +180,33 @@ pub async fn log(cfg: &PartyConfig, summary: bool) -> Result<serde_json::Value, 
             e,
         )
     })
+}
+
+/// One page of this party's audit log from entry `from`.
+async fn log_page(cfg: &PartyConfig, from: u64) -> Result<serde_json::Value, CliError> {
+    log_call(cfg, false, from).await
+}
+
+/// This party's audit log as its daemon reports it (JSON: `size`, `final_size`, `entries`,
+/// read page by page up to the size when the first page was read; with `summary`, per member
+/// the jobs started and served).
+pub async fn log(cfg: &PartyConfig, summary: bool) -> Result<serde_json::Value, CliError> {
+    let mut v = log_call(cfg, summary, 0).await?;
+    if summary {
+        return Ok(v);
+    }
+    let size = v["size"].as_u64().unwrap_or(0);
+    let mut all = v["entries"].as_array().cloned().unwrap_or_default();
+    while (all.len() as u64) < size {
+        let page = log_page(cfg, all.len() as u64).await?;
+        match page["entries"].as_array() {
+            Some(e) if !e.is_empty() => all.extend(e.iter().cloned()),
+            _ => break,
+        }
+    }
+    all.truncate(size as usize);
+    v["entries"] = serde_json::Value::Array(all);
+    Ok(v)
 }
 
 /// The daemon's verification of this party's whole copy of the audit log.

@@ -281,7 +281,15 @@ pub async fn run(
         };
         match &result {
             Ok(v) => ev.result_json = v.to_string(),
-            Err(_) => ev.error = err.clone(),
+            Err(_) => {
+                ev.error = err.clone();
+                if state == JobState::Failed
+                    && let Some(h) =
+                        resume::hint(&daemon.cfg.party.data_dir, &job_id, options.resume_of())
+                {
+                    ev.error.push_str(&h);
+                }
+            }
         }
         let _ = tx.send(ev).await;
     }

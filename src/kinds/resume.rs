@@ -33,6 +33,15 @@ pub fn anchor_job<'a>(job_id: &'a str, resume: Option<&'a str>) -> &'a str {
     resume.unwrap_or(job_id)
 }
 
+/// What the submitter of a failed job is told when this party keeps a checkpoint for it:
+/// the job to name in `--resume`, which is the original one when the failed job was itself
+/// a resumed attempt (every attempt works on the original's checkpoint).
+pub fn hint(data_dir: &Path, job_id: &str, resume: Option<&str>) -> Option<String> {
+    let anchor = anchor_job(job_id, resume);
+    has_checkpoint(&checkpoint_dir(data_dir, anchor))
+        .then(|| format!(" (its checkpoint is kept: continue it with `--resume {anchor}`)"))
+}
+
 /// Checks the job id given to `--resume`.
 pub fn check_id(id: &str) -> Result<(), DaemonError> {
     if valid_job_id(id) {

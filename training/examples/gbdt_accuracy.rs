@@ -3,7 +3,8 @@
 //! the XGBoost column with the same splits and hyperparameters).
 //!
 //! `cargo run --release -p confide-training --example gbdt_accuracy [-- TREES DEPTH [NAME…]]`
-//! (default 20 trees of depth 3). Each set: row i is a test row when i % 5 == 4; the
+//! (default 20 trees of depth 3). Each set: row i is a test row when i % 5 == 4 (or
+//! `i % 5 == GBDT_FOLD` with `GBDT_FOLD=0..4`, for the five-fold table); the
 //! features split in half (A gets the first half and the label); raw features (trees need
 //! no scaling); η 0.3, 32 bins, λ 1, γ 0, min_child_weight 1. The secure model is trained
 //! on shares and scored on the test rows with the secure prediction protocol (the scores
@@ -31,7 +32,7 @@ struct Split {
     test: [LocalData; 2],
 }
 
-fn split(file: &str) -> Split {
+fn split(file: &str, fold: usize) -> Split {
     let path = format!("{}/../data/credit/{file}", env!("CARGO_MANIFEST_DIR"));
     let text = std::fs::read_to_string(path).expect("data set");
     let mut lines = text.lines();
@@ -45,7 +46,7 @@ fn split(file: &str) -> Split {
         let sel: Vec<&Vec<f64>> = rows
             .iter()
             .enumerate()
-            .filter(|(i, _)| (i % 5 == 4) == test)
+            .filter(|(i, _)| (i % 5 == fold) == test)
             .map(|(_, r)| r)
             .collect();
         LocalData {
@@ -65,6 +66,8 @@ fn main() {
     let trees: usize = args.first().map_or(20, |a| a.parse().expect("trees"));
     let depth: usize = args.get(1).map_or(3, |a| a.parse().expect("depth"));
     let only = args.get(2..).unwrap_or_default();
+    let fold: usize = std::env::var("GBDT_FOLD").map_or(4, |f| f.parse().expect("GBDT_FOLD"));
+    assert!(fold < 5, "GBDT_FOLD is 0 to 4");
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -78,7 +81,9 @@ fn main() {
     let mut p = GbdtParams::new(names.clone());
     p.trees = trees;
     p.depth = depth;
-    println!("{trees} trees of depth {depth}, η 0.3, 32 bins, λ 1, γ 0, min_child_weight 1");
+    println!(
+        "{trees} trees of depth {depth}, η 0.3, 32 bins, λ 1, γ 0, min_child_weight 1; test rows i % 5 == {fold}"
+    );
     println!(
         "| data set | train/test rows | features | secure test AUC | plaintext twin test AUC | secure train + predict time |"
     );
@@ -91,7 +96,7 @@ fn main() {
         {
             continue;
         }
-        let s = split(file);
+        let s = split(file, fold);
         let y_test = s.test[0].label.clone().unwrap();
         let start = std::time::Instant::now();
         let scores = rt.block_on(async {
