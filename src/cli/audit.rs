@@ -9,6 +9,8 @@ use super::args::AuditCommand;
 use super::submit::read_file;
 use crate::base::config::PartyConfig;
 use crate::net::client;
+use confide_proto::audit_client::AuditClient;
+use tonic::transport::Channel;
 
 /// `confide audit ...`.
 pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
@@ -30,11 +32,11 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
                 }
             } else {
                 // Page by page: the log is never held whole, here or at the daemon.
-                let mut page = log_page(&cfg, 0).await?;
-                let size = page["size"].as_u64().unwrap_or(0);
+                let mut pages = LogPages::open(&cfg).await?;
                 outln!(
-                    "{size} entries; final checkpoint at size {}",
-                    page["final_size"]
+                    "{} entries; final checkpoint at size {}",
+                    pages.size,
+                    pages.head["final_size"]
                         .as_u64()
                         .map(|s| s.to_string())
                         .unwrap_or_else(|| "none yet".into())
@@ -48,17 +50,12 @@ pub async fn audit(c: AuditCommand) -> Result<ExitCode, CliError> {
                     "job",
                     "served by"
                 );
-                let mut next = 0;
                 loop {
-                    let mut entries = page["entries"].as_array().cloned().unwrap_or_default();
-                    // Up to the size in the header (the log may grow meanwhile).
-                    entries.truncate(size.saturating_sub(next) as usize);
-                    print_entries(&entries);
-                    next += entries.len() as u64;
-                    if entries.is_empty() || next >= size {
+                    let entries = pages.next_page().await?;
+                    if entries.is_empty() {
                         break;
                     }
-                    page = log_page(&cfg, next).await?;
+                    print_entries(&entries);
                 }
             }
             Ok(ExitCode::SUCCESS)
@@ -156,15 +153,14 @@ fn page_limit() -> u64 {
         .unwrap_or(0)
 }
 
-/// `Audit.Log` at this party's daemon: with `summary`, per member the jobs started and
-/// served; otherwise one page of the log from entry `from` (JSON: `size`, `final_size`,
-/// `entries`).
+/// `Audit.Log` on the client `a`: with `summary`, per member the jobs started and served;
+/// otherwise one page of the log from entry `from` (JSON: `size`, `final_size`, `entries`).
 async fn log_call(
     cfg: &PartyConfig,
+    a: &mut AuditClient<Channel>,
     summary: bool,
     from: u64,
 ) -> Result<serde_json::Value, CliError> {
-    let mut a = client::audit(cfg).await?;
     let r = a
         .log(confide_proto::LogRequest {
             summary,
@@ -182,29 +178,74 @@ async fn log_call(
     })
 }
 
-/// One page of this party's audit log from entry `from`.
-async fn log_page(cfg: &PartyConfig, from: u64) -> Result<serde_json::Value, CliError> {
-    log_call(cfg, false, from).await
+/// This party's audit log read page by page over one connection, up to the size it had
+/// when the first page was read (the log may grow meanwhile).
+struct LogPages<'a> {
+    cfg: &'a PartyConfig,
+    client: AuditClient<Channel>,
+    /// The first page's answer (its `size` and `final_size`; its entries go first).
+    head: serde_json::Value,
+    size: u64,
+    /// Entries handed out so far.
+    next: u64,
+}
+
+impl<'a> LogPages<'a> {
+    async fn open(cfg: &'a PartyConfig) -> Result<Self, CliError> {
+        let mut client = client::audit(cfg).await?;
+        let head = log_call(cfg, &mut client, false, 0).await?;
+        let size = head["size"].as_u64().unwrap_or(0);
+        Ok(LogPages {
+            cfg,
+            client,
+            head,
+            size,
+            next: 0,
+        })
+    }
+
+    /// The next page's entries; empty once `size` entries were handed out.
+    async fn next_page(&mut self) -> Result<Vec<serde_json::Value>, CliError> {
+        if self.next >= self.size {
+            return Ok(Vec::new());
+        }
+        let page = if self.next == 0 {
+            self.head["entries"].take()
+        } else {
+            log_call(self.cfg, &mut self.client, false, self.next).await?["entries"].take()
+        };
+        let mut entries = match page {
+            serde_json::Value::Array(e) => e,
+            _ => Vec::new(),
+        };
+        entries.truncate((self.size - self.next) as usize);
+        if entries.is_empty() {
+            // The daemon has fewer entries than it said: stop rather than ask again.
+            self.next = self.size;
+        }
+        self.next += entries.len() as u64;
+        Ok(entries)
+    }
 }
 
 /// This party's audit log as its daemon reports it (JSON: `size`, `final_size`, `entries`,
 /// read page by page up to the size when the first page was read; with `summary`, per member
 /// the jobs started and served).
 pub async fn log(cfg: &PartyConfig, summary: bool) -> Result<serde_json::Value, CliError> {
-    let mut v = log_call(cfg, summary, 0).await?;
     if summary {
-        return Ok(v);
+        let mut a = client::audit(cfg).await?;
+        return log_call(cfg, &mut a, true, 0).await;
     }
-    let size = v["size"].as_u64().unwrap_or(0);
-    let mut all = v["entries"].as_array().cloned().unwrap_or_default();
-    while (all.len() as u64) < size {
-        let page = log_page(cfg, all.len() as u64).await?;
-        match page["entries"].as_array() {
-            Some(e) if !e.is_empty() => all.extend(e.iter().cloned()),
-            _ => break,
+    let mut pages = LogPages::open(cfg).await?;
+    let mut all = Vec::new();
+    loop {
+        let page = pages.next_page().await?;
+        if page.is_empty() {
+            break;
         }
+        all.extend(page);
     }
-    all.truncate(size as usize);
+    let mut v = pages.head;
     v["entries"] = serde_json::Value::Array(all);
     Ok(v)
 }
